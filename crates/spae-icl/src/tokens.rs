@@ -1,0 +1,223 @@
+//! `init`, `tokenize`, `decode`, `reconstruct`: images <-> words with a tokenizer checkpoint.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use spae_core::imageio::{load_image, save_png};
+use spae_core::{ModelConfig, PyramidConfig, QuantizerKind, SpaeModel, TokenPyramid};
+
+use crate::cli::{
+    CheckpointArg, DecodeArgs, Format, InitArgs, ReconstructArgs, TokenizeArgs, VocabSpec,
+};
+
+/// Codebook cap for `init` unless --max-entries says otherwise (0 = no cap): nearest-neighbour
+/// cost grows with it, and the first 16,384 filtered words are the LLM's most frequent ones.
+const DEFAULT_INIT_ENTRIES: usize = 16_384;
+
+fn build(args: &InitArgs) -> Result<SpaeModel> {
+    let mut spec: VocabSpec = args.spec.clone();
+    spec.max_entries = match spec.max_entries {
+        None => Some(DEFAULT_INIT_ENTRIES),
+        Some(0) => None,
+        some => some,
+    };
+    let quantizer = match args.quantizer.as_str() {
+        "saq" => QuantizerKind::Saq,
+        "rq" => QuantizerKind::Rq,
+        other => bail!("--quantizer {other:?}: expected saq or rq"),
+    };
+    let device = Device::Cpu;
+    let codebook = spec.load(&device)?;
+    let grid = ModelConfig::grid_for(args.image_size, args.widths.len(), &args.layers);
+    let pyramid = PyramidConfig::new(grid, args.layers.clone())
+        .with_context(|| format!("--layers {:?} on a {grid}x{grid} grid", args.layers))?;
+    let cfg = ModelConfig {
+        image_size: args.image_size,
+        in_channels: args.channels,
+        channels: args.widths.clone(),
+        res_blocks: 1,
+        embed_dim: codebook.dim(),
+        pyramid,
+        quantizer,
+    };
+    Ok(SpaeModel::new_seeded(cfg, codebook, &device, args.seed)?)
+}
+
+pub fn init(args: InitArgs) -> Result<()> {
+    let model = build(&args)?;
+    model.save(&args.output)?;
+    let cfg = model.config();
+    eprintln!(
+        "wrote {} (untrained: {} parameters, {} codebook entries, {}x{} grid, layers {:?})",
+        args.output.display(),
+        model.num_parameters(),
+        model.codebook().len(),
+        cfg.grid(),
+        cfg.grid(),
+        cfg.pyramid.layers
+    );
+    Ok(())
+}
+
+/// The checkpoint to use: --checkpoint / $SPAE_CHECKPOINT, else the default one in the cache,
+/// created (untrained, seed 0, Gemma 3 vocabulary) on first use.
+pub fn resolve_checkpoint(arg: &CheckpointArg) -> Result<PathBuf> {
+    if let Some(p) = &arg.checkpoint {
+        return Ok(p.clone());
+    }
+    let path = spae_assets::default_home()
+        .join("checkpoints")
+        .join("init-gemma3-270m-seed0.safetensors");
+    if !path.is_file() {
+        tracing::warn!(
+            "no checkpoint given: creating an untrained one at {} (a trained checkpoint ships with a later release)",
+            path.display()
+        );
+        // The same defaults as `spae-icl init -o PATH`.
+        use clap::Parser;
+        let cli =
+            crate::cli::Cli::try_parse_from(["spae-icl", "init", "-o", &path.to_string_lossy()])?;
+        match cli.command {
+            crate::cli::Command::Init(args) => init(args)?,
+            other => bail!("internal: default init arguments parsed as {other:?}"),
+        }
+    }
+    Ok(path)
+}
+
+fn load_model(arg: &CheckpointArg) -> Result<SpaeModel> {
+    let path = resolve_checkpoint(arg)?;
+    let model = SpaeModel::load(&path, &Device::Cpu)?;
+    tracing::debug!(?model, "loaded {}", path.display());
+    Ok(model)
+}
+
+fn load_images(model: &SpaeModel, paths: &[PathBuf]) -> Result<Tensor> {
+    let cfg = model.config();
+    let images: Vec<Tensor> = paths
+        .iter()
+        .map(|p| load_image(p, cfg.in_channels, cfg.image_size))
+        .collect::<spae_core::Result<_>>()?;
+    Ok(Tensor::stack(&images, 0)?)
+}
+
+fn depth_or_all(model: &SpaeModel, layers: Option<usize>) -> Result<usize> {
+    let depth = layers.unwrap_or(model.config().pyramid.depth());
+    model
+        .config()
+        .pyramid
+        .check_depth(depth)
+        .context("--layers")?;
+    Ok(depth)
+}
+
+pub fn tokenize(args: TokenizeArgs) -> Result<()> {
+    let model = load_model(&args.ckpt)?;
+    let depth = depth_or_all(&model, args.layers)?;
+    let images = load_images(&model, &args.images)?;
+    let pyramids = model.tokenize(&images, depth)?;
+    match args.format {
+        Format::Json => {
+            let items: Vec<_> = args
+                .images
+                .iter()
+                .zip(&pyramids)
+                .map(|(p, t)| serde_json::json!({ "image": p, "layers": t.layers }))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&items)?);
+        }
+        Format::Text => {
+            for (i, (p, t)) in args.images.iter().zip(&pyramids).enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                if args.images.len() > 1 {
+                    println!("# {}", p.display());
+                }
+                println!("{}", t.to_text());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Token pyramids from tokenize's JSON (one object or a list), or from words: one image per
+/// block of lines (blocks separated by blank lines; `#` lines are comments), words in layer order.
+pub fn parse_tokens(input: &str, model: &SpaeModel) -> Result<Vec<TokenPyramid>> {
+    let trimmed = input.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        let value: serde_json::Value =
+            serde_json::from_str(trimmed).context("tokens are not valid JSON")?;
+        let items = match value {
+            serde_json::Value::Array(a) => a,
+            other => vec![other],
+        };
+        return items
+            .into_iter()
+            .map(|v| serde_json::from_value(v).context("expected objects with a \"layers\" list"))
+            .collect();
+    }
+    let mut out = Vec::new();
+    for block in trimmed.split("\n\n") {
+        let words: Vec<&str> = block
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .flat_map(str::split_whitespace)
+            .filter(|w| *w != "|")
+            .collect();
+        if words.is_empty() {
+            continue;
+        }
+        let n = out.len() + 1;
+        let p = TokenPyramid::from_words(&words, model.codebook(), &model.config().pyramid.layers)
+            .with_context(|| format!("image {n}"))?;
+        out.push(p);
+    }
+    if out.is_empty() {
+        bail!("no words to decode");
+    }
+    Ok(out)
+}
+
+pub fn decode(args: DecodeArgs) -> Result<()> {
+    let model = load_model(&args.ckpt)?;
+    let mut text = String::new();
+    match args.input.as_deref().filter(|p| *p != Path::new("-")) {
+        None => {
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading stdin")?;
+        }
+        Some(p) => {
+            text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
+        }
+    }
+    let pyramids = parse_tokens(&text, &model)?;
+    let images = model.detokenize(&pyramids)?;
+    save_png(&images, &args.output)?;
+    eprintln!(
+        "wrote {} ({} image(s))",
+        args.output.display(),
+        pyramids.len()
+    );
+    Ok(())
+}
+
+pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
+    let model = load_model(&args.ckpt)?;
+    let depth = depth_or_all(&model, args.layers)?;
+    let images = load_images(&model, std::slice::from_ref(&args.image))?;
+    let recon = model.reconstruct(&images, depth)?;
+    let mse: f32 = (&recon - &images)?.sqr()?.mean_all()?.to_scalar()?;
+    let psnr = -10.0 * mse.max(1e-10).log10();
+    save_png(&recon, &args.output)?;
+    eprintln!(
+        "wrote {} ({} layers, {} tokens, PSNR {psnr:.2} dB)",
+        args.output.display(),
+        depth,
+        model.config().pyramid.tokens_up_to(depth)
+    );
+    Ok(())
+}

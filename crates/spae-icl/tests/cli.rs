@@ -1,0 +1,189 @@
+//! The binary end to end on temp dirs: init -> tokenize -> decode / reconstruct, and errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_spae-icl"))
+}
+
+fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../datasets/samples")
+        .join(name)
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawning spae-icl");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A small real checkpoint: SmolLM2's vocabulary (first 512 words), narrow CNN.
+fn small_checkpoint(dir: &Path) -> PathBuf {
+    let ckpt = dir.join("small.safetensors");
+    run(bin()
+        .args([
+            "-q",
+            "init",
+            "--vocab",
+            "smollm2-135m",
+            "--max-entries",
+            "512",
+            "--widths",
+            "8,16,16",
+            "-o",
+        ])
+        .arg(&ckpt));
+    ckpt
+}
+
+#[test]
+fn init_tokenize_decode_reconstruct() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = small_checkpoint(dir.path());
+
+    let out = run(bin()
+        .arg("tokenize")
+        .arg(sample("mnist-seven.png"))
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .args(["--layers", "3"]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let counts: Vec<usize> = lines.iter().map(|l| l.split_whitespace().count()).collect();
+    assert_eq!(counts, vec![1, 4, 16]);
+    assert!(
+        text.split_whitespace()
+            .all(|w| w.bytes().all(|b| b.is_ascii_alphabetic())),
+        "{text}"
+    );
+
+    // Words on stdin -> PNG, equal to reconstruct at the same depth.
+    let from_words = dir.path().join("from_words.png");
+    let mut child = bin()
+        .args(["decode", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("-o")
+        .arg(&from_words)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let recon = dir.path().join("recon.png");
+    run(bin()
+        .arg("reconstruct")
+        .arg(sample("mnist-seven.png"))
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .args(["--layers", "3", "-o"])
+        .arg(&recon));
+    assert_eq!(
+        std::fs::read(&from_words).unwrap(),
+        std::fs::read(&recon).unwrap()
+    );
+
+    // JSON for two images decodes to a 56-pixel-wide strip.
+    let out = run(bin()
+        .arg("tokenize")
+        .arg(sample("mnist-seven.png"))
+        .arg(sample("mnist-three.png"))
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .args(["--format", "json"]));
+    let json_path = dir.path().join("tokens.json");
+    std::fs::write(&json_path, &out.stdout).unwrap();
+    let strip = dir.path().join("strip.png");
+    run(bin()
+        .args(["decode", "--input"])
+        .arg(&json_path)
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .arg("-o")
+        .arg(&strip));
+    let png = std::fs::read(&strip).unwrap();
+    // PNG IHDR: width at bytes 16..20, height at 20..24.
+    assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 56);
+    assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 28);
+}
+
+#[test]
+fn errors_name_the_input_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = small_checkpoint(dir.path());
+
+    let bad_img = dir.path().join("broken.png");
+    std::fs::write(&bad_img, b"not a png").unwrap();
+    let out = bin()
+        .arg("tokenize")
+        .arg(&bad_img)
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("broken.png") && err.contains("cannot read image"),
+        "{err}"
+    );
+
+    let bad_ckpt = dir.path().join("bad.safetensors");
+    let bytes = std::fs::read(&ckpt).unwrap();
+    std::fs::write(&bad_ckpt, &bytes[..bytes.len() / 3]).unwrap();
+    let out = bin()
+        .arg("tokenize")
+        .arg(sample("mnist-seven.png"))
+        .arg("--checkpoint")
+        .arg(&bad_ckpt)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.safetensors") && err.contains("spae-icl init"),
+        "{err}"
+    );
+
+    let out = bin()
+        .args(["decode", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("-o")
+        .arg(dir.path().join("x.png"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no words"));
+
+    let out = bin()
+        .args(["tokenize", "--layers", "9", "--checkpoint"])
+        .arg(&ckpt)
+        .arg(sample("mnist-seven.png"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("depth 9"));
+}
+
+#[test]
+fn vocab_reports_filtered_sizes() {
+    let out = run(bin().args(["-q", "vocab", "--vocab", "smollm2-135m", "--format", "json"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["vocab_size"], 49152);
+    assert_eq!(v["entries"], 24839);
+    assert_eq!(v["dim"], 576);
+}
