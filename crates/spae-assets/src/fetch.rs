@@ -130,11 +130,20 @@ fn download(pkg: &Package, dir: &Path, target: &Path, python: &str) -> Result<Pa
     }
     let command = format!("{cmd:?}").replace('"', "");
     tracing::debug!(%command, "running package client");
-    let output = cmd.output().map_err(|source| AssetError::ClientMissing {
-        command: command.clone(),
-        target: target.to_path_buf(),
-        source,
-    })?;
+    let run = |cmd: &mut Command| {
+        cmd.output().map_err(|source| AssetError::ClientMissing {
+            command: command.clone(),
+            target: target.to_path_buf(),
+            source,
+        })
+    };
+    let mut output = run(&mut cmd)?;
+    if !output.status.success() && pkg.source == Source::Apt {
+        // A fresh machine may have no package lists yet: refresh them once and retry.
+        tracing::info!("apt-get download failed; running apt-get update and retrying");
+        run(Command::new("apt-get").arg("update").arg("-qq"))?;
+        output = run(&mut cmd)?;
+    }
     if !output.status.success() {
         return Err(AssetError::ClientFailed {
             command,

@@ -14,6 +14,7 @@ pub mod model;
 pub mod pyramid;
 pub mod quantizer;
 mod spae;
+pub mod train;
 
 pub use codebook::{Codebook, CodebookInfo, VocabFilter, WordMarker};
 pub(crate) use error::io_err;
@@ -22,3 +23,4 @@ pub use model::ModelConfig;
 pub use pyramid::PyramidConfig;
 pub use quantizer::{Quantized, QuantizerKind, SaqQuantizer};
 pub use spae::{SpaeModel, TokenLayer, TokenPyramid};
+pub use train::{LossBreakdown, TrainConfig, Trainer};

