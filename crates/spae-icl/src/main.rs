@@ -3,6 +3,7 @@
 //! A thin binary: it parses flags, resolves defaults once, calls the library crates and owns
 //! exit codes (0 ok, 2 error). Results go to stdout, everything else to stderr.
 
+mod chat;
 mod cli;
 mod tokens;
 mod train;
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         Command::Tokenize(args) => tokens::tokenize(args),
         Command::Decode(args) => tokens::decode(args),
         Command::Reconstruct(args) => tokens::reconstruct(args),
+        Command::Chat(args) => chat::chat(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

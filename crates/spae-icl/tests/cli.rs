@@ -187,3 +187,27 @@ fn vocab_reports_filtered_sizes() {
     assert_eq!(v["entries"], 24839);
     assert_eq!(v["dim"], 576);
 }
+
+#[test]
+fn chat_continues_a_prompt_with_the_local_model() {
+    let out = run(bin()
+        .args([
+            "-q",
+            "chat",
+            "--llm",
+            "local:gemma3-270m",
+            "--max-tokens",
+            "6",
+        ])
+        .arg("Q: What is the capital of France?\nA:"));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Paris"), "{text}");
+
+    let out = bin()
+        .args(["chat", "--llm", "openai:gpt-4o-mini", "hi"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("openai"), "{err}");
+}

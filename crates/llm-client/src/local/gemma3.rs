@@ -1,0 +1,249 @@
+//! Gemma 3 (Gemma Team, 2025, "Gemma 3 Technical Report"), text decoder from a llama.cpp GGUF;
+//! reference: Hugging Face `transformers` `Gemma3ForCausalLM` and llama.cpp `llm_build_gemma3`.
+//! Not candle-transformers' `quantized_gemma3`, whose MLP uses SiLU where Gemma uses GELU (tanh).
+
+use std::sync::Arc;
+
+use candle_core::quantized::QMatMul;
+use candle_core::{Device, Tensor};
+
+use super::cache::KvCache;
+use super::gguf::Gguf;
+use super::nn::{
+    attention, attention_mask, linear, positions_from, RmsNorm, RopeLayout, RotaryEmbedding,
+};
+use crate::error::Result;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f32,
+    pub rope_global_base: f32,
+    /// Sliding-window layers use their own base; GGUF files do not store it (llama.cpp
+    /// hard-codes 10,000 for Gemma 3).
+    pub rope_local_base: f32,
+    pub sliding_window: usize,
+    /// Every `global_every`-th layer attends globally, the others in a sliding window (5:1).
+    pub global_every: usize,
+    /// Positions the RoPE tables and the cache are sized for.
+    pub max_seq_len: usize,
+}
+
+impl Config {
+    pub fn from_gguf(g: &Gguf, max_seq_len: usize) -> Result<Self> {
+        let key = |k: &str| format!("gemma3.{k}");
+        let num_heads = g.usize(&key("attention.head_count"))?;
+        let head_dim = g.usize(&key("attention.key_length"))?;
+        let vocab_size = match g.content.tensor_infos.get("token_embd.weight") {
+            Some(info) => info.shape.dims().first().copied().unwrap_or(0),
+            None => return Err(g.error("missing tensor token_embd.weight")),
+        };
+        let context = g.usize(&key("context_length"))?;
+        Ok(Self {
+            vocab_size,
+            hidden_size: g.usize(&key("embedding_length"))?,
+            intermediate_size: g.usize(&key("feed_forward_length"))?,
+            num_layers: g.usize(&key("block_count"))?,
+            num_heads,
+            num_kv_heads: g.usize(&key("attention.head_count_kv"))?,
+            head_dim,
+            rms_norm_eps: g.f32(&key("attention.layer_norm_rms_epsilon"))?,
+            rope_global_base: g
+                .optional_f32(&key("rope.freq_base"))?
+                .unwrap_or(1_000_000.0),
+            rope_local_base: 10_000.0,
+            sliding_window: g.usize(&key("attention.sliding_window"))?,
+            global_every: 6,
+            max_seq_len: max_seq_len.min(context),
+        })
+    }
+
+    fn is_global(&self, layer: usize) -> bool {
+        (layer + 1).is_multiple_of(self.global_every)
+    }
+}
+
+struct Attention {
+    attn_q: QMatMul,
+    attn_k: QMatMul,
+    attn_v: QMatMul,
+    attn_output: QMatMul,
+    attn_q_norm: RmsNorm,
+    attn_k_norm: RmsNorm,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+    /// Gemma 3 270M scales queries by `query_pre_attn_scalar^-1/2` = `head_dim^-1/2`.
+    scale: f64,
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        rope: &RotaryEmbedding,
+        mask: &Tensor,
+        cache: &mut KvCache,
+        layer: usize,
+    ) -> Result<Tensor> {
+        let (b, t, _) = xs.dims3()?;
+        let offset = cache.len();
+        // (b, t, h*d) -> (b, t, h, d): q/k norms act per head, before RoPE.
+        let q = linear(&self.attn_q, xs)?.reshape((b, t, self.num_heads, self.head_dim))?;
+        let k = linear(&self.attn_k, xs)?.reshape((b, t, self.num_kv_heads, self.head_dim))?;
+        let v = linear(&self.attn_v, xs)?.reshape((b, t, self.num_kv_heads, self.head_dim))?;
+        let q = self.attn_q_norm.forward(&q)?.transpose(1, 2)?;
+        let k = self.attn_k_norm.forward(&k)?.transpose(1, 2)?;
+        let v = v.transpose(1, 2)?.contiguous()?;
+        let q = (rope.apply(&q, offset)? * self.scale)?;
+        let k = rope.apply(&k, offset)?;
+        let (k, v) = cache.append(layer, &k, &v)?;
+        let out = attention(&q, &k, &v, mask)?;
+        linear(&self.attn_output, &out)
+    }
+}
+
+struct Mlp {
+    ffn_gate: QMatMul,
+    ffn_up: QMatMul,
+    ffn_down: QMatMul,
+}
+
+impl Mlp {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        // GeGLU with the tanh approximation of GELU (`gelu_pytorch_tanh`).
+        let gate = linear(&self.ffn_gate, xs)?.gelu()?;
+        let up = linear(&self.ffn_up, xs)?;
+        linear(&self.ffn_down, &(gate * up)?)
+    }
+}
+
+struct Block {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    post_attention_norm: RmsNorm,
+    ffn_norm: RmsNorm,
+    mlp: Mlp,
+    post_ffw_norm: RmsNorm,
+    global: bool,
+}
+
+pub struct Model {
+    token_embd: Arc<candle_core::quantized::QTensor>,
+    blocks: Vec<Block>,
+    output_norm: RmsNorm,
+    /// Tied to `token_embd`.
+    output: QMatMul,
+    rope_global: RotaryEmbedding,
+    rope_local: RotaryEmbedding,
+    cfg: Config,
+}
+
+impl Model {
+    pub fn new(cfg: &Config, g: &mut Gguf) -> Result<Self> {
+        let (dim, hd) = (cfg.hidden_size, cfg.head_dim);
+        let eps = cfg.rms_norm_eps;
+        let token_embd = Arc::new(g.qtensor("token_embd.weight", &[cfg.vocab_size, dim])?);
+        let output = QMatMul::QTensor(token_embd.clone());
+        let mut blocks = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let p = |n: &str| format!("blk.{i}.{n}");
+            let mut norm = |n: &str, len: usize| -> Result<RmsNorm> {
+                Ok(RmsNorm::new(g.f32_tensor(&p(n), &[len])?, eps))
+            };
+            let attn_norm = norm("attn_norm.weight", dim)?;
+            let post_attention_norm = norm("post_attention_norm.weight", dim)?;
+            let ffn_norm = norm("ffn_norm.weight", dim)?;
+            let post_ffw_norm = norm("post_ffw_norm.weight", dim)?;
+            let attn_q_norm = norm("attn_q_norm.weight", hd)?;
+            let attn_k_norm = norm("attn_k_norm.weight", hd)?;
+            let attn = Attention {
+                attn_q: g.qmatmul(&p("attn_q.weight"), &[cfg.num_heads * hd, dim])?,
+                attn_k: g.qmatmul(&p("attn_k.weight"), &[cfg.num_kv_heads * hd, dim])?,
+                attn_v: g.qmatmul(&p("attn_v.weight"), &[cfg.num_kv_heads * hd, dim])?,
+                attn_output: g.qmatmul(&p("attn_output.weight"), &[dim, cfg.num_heads * hd])?,
+                attn_q_norm,
+                attn_k_norm,
+                num_heads: cfg.num_heads,
+                num_kv_heads: cfg.num_kv_heads,
+                head_dim: hd,
+                scale: 1.0 / (hd as f64).sqrt(),
+            };
+            let mlp = Mlp {
+                ffn_gate: g.qmatmul(&p("ffn_gate.weight"), &[cfg.intermediate_size, dim])?,
+                ffn_up: g.qmatmul(&p("ffn_up.weight"), &[cfg.intermediate_size, dim])?,
+                ffn_down: g.qmatmul(&p("ffn_down.weight"), &[dim, cfg.intermediate_size])?,
+            };
+            blocks.push(Block {
+                attn_norm,
+                attn,
+                post_attention_norm,
+                ffn_norm,
+                mlp,
+                post_ffw_norm,
+                global: cfg.is_global(i),
+            });
+        }
+        let output_norm = RmsNorm::new(g.f32_tensor("output_norm.weight", &[dim])?, eps);
+        let rope_global = RotaryEmbedding::new(
+            cfg.rope_global_base,
+            hd,
+            cfg.max_seq_len,
+            RopeLayout::Halves,
+        )?;
+        let rope_local =
+            RotaryEmbedding::new(cfg.rope_local_base, hd, cfg.max_seq_len, RopeLayout::Halves)?;
+        Ok(Self {
+            token_embd,
+            blocks,
+            output_norm,
+            output,
+            rope_global,
+            rope_local,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Run `tokens` after the positions already in `cache`; logits `(1, t - logits_from, vocab)`
+    /// for positions `logits_from..t` of `tokens` only, since the 262k-wide head dominates
+    /// the cost of a decode step.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        logits_from: usize,
+    ) -> Result<Tensor> {
+        let t = tokens.len();
+        let offset = cache.len();
+        let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
+        // Gemma scales embeddings by sqrt(hidden_size).
+        let mut xs = (self.token_embd.embedding(&ids)? * (self.cfg.hidden_size as f64).sqrt())?;
+        let global_mask = attention_mask(t, offset, None)?;
+        let local_mask = attention_mask(t, offset, Some(self.cfg.sliding_window))?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let (rope, mask) = if block.global {
+                (&self.rope_global, &global_mask)
+            } else {
+                (&self.rope_local, &local_mask)
+            };
+            let h = block.attn_norm.forward(&xs)?;
+            let h = block.attn.forward(&h, rope, mask, cache, i)?;
+            xs = (xs + block.post_attention_norm.forward(&h)?)?;
+            let h = block.mlp.forward(&block.ffn_norm.forward(&xs)?)?;
+            xs = (xs + block.post_ffw_norm.forward(&h)?)?;
+        }
+        let xs = positions_from(&xs, logits_from)?;
+        let xs = self.output_norm.forward(&xs)?;
+        linear(&self.output, &xs)
+    }
+}

@@ -1,0 +1,209 @@
+//! Llama (Touvron et al., 2023) decoder from a llama.cpp GGUF, as used by SmolLM2; reference:
+//! Hugging Face `transformers` `LlamaForCausalLM` and llama.cpp `llm_build_llama`.
+
+use std::sync::Arc;
+
+use candle_core::quantized::QMatMul;
+use candle_core::{Device, Tensor};
+
+use super::cache::KvCache;
+use super::gguf::Gguf;
+use super::nn::{
+    attention, attention_mask, linear, positions_from, RmsNorm, RopeLayout, RotaryEmbedding,
+};
+use crate::error::Result;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f32,
+    pub rope_base: f32,
+    pub max_seq_len: usize,
+}
+
+impl Config {
+    pub fn from_gguf(g: &Gguf, max_seq_len: usize) -> Result<Self> {
+        let key = |k: &str| format!("llama.{k}");
+        let hidden_size = g.usize(&key("embedding_length"))?;
+        let num_heads = g.usize(&key("attention.head_count"))?;
+        let vocab_size = match g.content.tensor_infos.get("token_embd.weight") {
+            Some(info) => info.shape.dims().first().copied().unwrap_or(0),
+            None => return Err(g.error("missing tensor token_embd.weight")),
+        };
+        let head_dim = g
+            .optional_usize(&key("rope.dimension_count"))?
+            .unwrap_or(hidden_size / num_heads.max(1));
+        if head_dim * num_heads != hidden_size {
+            return Err(g.error(format!(
+                "{num_heads} heads of {head_dim} do not make hidden size {hidden_size}"
+            )));
+        }
+        Ok(Self {
+            vocab_size,
+            hidden_size,
+            intermediate_size: g.usize(&key("feed_forward_length"))?,
+            num_layers: g.usize(&key("block_count"))?,
+            num_heads,
+            num_kv_heads: g
+                .optional_usize(&key("attention.head_count_kv"))?
+                .unwrap_or(num_heads),
+            head_dim,
+            rms_norm_eps: g.f32(&key("attention.layer_norm_rms_epsilon"))?,
+            rope_base: g.optional_f32(&key("rope.freq_base"))?.unwrap_or(10_000.0),
+            max_seq_len: max_seq_len.min(g.usize(&key("context_length"))?),
+        })
+    }
+}
+
+struct Attention {
+    attn_q: QMatMul,
+    attn_k: QMatMul,
+    attn_v: QMatMul,
+    attn_output: QMatMul,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        rope: &RotaryEmbedding,
+        mask: &Tensor,
+        cache: &mut KvCache,
+        layer: usize,
+    ) -> Result<Tensor> {
+        let (b, t, _) = xs.dims3()?;
+        let offset = cache.len();
+        // (b, t, h*d) -> (b, h, t, d)
+        let q = linear(&self.attn_q, xs)?
+            .reshape((b, t, self.num_heads, self.head_dim))?
+            .transpose(1, 2)?;
+        let k = linear(&self.attn_k, xs)?
+            .reshape((b, t, self.num_kv_heads, self.head_dim))?
+            .transpose(1, 2)?;
+        let v = linear(&self.attn_v, xs)?
+            .reshape((b, t, self.num_kv_heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let q = (rope.apply(&q, offset)? * (1.0 / (self.head_dim as f64).sqrt()))?;
+        let k = rope.apply(&k, offset)?;
+        let (k, v) = cache.append(layer, &k, &v)?;
+        let out = attention(&q, &k, &v, mask)?;
+        linear(&self.attn_output, &out)
+    }
+}
+
+struct Mlp {
+    ffn_gate: QMatMul,
+    ffn_up: QMatMul,
+    ffn_down: QMatMul,
+}
+
+impl Mlp {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        // SwiGLU.
+        let gate = linear(&self.ffn_gate, xs)?.silu()?;
+        let up = linear(&self.ffn_up, xs)?;
+        linear(&self.ffn_down, &(gate * up)?)
+    }
+}
+
+struct Block {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    ffn_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+pub struct Model {
+    token_embd: Arc<candle_core::quantized::QTensor>,
+    blocks: Vec<Block>,
+    output_norm: RmsNorm,
+    /// `output.weight` if the file has one, else tied to `token_embd` (SmolLM2).
+    output: QMatMul,
+    rope: RotaryEmbedding,
+    cfg: Config,
+}
+
+impl Model {
+    pub fn new(cfg: &Config, g: &mut Gguf) -> Result<Self> {
+        let (dim, hd) = (cfg.hidden_size, cfg.head_dim);
+        let eps = cfg.rms_norm_eps;
+        let token_embd = Arc::new(g.qtensor("token_embd.weight", &[cfg.vocab_size, dim])?);
+        let output = if g.has_tensor("output.weight") {
+            g.qmatmul("output.weight", &[cfg.vocab_size, dim])?
+        } else {
+            QMatMul::QTensor(token_embd.clone())
+        };
+        let mut blocks = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let p = |n: &str| format!("blk.{i}.{n}");
+            let attn = Attention {
+                attn_q: g.qmatmul(&p("attn_q.weight"), &[cfg.num_heads * hd, dim])?,
+                attn_k: g.qmatmul(&p("attn_k.weight"), &[cfg.num_kv_heads * hd, dim])?,
+                attn_v: g.qmatmul(&p("attn_v.weight"), &[cfg.num_kv_heads * hd, dim])?,
+                attn_output: g.qmatmul(&p("attn_output.weight"), &[dim, cfg.num_heads * hd])?,
+                num_heads: cfg.num_heads,
+                num_kv_heads: cfg.num_kv_heads,
+                head_dim: hd,
+            };
+            let mlp = Mlp {
+                ffn_gate: g.qmatmul(&p("ffn_gate.weight"), &[cfg.intermediate_size, dim])?,
+                ffn_up: g.qmatmul(&p("ffn_up.weight"), &[cfg.intermediate_size, dim])?,
+                ffn_down: g.qmatmul(&p("ffn_down.weight"), &[dim, cfg.intermediate_size])?,
+            };
+            blocks.push(Block {
+                attn_norm: RmsNorm::new(g.f32_tensor(&p("attn_norm.weight"), &[dim])?, eps),
+                attn,
+                ffn_norm: RmsNorm::new(g.f32_tensor(&p("ffn_norm.weight"), &[dim])?, eps),
+                mlp,
+            });
+        }
+        let output_norm = RmsNorm::new(g.f32_tensor("output_norm.weight", &[dim])?, eps);
+        let rope =
+            RotaryEmbedding::new(cfg.rope_base, hd, cfg.max_seq_len, RopeLayout::Interleaved)?;
+        Ok(Self {
+            token_embd,
+            blocks,
+            output_norm,
+            output,
+            rope,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Run `tokens` after the positions already in `cache`; logits `(1, t - logits_from, vocab)`.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        logits_from: usize,
+    ) -> Result<Tensor> {
+        let t = tokens.len();
+        let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
+        let mut xs = self.token_embd.embedding(&ids)?;
+        let mask = attention_mask(t, cache.len(), None)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let h = block.attn_norm.forward(&xs)?;
+            let h = block.attn.forward(&h, &self.rope, &mask, cache, i)?;
+            xs = (xs + h)?;
+            let h = block.mlp.forward(&block.ffn_norm.forward(&xs)?)?;
+            xs = (xs + h)?;
+        }
+        let xs = positions_from(&xs, logits_from)?;
+        let xs = self.output_norm.forward(&xs)?;
+        linear(&self.output, &xs)
+    }
+}

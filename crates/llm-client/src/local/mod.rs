@@ -1,0 +1,398 @@
+//! The local backend: GGUF models run in-process on the CPU with candle.
+
+mod cache;
+pub mod gemma3;
+mod gguf;
+pub mod llama;
+mod nn;
+mod sampling;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use candle_core::Tensor;
+
+pub use cache::KvCache;
+use gguf::Gguf;
+
+use crate::error::{LlmError, Result};
+use crate::name::ModelSpec;
+use crate::tokenizer::Tokenizer;
+use crate::{Completion, FinishReason, GenerateParams, LanguageModel, Prompt};
+
+/// How a local model is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Upper bound on the context (RoPE tables and cache are sized to it); the model's own
+    /// maximum applies if smaller.
+    pub max_context: usize,
+    /// Keep the KV cache of the previous request and reuse the prefix a new request shares
+    /// with it (few-shot prompts share their support set across queries).
+    pub reuse_prefix: bool,
+    /// Dequantize the transformer blocks' weights to f32 at load (the embedding, which is also
+    /// the output head, stays quantized). Dense weights make prefill several times faster and
+    /// the logits independent of how many tokens one forward call holds, so a reused cache
+    /// gives the same logits as a fresh run (candle 0.11.1 picks different quantized kernels
+    /// for one row and for several, which moves logits by up to ~2%). Quantized weights
+    /// use about a quarter of the memory and decode faster.
+    pub dequantize: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            max_context: 8192,
+            reuse_prefix: true,
+            dequantize: true,
+        }
+    }
+}
+
+/// The decoder architectures this backend runs.
+enum Decoder {
+    Gemma3(gemma3::Model),
+    Llama(llama::Model),
+}
+
+impl Decoder {
+    fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits_from: usize) -> Result<Tensor> {
+        match self {
+            Decoder::Gemma3(m) => m.forward(tokens, cache, logits_from),
+            Decoder::Llama(m) => m.forward(tokens, cache, logits_from),
+        }
+    }
+
+    fn num_layers(&self) -> usize {
+        match self {
+            Decoder::Gemma3(m) => m.config().num_layers,
+            Decoder::Llama(m) => m.config().num_layers,
+        }
+    }
+
+    fn max_seq_len(&self) -> usize {
+        match self {
+            Decoder::Gemma3(m) => m.config().max_seq_len,
+            Decoder::Llama(m) => m.config().max_seq_len,
+        }
+    }
+
+    fn vocab_size(&self) -> usize {
+        match self {
+            Decoder::Gemma3(m) => m.config().vocab_size,
+            Decoder::Llama(m) => m.config().vocab_size,
+        }
+    }
+}
+
+/// Tokens whose keys and values are in `cache`, position by position.
+struct CacheState {
+    cache: KvCache,
+    tokens: Vec<u32>,
+}
+
+/// A GGUF model run in-process.
+pub struct LocalModel {
+    name: String,
+    tokenizer: Tokenizer,
+    decoder: Decoder,
+    reuse_prefix: bool,
+    state: Mutex<CacheState>,
+}
+
+impl std::fmt::Debug for LocalModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalModel")
+            .field("name", &self.name)
+            .field("tokenizer", &self.tokenizer)
+            .field("layers", &self.decoder.num_layers())
+            .field("context", &self.decoder.max_seq_len())
+            .finish()
+    }
+}
+
+impl LocalModel {
+    /// Load `local:NAME` (fetching the file through `spae-assets` if absent) or `gguf:PATH`.
+    pub fn load(spec: &ModelSpec, options: &LoadOptions) -> Result<Self> {
+        let path = match spec {
+            ModelSpec::Local(known) => {
+                spae_assets::AssetCache::from_env().fetch_named(known.asset_name())?
+            }
+            ModelSpec::Gguf(path) => path.clone(),
+            other => {
+                return Err(LlmError::BadModelName {
+                    name: other.to_string(),
+                    reason: "not a local model".into(),
+                })
+            }
+        };
+        Self::from_gguf(&path, spec.to_string(), options)
+    }
+
+    /// Load the GGUF file at `path`, naming the model `name`.
+    pub fn from_gguf(path: &Path, name: String, options: &LoadOptions) -> Result<Self> {
+        let mut g = Gguf::open(path)?;
+        g.dequantize = options.dequantize;
+        let tokenizer = Tokenizer::from_gguf(&g.content).map_err(|e| g.error(e.to_string()))?;
+        let arch = g.string("general.architecture")?;
+        let decoder = match arch.as_str() {
+            "gemma3" => {
+                let cfg = gemma3::Config::from_gguf(&g, options.max_context)?;
+                Decoder::Gemma3(gemma3::Model::new(&cfg, &mut g)?)
+            }
+            "llama" => {
+                let cfg = llama::Config::from_gguf(&g, options.max_context)?;
+                Decoder::Llama(llama::Model::new(&cfg, &mut g)?)
+            }
+            other => {
+                return Err(g.error(format!(
+                    "architecture {other:?} is not supported (only gemma3 and llama)"
+                )))
+            }
+        };
+        if tokenizer.vocab_size() > decoder.vocab_size() {
+            return Err(g.error(format!(
+                "tokenizer has {} tokens but the embedding only {}",
+                tokenizer.vocab_size(),
+                decoder.vocab_size()
+            )));
+        }
+        let state = Mutex::new(CacheState {
+            cache: KvCache::new(decoder.num_layers()),
+            tokens: Vec::new(),
+        });
+        Ok(Self {
+            name,
+            tokenizer,
+            decoder,
+            reuse_prefix: options.reuse_prefix,
+            state,
+        })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Token ids of a prompt: text gets the model's BOS; ids are checked against the vocabulary.
+    pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        let ids = match prompt {
+            Prompt::Text(text) => {
+                let mut ids: Vec<u32> = self.tokenizer.bos_to_add().into_iter().collect();
+                ids.extend(self.tokenizer.encode(text));
+                ids
+            }
+            Prompt::Tokens(ids) => {
+                self.check_ids(ids)?;
+                ids.clone()
+            }
+        };
+        if ids.is_empty() {
+            return Err(LlmError::EmptyPrompt);
+        }
+        Ok(ids)
+    }
+
+    /// Ids the embedding has a row for; anything else is the caller's error, not a panic.
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        let vocab = self.decoder.vocab_size();
+        match ids.iter().find(|&&id| id as usize >= vocab) {
+            Some(&id) => Err(LlmError::TokenOutOfRange { id, vocab }),
+            None => Ok(()),
+        }
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, CacheState>> {
+        self.state.lock().map_err(|_| LlmError::Poisoned)
+    }
+
+    /// Drop the cached prefix, so that the next request runs from scratch.
+    pub fn clear_cache(&self) -> Result<()> {
+        let mut state = self.lock()?;
+        state.cache.clear();
+        state.tokens.clear();
+        Ok(())
+    }
+
+    /// Logits `(1, tokens.len() - logits_from, vocab)` for positions `logits_from..` of
+    /// `tokens`, reusing the cached prefix `tokens` shares with the previous call when
+    /// `reuse` allows.
+    fn run(
+        &self,
+        state: &mut CacheState,
+        tokens: &[u32],
+        logits_from: usize,
+        reuse: bool,
+    ) -> Result<Tensor> {
+        if logits_from >= tokens.len() {
+            return Err(LlmError::EmptyPrompt);
+        }
+        let context = self.decoder.max_seq_len();
+        if tokens.len() > context {
+            return Err(LlmError::ContextOverflow {
+                needed: tokens.len(),
+                context,
+            });
+        }
+        let shared = if reuse {
+            state
+                .tokens
+                .iter()
+                .zip(tokens)
+                .take_while(|(a, b)| a == b)
+                .count()
+        } else {
+            0
+        };
+        // Positions whose logits are wanted must be run even when cached.
+        let keep = shared.min(logits_from);
+        state.cache.truncate(keep)?;
+        state.tokens.truncate(keep);
+        let result = self
+            .decoder
+            .forward(&tokens[keep..], &mut state.cache, logits_from - keep);
+        match result {
+            Ok(logits) => {
+                state.tokens.extend_from_slice(&tokens[keep..]);
+                Ok(logits)
+            }
+            Err(e) => {
+                // A failed forward may have appended some layers and not others.
+                state.cache.clear();
+                state.tokens.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// Logits at positions `logits_from..` of `tokens`, as rows of f32. For tests and tools
+    /// that inspect the model; honours the prefix cache like `generate` and `score`.
+    pub fn logits(&self, tokens: &[u32], logits_from: usize) -> Result<Vec<Vec<f32>>> {
+        self.check_ids(tokens)?;
+        let mut state = self.lock()?;
+        let logits = self.run(&mut state, tokens, logits_from, self.reuse_prefix)?;
+        Ok(logits.squeeze(0)?.to_vec2::<f32>()?)
+    }
+
+    /// `score` on token ids: the summed log-probability of each continuation after `prompt`.
+    pub fn score_tokens(&self, prompt: &[u32], continuations: &[Vec<u32>]) -> Result<Vec<f32>> {
+        if prompt.is_empty() {
+            return Err(LlmError::EmptyPrompt);
+        }
+        self.check_ids(prompt)?;
+        for cont in continuations {
+            self.check_ids(cont)?;
+        }
+        let mut state = self.lock()?;
+        let mut totals = Vec::with_capacity(continuations.len());
+        for cont in continuations {
+            if cont.is_empty() {
+                totals.push(0.0);
+                continue;
+            }
+            let mut tokens = prompt.to_vec();
+            tokens.extend_from_slice(cont);
+            // The logits at the last prompt position predict the first continuation token.
+            let logits = self.run(&mut state, &tokens, prompt.len() - 1, self.reuse_prefix)?;
+            let rows = nn::log_softmax_rows(&logits)?;
+            let total: f64 = cont
+                .iter()
+                .zip(&rows)
+                .map(|(&id, row)| row[id as usize] as f64)
+                .sum();
+            totals.push(total as f32);
+        }
+        Ok(totals)
+    }
+
+    /// `generate` on token ids.
+    pub fn generate_tokens(&self, prompt: &[u32], params: &GenerateParams) -> Result<Completion> {
+        params.validate()?;
+        if prompt.is_empty() {
+            return Err(LlmError::EmptyPrompt);
+        }
+        self.check_ids(prompt)?;
+        let mut state = self.lock()?;
+        let mut sampler = sampling::Sampler::new(params);
+        let context = self.decoder.max_seq_len();
+        let mut tokens = prompt.to_vec();
+        let mut generated = Vec::new();
+        let mut logprobs = Vec::new();
+        let mut text = String::new();
+        let mut finish = FinishReason::Length;
+        let mut reuse = self.reuse_prefix;
+        while generated.len() < params.max_tokens {
+            if tokens.len() >= context {
+                finish = FinishReason::ContextFull;
+                break;
+            }
+            let logits = self.run(&mut state, &tokens, tokens.len() - 1, reuse)?;
+            // Within one request the cache always holds everything but the newest token.
+            reuse = true;
+            let row = logits.squeeze(0)?.squeeze(0)?.to_vec1::<f32>()?;
+            let logp = nn::log_softmax(&row);
+            let next = sampler.sample(&row);
+            generated.push(next);
+            logprobs.push(logp[next as usize]);
+            tokens.push(next);
+            if self.tokenizer.is_eos(next) {
+                finish = FinishReason::EndOfSequence;
+                break;
+            }
+            text = self.tokenizer.decode(&generated)?;
+            if let Some(cut) = params
+                .stop
+                .iter()
+                .filter_map(|s| text.find(s.as_str()))
+                .min()
+            {
+                text.truncate(cut);
+                finish = FinishReason::Stop;
+                break;
+            }
+        }
+        if finish == FinishReason::EndOfSequence {
+            text = self.tokenizer.decode(&generated[..generated.len() - 1])?;
+        }
+        Ok(Completion {
+            text,
+            tokens: generated,
+            logprobs,
+            finish_reason: finish,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl LanguageModel for LocalModel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn context_length(&self) -> usize {
+        self.decoder.max_seq_len()
+    }
+
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.tokenizer.encode(text))
+    }
+
+    fn detokenize(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.decode(ids)
+    }
+
+    // Compute runs on the calling task: the model is CPU-bound and holds its cache lock for
+    // the whole request, so callers that want concurrency use `spawn_blocking`.
+    async fn generate(&self, prompt: &Prompt, params: &GenerateParams) -> Result<Completion> {
+        let ids = self.prompt_ids(prompt)?;
+        self.generate_tokens(&ids, params)
+    }
+
+    async fn score(&self, prompt: &Prompt, continuations: &[String]) -> Result<Vec<f32>> {
+        let ids = self.prompt_ids(prompt)?;
+        let conts: Vec<Vec<u32>> = continuations
+            .iter()
+            .map(|c| self.tokenizer.encode(c))
+            .collect();
+        self.score_tokens(&ids, &conts)
+    }
+}

@@ -1,0 +1,286 @@
+//! The local backend on the real GGUF files: fluent greedy output, pinned greedy ids, KV
+//! cache correctness with and without prefix reuse, and `score` against `generate`.
+
+mod common;
+
+use llm_client::{FinishReason, GenerateParams, KnownModel, LanguageModel, LocalModel, Prompt};
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+fn greedy(model: &LocalModel, prompt: &str, n: usize) -> llm_client::Completion {
+    block_on(model.generate(&Prompt::Text(prompt.into()), &GenerateParams::greedy(n)))
+        .expect("generate")
+}
+
+#[test]
+fn gemma3_greedy_capital_of_france_is_paris() {
+    let c = greedy(common::gemma(), "Q: What is the capital of France?\nA:", 8);
+    assert!(c.text.contains("Paris"), "{:?}", c.text);
+    assert_eq!(c.tokens.len(), c.logprobs.len());
+}
+
+/// Next-token log-probabilities after "The capital of France is" from an independent f32
+/// NumPy forward pass over the same GGUF weights (dequantized with the `gguf` 0.19 package).
+/// At Q4_K_M the model's first choice is " the"; " Paris" is third.
+#[test]
+fn gemma3_next_token_matches_numpy_reference() {
+    let model = common::gemma();
+    let ids = model
+        .prompt_ids(&Prompt::Text("The capital of France is".into()))
+        .expect("ids");
+    let rows = model.logits(&ids, ids.len() - 1).expect("logits");
+    let logp = log_softmax(&rows[0]);
+    let reference = [
+        (506u32, -1.6540f32), // " the"
+        (496, -2.1979),       // " a"
+        (9079, -2.4769),      // " Paris"
+        (886, -2.6325),       // " one"
+        (3224, -2.9616),      // " known"
+    ];
+    let mut order: Vec<usize> = (0..logp.len()).collect();
+    order.sort_by(|&a, &b| logp[b].total_cmp(&logp[a]));
+    for (rank, (id, lp)) in reference.iter().enumerate() {
+        // Candle quantizes activations to 8 bits inside quantized matmuls; NumPy does not.
+        assert!(
+            (logp[*id as usize] - lp).abs() < 0.1,
+            "token {id}: {} vs reference {lp}",
+            logp[*id as usize]
+        );
+        if rank < 3 {
+            assert_eq!(order[rank], *id as usize, "rank {rank}");
+        }
+    }
+}
+
+fn log_softmax(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let z: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
+    row.iter().map(|&x| x - max - z.ln() as f32).collect()
+}
+
+/// Greedy ids recorded from this implementation once the text read fluently.
+#[test]
+fn gemma3_greedy_ids_are_pinned() {
+    let model = common::gemma();
+    for (prompt, expected) in GEMMA3_PINNED {
+        let c = greedy(model, prompt, expected.len());
+        assert_eq!(&c.tokens, expected, "{prompt:?} -> {:?}", c.text);
+    }
+}
+
+#[test]
+fn smollm2_greedy_ids_are_pinned() {
+    let model = common::smollm();
+    for (prompt, expected) in SMOLLM2_PINNED {
+        let c = greedy(model, prompt, expected.len());
+        assert_eq!(&c.tokens, expected, "{prompt:?} -> {:?}", c.text);
+    }
+}
+
+const GEMMA3_PINNED: &[(&str, &[u32])] = &[
+    // " the capital of the country of France. It is"
+    (
+        "The capital of France is",
+        &[506, 5279, 529, 506, 2891, 529, 7001, 236761, 1030, 563],
+    ),
+    // " Paris, France. It is the tallest building in"
+    (
+        "The Eiffel Tower is located in the city of",
+        &[9079, 236764, 7001, 236761, 1030, 563, 506, 92900, 3788, 528],
+    ),
+    // " The capital of France is Paris.\nQ:"
+    (
+        "Q: What is the capital of France?\nA:",
+        &[669, 5279, 529, 7001, 563, 9079, 236761, 107, 236935, 236787],
+    ),
+];
+
+const SMOLLM2_PINNED: &[(&str, &[u32])] = &[
+    // " Paris.\n\nThe answer is: 2"
+    (
+        "The capital of France is",
+        &[7042, 30, 198, 198, 504, 2988, 314, 42, 216, 34],
+    ),
+    // " small town nestled in the heart of a bustling city"
+    (
+        "Once upon a time, there was a",
+        &[1165, 3102, 32047, 281, 260, 1911, 282, 253, 14055, 2240],
+    ),
+    // "The answer is 4." then <|im_end|>
+    (
+        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+        &[504, 2988, 314, 216, 36, 30, 2],
+    ),
+];
+
+/// Logits at every position of one run equal the last-position logits of running each
+/// prefix on its own: the KV cache holds exactly what a fresh run computes.
+fn cache_matches_prefix_runs(model: KnownModel) {
+    let text = "Few-shot: a cat is an animal. A rose is a plant. A dog is";
+    let fresh = common::load(model, false);
+    let cached = common::load(model, true);
+    let ids = fresh.prompt_ids(&Prompt::Text(text.into())).expect("ids");
+    let all = fresh.logits(&ids, 0).expect("logits");
+    assert_eq!(all.len(), ids.len());
+    for n in 1..=ids.len() {
+        let alone = fresh.logits(&ids[..n], n - 1).expect("logits");
+        let d = common::max_rel_diff(&alone[0], &all[n - 1]);
+        assert!(d < 1e-3, "{model:?} prefix {n} without reuse: rel diff {d}");
+        // With reuse, the prefix of length n - 1 is in the cache from the previous step.
+        let reused = cached.logits(&ids[..n], n - 1).expect("logits");
+        let d = common::max_rel_diff(&reused[0], &all[n - 1]);
+        assert!(d < 1e-3, "{model:?} prefix {n} with reuse: rel diff {d}");
+    }
+}
+
+#[test]
+fn gemma3_cache_matches_prefix_runs() {
+    cache_matches_prefix_runs(KnownModel::Gemma3_270m);
+}
+
+#[test]
+fn smollm2_cache_matches_prefix_runs() {
+    cache_matches_prefix_runs(KnownModel::SmolLm2_135m);
+}
+
+/// `score` of a continuation equals the summed logprobs `generate` reported for the same tokens.
+fn score_equals_generate_logprobs(model: &LocalModel) {
+    let prompt = Prompt::Text("Q: What color is the sky? A:".into());
+    let c = block_on(model.generate(&prompt, &GenerateParams::greedy(6))).expect("generate");
+    assert_eq!(c.finish_reason, FinishReason::Length, "{:?}", c.text);
+    let ids = model.prompt_ids(&prompt).expect("ids");
+    let scored = model
+        .score_tokens(&ids, std::slice::from_ref(&c.tokens))
+        .expect("score");
+    let summed: f32 = c.logprobs.iter().sum();
+    assert!(
+        (scored[0] - summed).abs() < 1e-3 * summed.abs().max(1.0),
+        "score {} vs generate {summed}",
+        scored[0]
+    );
+    // Through the trait, on text: a likely answer beats an unlikely one.
+    let s = block_on(model.score(&prompt, &[" Blue".into(), " Elephant".into()])).expect("score");
+    assert!(s[0] > s[1], "{s:?}");
+}
+
+#[test]
+fn gemma3_score_equals_generate_logprobs() {
+    score_equals_generate_logprobs(common::gemma());
+}
+
+#[test]
+fn smollm2_score_equals_generate_logprobs() {
+    score_equals_generate_logprobs(common::smollm());
+}
+
+#[test]
+fn token_prompt_equals_text_prompt() {
+    let model = common::gemma();
+    let text = "The capital of France is";
+    let ids = model.prompt_ids(&Prompt::Text(text.into())).expect("ids");
+    let a = greedy(model, text, 4);
+    let b = block_on(model.generate(&Prompt::Tokens(ids), &GenerateParams::greedy(4)))
+        .expect("generate");
+    assert_eq!(a, b);
+}
+
+#[test]
+fn stop_strings_cut_the_text() {
+    let model = common::gemma();
+    let params = GenerateParams {
+        max_tokens: 32,
+        stop: vec![".".into()],
+        ..GenerateParams::default()
+    };
+    let c = block_on(model.generate(&Prompt::Text("The capital of France is".into()), &params))
+        .expect("generate");
+    assert_eq!(c.finish_reason, FinishReason::Stop, "{:?}", c.text);
+    assert!(!c.text.contains('.'), "{:?}", c.text);
+}
+
+#[test]
+fn bad_requests_are_errors_not_panics() {
+    let model = common::smollm();
+    let too_big = Prompt::Tokens(vec![u32::MAX]);
+    assert!(block_on(model.generate(&too_big, &GenerateParams::greedy(1))).is_err());
+    assert!(block_on(model.generate(&Prompt::Tokens(vec![]), &GenerateParams::greedy(1))).is_err());
+    let bad = GenerateParams {
+        top_p: 0.0,
+        ..GenerateParams::default()
+    };
+    assert!(block_on(model.generate(&Prompt::Text("hi".into()), &bad)).is_err());
+    assert!(matches!(
+        model.score_tokens(&[1], &[vec![u32::MAX]]),
+        Err(llm_client::LlmError::TokenOutOfRange { .. })
+    ));
+    let long = Prompt::Tokens(vec![1; model.context_length() + 1]);
+    assert!(block_on(model.score(&long, &["x".into()])).is_err());
+    assert!(matches!(
+        llm_client::load("openai:gpt-4o-mini"),
+        Err(llm_client::LlmError::BackendNotBuilt { .. })
+    ));
+}
+
+#[test]
+fn seeded_sampling_is_reproducible() {
+    let model = common::smollm();
+    let params = GenerateParams {
+        max_tokens: 8,
+        temperature: 0.8,
+        top_p: 0.9,
+        seed: 42,
+        stop: vec![],
+    };
+    let prompt = Prompt::Text("Once upon a time".into());
+    let a = block_on(model.generate(&prompt, &params)).expect("generate");
+    let b = block_on(model.generate(&prompt, &params)).expect("generate");
+    assert_eq!(a.tokens, b.tokens);
+    assert!(a.logprobs.iter().all(|lp| lp.is_finite() && *lp <= 0.0));
+}
+
+#[test]
+fn load_by_name_gives_a_trait_object() {
+    let path = spae_assets::AssetCache::from_env()
+        .fetch_named("smollm2-135m")
+        .expect("fetch");
+    let name = format!("gguf:{}", path.display());
+    let model = llm_client::load(&name).expect("load");
+    assert_eq!(model.name(), name);
+    assert_eq!(model.context_length(), 8192);
+    let missing = llm_client::load("gguf:/nonexistent/model.gguf");
+    match missing {
+        Err(llm_client::LlmError::Io { path, .. }) => {
+            assert_eq!(path, std::path::Path::new("/nonexistent/model.gguf"))
+        }
+        other => panic!(
+            "expected an Io error, got {:?}",
+            other.map(|m| m.name().to_string())
+        ),
+    }
+}
+
+/// Past 512 positions Gemma 3's sliding-window layers stop seeing the oldest tokens: a long
+/// prompt's logits must still agree between one run, a shorter run alone, and a run that
+/// reuses a cached prefix (window mask applied with an offset).
+#[test]
+fn gemma3_sliding_window_agrees_past_the_window() {
+    let fresh = common::load(KnownModel::Gemma3_270m, false);
+    let cached = common::load(KnownModel::Gemma3_270m, true);
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(70);
+    let mut ids = fresh.prompt_ids(&Prompt::Text(text)).expect("ids");
+    ids.truncate(600);
+    assert_eq!(ids.len(), 600);
+    let all = fresh.logits(&ids, 500).expect("logits");
+    let alone = fresh.logits(&ids[..560], 559).expect("logits");
+    let d = common::max_rel_diff(&alone[0], &all[59]);
+    assert!(d < 1e-3, "prefix 560 alone: rel diff {d}");
+    cached.logits(&ids[..520], 519).expect("logits");
+    let reused = cached.logits(&ids, 599).expect("logits");
+    let d = common::max_rel_diff(&reused[0], &all[99]);
+    assert!(d < 1e-3, "600 after a cached 519: rel diff {d}");
+}
