@@ -79,6 +79,13 @@ impl SpaeModel {
         let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
         safetensors::serialize_to_file(&tensors, Some(metadata), tmp.path())
             .map_err(|e| ckpt_err(path, format!("cannot write: {e}")))?;
+        // NamedTempFile is created 0600; a checkpoint is an ordinary, shareable file.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+                .map_err(io_err(tmp.path()))?;
+        }
         tmp.persist(path).map_err(|e| SpaeError::Io {
             path: path.to_path_buf(),
             source: e.error,

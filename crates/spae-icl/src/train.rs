@@ -14,15 +14,19 @@ use crate::cli::TrainArgs;
 
 /// Load a training set by name: `fashion-mnist`, or `folder:DIR`.
 pub fn load_data(spec: &str, split: Split, channels: usize, size: usize) -> Result<LabeledImages> {
+    check_data_spec(spec)?;
     if let Some(dir) = spec.strip_prefix("folder:") {
         return Ok(image_folder(Path::new(dir), channels, size)?);
     }
-    match spec {
-        "fashion-mnist" => Ok(fashion_mnist(&AssetCache::from_env(), split)?),
-        other => bail!(
-            "--data {other:?}: expected fashion-mnist, or folder:DIR with DIR/<class>/*.png|jpg"
-        ),
+    Ok(fashion_mnist(&AssetCache::from_env(), split)?)
+}
+
+/// Reject an unknown `--data` before any expensive work.
+fn check_data_spec(spec: &str) -> Result<()> {
+    if spec == "fashion-mnist" || spec.starts_with("folder:") {
+        return Ok(());
     }
+    bail!("--data {spec:?}: expected fashion-mnist, or folder:DIR with DIR/<class>/*.png|jpg")
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -33,6 +37,7 @@ struct TrainState {
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
+    check_data_spec(&args.data)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
     let ckpt = args.out.join("checkpoint.safetensors");
     let state_path = args.out.join("train.json");

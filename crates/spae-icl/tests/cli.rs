@@ -211,3 +211,87 @@ fn chat_continues_a_prompt_with_the_local_model() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("openai"), "{err}");
 }
+
+/// `train` on an image folder for a few steps, then `--resume` to more steps: metrics continue,
+/// the step count is kept, and the checkpoint tokenizes.
+#[test]
+fn train_and_resume_on_an_image_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (class, shade) in [("dark", 30u8), ("light", 220u8)] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..3u8 {
+            let img = image::GrayImage::from_fn(28, 28, |x, y| {
+                image::Luma([if (x + y) % 7 == u32::from(i) {
+                    255
+                } else {
+                    shade
+                }])
+            });
+            img.save(data.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let out = dir.path().join("run");
+    let train = |steps: &str, resume: bool| {
+        let mut cmd = bin();
+        cmd.args([
+            "-q",
+            "train",
+            "--vocab",
+            "smollm2-135m",
+            "--max-entries",
+            "256",
+            "--widths",
+            "8,16,16",
+        ])
+        .arg("--data")
+        .arg(format!("folder:{}", data.display()))
+        .args([
+            "--steps",
+            steps,
+            "--batch-size",
+            "4",
+            "--warmup",
+            "1",
+            "--checkpoint-every",
+            "2",
+            "--out",
+        ])
+        .arg(&out);
+        if resume {
+            cmd.arg("--resume");
+        }
+        run(&mut cmd);
+    };
+    train("4", false);
+    let lines = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
+    assert_eq!(lines(&out.join("metrics.jsonl")), 4);
+    train("6", true);
+    assert_eq!(lines(&out.join("metrics.jsonl")), 6);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 6);
+    let last: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["step"], 5, "resumed run continues the step count");
+    run(bin()
+        .arg("tokenize")
+        .arg(sample("mnist-three.png"))
+        .arg("--checkpoint")
+        .arg(out.join("checkpoint.safetensors")));
+
+    // A bad data spec says what is accepted.
+    let bad = bin()
+        .args(["train", "--data", "cifar", "--out"])
+        .arg(dir.path().join("x"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("folder:DIR"));
+}
