@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod codebook;
 mod error;
 pub mod imageio;
+pub mod metrics;
 pub mod model;
 pub mod pyramid;
 pub mod quantizer;

@@ -39,6 +39,8 @@ pub enum Command {
     Reconstruct(ReconstructArgs),
     /// Continue a prompt with an LLM (a quick look at a model).
     Chat(ChatArgs),
+    /// Reconstruction (PSNR, SSIM) and codebook usage per pyramid depth on a data split.
+    EvalTokenizer(EvalTokenizerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -232,4 +234,22 @@ pub struct ChatArgs {
     pub stop: Vec<String>,
     /// The text to continue.
     pub prompt: String,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalTokenizerArgs {
+    #[command(flatten)]
+    pub ckpt: CheckpointArg,
+    /// fashion-mnist, or folder:DIR.
+    #[arg(long, default_value = "fashion-mnist")]
+    pub data: String,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Evaluate only the first N images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }

@@ -5,6 +5,7 @@
 
 mod chat;
 mod cli;
+mod evaluate;
 mod tokens;
 mod train;
 mod vocab;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         Command::Decode(args) => tokens::decode(args),
         Command::Reconstruct(args) => tokens::reconstruct(args),
         Command::Chat(args) => chat::chat(args),
+        Command::EvalTokenizer(args) => evaluate::eval_tokenizer(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

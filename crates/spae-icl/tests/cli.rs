@@ -295,3 +295,35 @@ fn train_and_resume_on_an_image_folder() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("folder:DIR"));
 }
+
+#[test]
+fn eval_tokenizer_reports_one_row_per_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = small_checkpoint(dir.path());
+    let out = run(bin()
+        .args([
+            "-q",
+            "eval-tokenizer",
+            "--data",
+            "fashion-mnist",
+            "--limit",
+            "8",
+            "--format",
+            "json",
+            "--checkpoint",
+        ])
+        .arg(&ckpt));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 5);
+    let tokens: Vec<u64> = rows.iter().map(|r| r["tokens"].as_u64().unwrap()).collect();
+    assert_eq!(tokens, vec![1, 5, 21, 85, 149]);
+    for r in &rows {
+        let psnr = r["psnr"].as_f64().unwrap();
+        let ssim = r["ssim"].as_f64().unwrap();
+        assert!(
+            psnr.is_finite() && psnr > 0.0 && (-1.0..=1.0).contains(&ssim),
+            "{r}"
+        );
+        assert!(r["distinct_entries"].as_u64().unwrap() >= 1);
+    }
+}
