@@ -2,10 +2,27 @@
 //!
 //! Templates live in `prompts/` (one file per task) and are rendered strictly: a variable
 //! the template uses but the context lacks is an error, never an empty string.
+//!
+//! Few-shot classification follows the protocol of Frozen (Tsimpoukelli et al. 2021),
+//! "Real-Name mini-ImageNet" (SPAE.md section 6): [`episode`] samples episodes, [`frozen`] reads
+//! and writes the benchmark's JSON records, [`context`] turns an episode into the typed context
+//! of `few_shot_classification.tera`, and [`score`] grades what the model answers.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+pub mod context;
+pub mod episode;
+pub mod frozen;
+pub mod score;
+
+pub use context::{induction_line, FewShotContext, SupportItem};
+pub use episode::{sample_episodes, Episode, EpisodeConfig, Pool, Shot};
+pub use frozen::{
+    read_frozen, read_frozen_reader, write_frozen, write_frozen_writer, FrozenRecord,
+};
+pub use score::{accuracy_with_interval, calibrate, constrained_choice, exact_match};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
@@ -17,6 +34,46 @@ pub enum PromptError {
     },
     #[error("template {name}: {message}")]
     Template { name: String, message: String },
+    #[error("{path}: {source}")]
+    InFile {
+        path: PathBuf,
+        #[source]
+        source: Box<PromptError>,
+    },
+    #[error("episode config: {0}")]
+    Config(String),
+    #[error("item {item}: label {label} has no class name ({classes} class names)")]
+    LabelOutOfRange {
+        item: usize,
+        label: u32,
+        classes: usize,
+    },
+    #[error("class {class}: {have} items, need {need} ({shots} shots + 1 query)")]
+    TooFewItems {
+        class: String,
+        have: usize,
+        need: usize,
+        shots: usize,
+    },
+    #[error("{have} classes have items, a {way}-way episode needs {way}")]
+    TooFewClasses { have: usize, way: usize },
+    /// Reading or writing a stream of records; `at` is "line 3", "list", "input" or "output".
+    #[error("{at}: {message}")]
+    Json { at: String, message: String },
+    #[error("record {record}: missing field {field}")]
+    MissingField { record: usize, field: String },
+    #[error("record {record}: field {field} is not {expected}")]
+    FieldType {
+        record: usize,
+        field: String,
+        expected: &'static str,
+    },
+    #[error("episode {episode}: {message}")]
+    BadEpisode { episode: usize, message: String },
+    #[error("no class scores to choose from")]
+    EmptyScores,
+    #[error("{scores} class scores but {content_free} content-free scores")]
+    LengthMismatch { scores: usize, content_free: usize },
 }
 
 pub type Result<T> = std::result::Result<T, PromptError>;
@@ -93,18 +150,7 @@ pub fn parse_answer(continuation: &str) -> String {
 mod tests {
     use super::*;
 
-    #[derive(Serialize)]
-    struct Item {
-        image: String,
-        label: String,
-    }
-
-    #[derive(Serialize)]
-    struct Episode {
-        induction: Option<String>,
-        support: Vec<Item>,
-        query: String,
-    }
+    type Item = SupportItem;
 
     fn templates() -> Templates {
         Templates::from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../prompts")).unwrap()
@@ -112,7 +158,7 @@ mod tests {
 
     #[test]
     fn renders_a_two_way_one_shot_episode() {
-        let ep = Episode {
+        let ep = FewShotContext {
             induction: Some("Answer with lion or vase.".into()),
             support: vec![
                 Item {
@@ -131,7 +177,7 @@ mod tests {
             got,
             "Answer with lion or vase.\nmane savanna This is a lion.\nclay flower This is a vase.\nroar grass This is a"
         );
-        let no_induction = Episode {
+        let no_induction = FewShotContext {
             induction: None,
             ..ep
         };

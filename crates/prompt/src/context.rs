@@ -1,0 +1,80 @@
+//! The typed context of `few_shot_classification.tera`, built from an [`Episode`].
+
+use serde::Serialize;
+
+use crate::episode::Episode;
+
+/// One support line: "<image words> This is a <label>."
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SupportItem {
+    /// The image's words (its first layers of SPAE tokens, as text).
+    pub image: String,
+    pub label: String,
+}
+
+/// What `few_shot_classification.tera` renders: an optional induction line, the support
+/// lines, and the query's words followed by "This is a".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FewShotContext {
+    pub induction: Option<String>,
+    pub support: Vec<SupportItem>,
+    pub query: String,
+}
+
+/// The task-induction line of Frozen: "Answer with lion or vase." for two classes,
+/// "Answer with a, b, c, d or e." for five, class names in the order given.
+pub fn induction_line(classes: &[String]) -> String {
+    match classes {
+        [] => "Answer.".to_string(),
+        [only] => format!("Answer with {only}."),
+        [init @ .., last] => format!("Answer with {} or {last}.", init.join(", ")),
+    }
+}
+
+impl FewShotContext {
+    /// `image_words(image)` turns an episode's image (path or id) into the words the LLM reads.
+    pub fn from_episode(episode: &Episode, mut image_words: impl FnMut(&str) -> String) -> Self {
+        Self {
+            induction: episode.induction.then(|| induction_line(&episode.classes)),
+            support: episode
+                .support
+                .iter()
+                .map(|shot| SupportItem {
+                    image: image_words(&shot.image),
+                    label: shot.label.clone(),
+                })
+                .collect(),
+            query: image_words(&episode.query.image),
+        }
+    }
+
+    /// The same prompt with the query's words replaced by `content_free` (e.g. "N/A"), for
+    /// calibration (Zhao et al. 2021, "Calibrate Before Use").
+    pub fn with_content_free_query(&self, content_free: &str) -> Self {
+        Self {
+            query: content_free.to_string(),
+            ..self.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn induction_lines_list_the_classes_in_order() {
+        assert_eq!(
+            induction_line(&s(&["lion", "vase"])),
+            "Answer with lion or vase."
+        );
+        assert_eq!(
+            induction_line(&s(&["a", "b", "c", "d", "e"])),
+            "Answer with a, b, c, d or e."
+        );
+    }
+}
