@@ -5,9 +5,11 @@
 //! - The image-folder layout `root/<class>/*.{png,jpg,jpeg}` for a user's own images, at any
 //!   size (resized and centre-cropped to the model's input).
 
+mod files;
 mod folder;
 mod idx;
 
+pub use files::{mini_imagenet, ImageFiles};
 pub use folder::image_folder;
 pub use idx::{read_idx_images, read_idx_labels};
 

@@ -140,6 +140,12 @@ pub trait LanguageModel: Send + Sync {
     /// Text of `ids`; special tokens are written out as their text.
     fn detokenize(&self, ids: &[u32]) -> Result<String>;
 
+    /// The token a text prompt starts with (BOS), for callers that build `Prompt::Tokens`
+    /// themselves; `None` where the model adds none or the backend does not say.
+    fn bos_token(&self) -> Option<u32> {
+        None
+    }
+
     async fn generate(&self, prompt: &Prompt, params: &GenerateParams) -> Result<Completion>;
 
     /// For each continuation, the total log-probability of its tokens (tokenized alone,

@@ -16,6 +16,7 @@ pub mod context;
 pub mod episode;
 pub mod frozen;
 pub mod score;
+pub mod slots;
 
 pub use context::{induction_line, FewShotContext, SupportItem};
 pub use episode::{sample_episodes, Episode, EpisodeConfig, Pool, Shot};
@@ -23,6 +24,7 @@ pub use frozen::{
     read_frozen, read_frozen_reader, write_frozen, write_frozen_writer, FrozenRecord,
 };
 pub use score::{accuracy_with_interval, calibrate, constrained_choice, exact_match};
+pub use slots::{image_slot, split_slots, Segment};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
@@ -74,6 +76,10 @@ pub enum PromptError {
     EmptyScores,
     #[error("{scores} class scores but {content_free} content-free scores")]
     LengthMismatch { scores: usize, content_free: usize },
+    #[error("template {name}: no such template (have: {have})")]
+    NoTemplate { name: String, have: String },
+    #[error("rendered prompt: {0}")]
+    Slot(String),
 }
 
 pub type Result<T> = std::result::Result<T, PromptError>;
@@ -89,16 +95,76 @@ fn chain(err: &tera::Error) -> String {
     parts.join(": ")
 }
 
+/// The templates of `prompts/`, compiled in so the binary runs from any directory.
+const BUILTIN: &[(&str, &str)] = &[(
+    "few_shot_classification",
+    include_str!("../../../prompts/few_shot_classification.tera"),
+)];
+
 /// A set of named templates (`few_shot_classification`, ...).
 pub struct Templates {
     tera: tera::Tera,
+    /// Template text by name, kept to hash what produced a result.
+    sources: std::collections::BTreeMap<String, String>,
 }
 
 impl Templates {
+    /// The templates shipped in `prompts/`.
+    pub fn builtin() -> Result<Self> {
+        let mut t = Self::empty();
+        for (name, text) in BUILTIN {
+            t.add(name, text, name)?;
+        }
+        Ok(t)
+    }
+
+    /// The shipped templates, each replaced by a `NAME.tera` in `dir` where one exists
+    /// (`--prompts DIR`); files with new names are added.
+    pub fn with_overrides(dir: &Path) -> Result<Self> {
+        let mut t = Self::builtin()?;
+        t.add_dir(dir)?;
+        Ok(t)
+    }
+
     /// Every `*.tera` file in `dir`, named by its file stem.
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        let mut t = Self::empty();
+        t.add_dir(dir)?;
+        Ok(t)
+    }
+
+    /// The text of template `name`.
+    pub fn source(&self, name: &str) -> Result<&str> {
+        self.sources
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| PromptError::NoTemplate {
+                name: name.to_string(),
+                have: self.sources.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    fn empty() -> Self {
         let mut tera = tera::Tera::default();
         tera.autoescape_on(vec![]);
+        Self {
+            tera,
+            sources: Default::default(),
+        }
+    }
+
+    fn add(&mut self, name: &str, text: &str, shown_as: &str) -> Result<()> {
+        self.tera
+            .add_raw_template(name, text)
+            .map_err(|e| PromptError::Template {
+                name: shown_as.to_string(),
+                message: chain(&e),
+            })?;
+        self.sources.insert(name.to_string(), text.to_string());
+        Ok(())
+    }
+
+    fn add_dir(&mut self, dir: &Path) -> Result<()> {
         let entries = std::fs::read_dir(dir).map_err(|source| PromptError::Io {
             path: dir.to_path_buf(),
             source,
@@ -114,18 +180,15 @@ impl Templates {
                     path: path.clone(),
                     source,
                 })?;
-                tera.add_raw_template(&name, &text)
-                    .map_err(|e| PromptError::Template {
-                        name: path.display().to_string(),
-                        message: chain(&e),
-                    })?;
+                self.add(&name, &text, &path.display().to_string())?;
             }
         }
-        Ok(Self { tera })
+        Ok(())
     }
 
     /// Render template `name` from a serialisable context.
     pub fn render(&self, name: &str, context: &impl Serialize) -> Result<String> {
+        self.source(name)?;
         let ctx = tera::Context::from_serialize(context).map_err(|e| PromptError::Template {
             name: name.to_string(),
             message: chain(&e),
@@ -214,5 +277,33 @@ mod tests {
         assert_eq!(parse_answer(" big cat"), "big cat");
         assert_eq!(parse_answer(""), "");
         assert_eq!(parse_answer("..."), "");
+    }
+}
+
+#[cfg(test)]
+mod builtin_tests {
+    use super::*;
+
+    #[test]
+    fn builtin_templates_equal_the_files_and_a_directory_overrides_them() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../prompts");
+        let builtin = Templates::builtin().unwrap();
+        let files = Templates::from_dir(&shipped).unwrap();
+        let name = "few_shot_classification";
+        assert_eq!(builtin.source(name).unwrap(), files.source(name).unwrap());
+
+        let dir = std::env::temp_dir().join(format!("spae-prompts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.tera")), "Q: {{ query }}\nA:").unwrap();
+        let t = Templates::with_overrides(&dir).unwrap();
+        let ctx = FewShotContext {
+            induction: None,
+            support: vec![],
+            query: "words".into(),
+        };
+        assert_eq!(t.render(name, &ctx).unwrap(), "Q: words\nA:");
+        let err = t.render("nope", &ctx).unwrap_err().to_string();
+        assert!(err.contains("nope") && err.contains(name), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -17,7 +17,12 @@ fn img_err(path: &Path, reason: impl Into<String>) -> SpaeError {
 /// Read an image file as a (C, size, size) tensor in [0, 1]: converted to gray (C = 1) or
 /// RGB (C = 3), its shorter side resized to `size` and the centre cropped.
 pub fn load_image(path: &Path, channels: usize, size: usize) -> Result<Tensor> {
-    let img = image::open(path).map_err(|e| img_err(path, e.to_string()))?;
+    // The format comes from the bytes, not the extension: data sets ship PNGs named .jpg.
+    let img = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| img_err(path, e.to_string()))?
+        .decode()
+        .map_err(|e| img_err(path, e.to_string()))?;
     image_to_tensor(&img, channels, size).map_err(|e| match e {
         SpaeError::Image { reason, .. } => img_err(path, reason),
         other => other,

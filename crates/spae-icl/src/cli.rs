@@ -41,6 +41,8 @@ pub enum Command {
     Chat(ChatArgs),
     /// Reconstruction (PSNR, SSIM) and codebook usage per pyramid depth on a data split.
     EvalTokenizer(EvalTokenizerArgs),
+    /// Few-shot classification by a frozen LLM reading SPAE words (the Frozen protocol).
+    Run(RunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -189,6 +191,146 @@ pub struct ReconstructArgs {
     pub layers: Option<usize>,
     #[arg(short, long)]
     pub output: PathBuf,
+}
+
+/// Which images a `run` classifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskName {
+    /// The bundled sample: 6 Fashion-MNIST test images per class (datasets/samples).
+    Sample,
+    /// Fashion-MNIST, fetched on first use.
+    FashionMnist,
+    /// mini-ImageNet: --data DIR with images/ and train.csv, val.csv, test.csv.
+    MiniImagenet,
+    /// Any image folder: --data DIR with DIR/<class>/*.png|jpg.
+    Folder,
+    /// Episodes of a Frozen-format file (real_name_mi): --data FILE.json.
+    Frozen,
+}
+
+/// What stands for an image in the prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WordSource {
+    /// The tokenizer checkpoint's words for the image (SPAE).
+    Spae,
+    /// Words drawn from the codebook entries nearest the class name: the ceiling this LLM
+    /// and template allow.
+    Oracle,
+    /// Random codebook words: chance, as this LLM sees it.
+    Random,
+}
+
+/// How the LLM's answer is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scoring {
+    /// Greedy generation, exact match of the text before the first period (the paper's metric).
+    Open,
+    /// The class name with the highest log-probability.
+    Constrained,
+    /// Constrained, divided by the class probabilities of a content-free query (Zhao et al. 2021).
+    Calibrated,
+    /// Greedy decoding restricted, token by token, to continuations of a class name.
+    ConstrainedDecoding,
+}
+
+impl Scoring {
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Constrained => "constrained",
+            Self::Calibrated => "calibrated",
+            Self::ConstrainedDecoding => "constrained_decoding",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[arg(long, value_enum, default_value_t = TaskName::Sample)]
+    pub task: TaskName,
+    /// Data for mini-imagenet (a directory), folder (a directory) or frozen (a JSON/JSONL file).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Split of fashion-mnist (train, test) or mini-imagenet (train, val, test).
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    #[command(flatten)]
+    pub ckpt: CheckpointArg,
+    /// The frozen LLM (local:gemma3-270m, local:smollm2-135m, gguf:PATH, API names).
+    #[arg(long, default_value = "local:gemma3-270m")]
+    pub llm: String,
+    /// Classes per episode.
+    #[arg(long, default_value_t = 2)]
+    pub way: usize,
+    /// Inner shots: distinct support images per class.
+    #[arg(long, default_value_t = 1)]
+    pub shots: usize,
+    /// Extra copies of the whole support set.
+    #[arg(long, default_value_t = 0)]
+    pub repeats: usize,
+    /// Open the prompt with "Answer with a or b." (the default).
+    #[arg(long, overrides_with = "no_induction")]
+    pub induction: bool,
+    #[arg(long)]
+    pub no_induction: bool,
+    #[arg(long, default_value_t = 100)]
+    pub episodes: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Pyramid layers per image (2: 5 words, 3: 21 words on the 1,2,4,.. pyramid).
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    #[arg(long, value_enum, default_value_t = WordSource::Spae)]
+    pub words: WordSource,
+    /// How answers are scored; the first is the `prediction` of each result line.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "open")]
+    pub scoring: Vec<Scoring>,
+    /// Shorthand: score the class names' log-probabilities first (adds `constrained`).
+    #[arg(long)]
+    pub constrained: bool,
+    /// Shorthand: calibrated scoring first (adds `calibrated` and `constrained`).
+    #[arg(long)]
+    pub calibrate: bool,
+    /// Template directory; a NAME.tera there replaces the shipped prompts/NAME.tera.
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Send image words as text even to a local model (default: exact token ids).
+    #[arg(long)]
+    pub text_prompts: bool,
+    /// Most tokens of an open-ended answer.
+    #[arg(long, default_value_t = 8)]
+    pub max_tokens: usize,
+    /// Result directory (default: runs/<task>/<settings>); a rerun resumes it.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+impl RunArgs {
+    pub fn induction(&self) -> bool {
+        !self.no_induction
+    }
+
+    /// The scorings in order, the shorthands first.
+    pub fn scorings(&self) -> Vec<Scoring> {
+        let mut out = Vec::new();
+        if self.calibrate {
+            out.extend([Scoring::Calibrated, Scoring::Constrained]);
+        }
+        if self.constrained {
+            out.push(Scoring::Constrained);
+        }
+        out.extend(self.scoring.iter().copied());
+        let mut seen = Vec::new();
+        out.retain(|s| {
+            let new = !seen.contains(s);
+            seen.push(*s);
+            new
+        });
+        out
+    }
 }
 
 /// A second paragraph for errors a user can fix by a known step.

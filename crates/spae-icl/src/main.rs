@@ -6,6 +6,8 @@
 mod chat;
 mod cli;
 mod evaluate;
+mod progress;
+mod run;
 mod tokens;
 mod train;
 mod vocab;
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
         Command::Reconstruct(args) => tokens::reconstruct(args),
         Command::Chat(args) => chat::chat(args),
         Command::EvalTokenizer(args) => evaluate::eval_tokenizer(args),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

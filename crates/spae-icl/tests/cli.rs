@@ -1,47 +1,11 @@
 //! The binary end to end on temp dirs: init -> tokenize -> decode / reconstruct, and errors.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_spae-icl"))
-}
+mod common;
 
-fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../datasets/samples")
-        .join(name)
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("spawning spae-icl");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A small real checkpoint: SmolLM2's vocabulary (first 512 words), narrow CNN.
-fn small_checkpoint(dir: &Path) -> PathBuf {
-    let ckpt = dir.join("small.safetensors");
-    run(bin()
-        .args([
-            "-q",
-            "init",
-            "--vocab",
-            "smollm2-135m",
-            "--max-entries",
-            "512",
-            "--widths",
-            "8,16,16",
-            "-o",
-        ])
-        .arg(&ckpt));
-    ckpt
-}
+use common::{bin, ok as run, sample, small_checkpoint};
 
 #[test]
 fn init_tokenize_decode_reconstruct() {

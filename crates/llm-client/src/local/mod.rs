@@ -380,6 +380,10 @@ impl LanguageModel for LocalModel {
         self.tokenizer.decode(ids)
     }
 
+    fn bos_token(&self) -> Option<u32> {
+        self.tokenizer.bos_to_add()
+    }
+
     // Compute runs on the calling task: the model is CPU-bound and holds its cache lock for
     // the whole request, so callers that want concurrency use `spawn_blocking`.
     async fn generate(&self, prompt: &Prompt, params: &GenerateParams) -> Result<Completion> {

@@ -1,0 +1,293 @@
+//! `spae-icl run` end to end with a real local LLM (SmolLM2-135M, fetched on first use) on data
+//! sets written in their exact layouts: mini-ImageNet and a Frozen-format file.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{bin, ok, small_checkpoint as checkpoint};
+
+/// A gray PNG with a pattern that depends on `seed`, so images differ.
+fn write_image(path: &Path, seed: u32, side: u32) {
+    let img = image::RgbImage::from_fn(side, side, |x, y| {
+        let v = ((x * 7 + y * 13 + seed * 37) % 256) as u8;
+        image::Rgb([v, v / 2, 255 - v])
+    });
+    img.save_with_format(path, image::ImageFormat::Png).unwrap();
+}
+
+/// mini-ImageNet's layout: images/*.jpg (here PNG bytes), test.csv of filename,wnid rows.
+fn mini_imagenet(dir: &Path) -> PathBuf {
+    let root = dir.join("mini-imagenet");
+    std::fs::create_dir_all(root.join("images")).unwrap();
+    let mut csv = String::from("filename,label\n");
+    for (k, wnid) in ["n02129165", "n04522168", "n02110341"].iter().enumerate() {
+        for j in 0..4 {
+            let f = format!("{wnid}{j:08}.jpg");
+            write_image(&root.join("images").join(&f), (k * 10 + j) as u32, 40);
+            csv.push_str(&format!("{f},{wnid}\n"));
+        }
+    }
+    std::fs::write(root.join("test.csv"), csv).unwrap();
+    root
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    let f = std::fs::File::open(path).unwrap();
+    std::io::BufReader::new(f)
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect()
+}
+
+fn asked(stderr: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .find(|l| l.contains(" asked, "))
+        .unwrap_or_else(|| panic!("no summary line in\n{text}"));
+    let before = line.split(" asked").next().unwrap();
+    before.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+fn run_args(ckpt: &Path, data: &Path, out: &Path, episodes: usize) -> Vec<String> {
+    [
+        "run",
+        "--task",
+        "mini-imagenet",
+        "--llm",
+        "local:smollm2-135m",
+        "--text-prompts",
+        "--scoring",
+        "open,constrained,calibrated,constrained-decoding",
+        "--episodes",
+        &episodes.to_string(),
+        "--checkpoint",
+        &ckpt.display().to_string(),
+        "--data",
+        &data.display().to_string(),
+        "--out",
+        &out.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn mini_imagenet_run_writes_results_and_resumes_after_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = checkpoint(dir.path());
+    let data = mini_imagenet(dir.path());
+    let episodes = 6;
+
+    // Uninterrupted reference run.
+    let whole = dir.path().join("whole");
+    let out = ok(bin().args(run_args(&ckpt, &data, &whole, episodes)));
+    assert_eq!(asked(&out.stderr), episodes);
+    let reference = lines(&whole.join("results.jsonl"));
+    assert_eq!(reference.len(), episodes);
+    for (i, r) in reference.iter().enumerate() {
+        assert_eq!(r["episode"], i);
+        for field in ["prompt_hash", "prediction", "answer", "correct"] {
+            assert!(!r[field].is_null(), "episode {i} lacks {field}: {r}");
+        }
+        assert!(["lion", "vase", "dalmatian"].contains(&r["answer"].as_str().unwrap()));
+        for s in ["open", "constrained", "calibrated", "constrained_decoding"] {
+            assert!(r["scorings"][s]["correct"].is_boolean(), "{s}: {r}");
+        }
+        let classes = r["classes"].as_array().unwrap();
+        assert!(classes.contains(&r["scorings"]["constrained"]["prediction"]));
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(whole.join("summary.json")).unwrap())
+            .unwrap();
+    let acc = summary["scorings"]["open"]["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert_eq!(summary["episodes"], episodes);
+    assert!(
+        summary["identity"]["checkpoint_sha256"]
+            .as_str()
+            .unwrap()
+            .len()
+            == 64
+    );
+    assert!(
+        summary["identity"]["template_sha256"]
+            .as_str()
+            .unwrap()
+            .len()
+            == 64
+    );
+    let p = std::fs::read_to_string(whole.join("prompt-episode-0.txt")).unwrap();
+    assert!(
+        p.starts_with("Answer with ") && p.ends_with(" This is a"),
+        "{p}"
+    );
+    let frozen = std::fs::read_to_string(whole.join("episodes.json")).unwrap();
+    assert!(
+        frozen.contains("question_image") && frozen.contains("caption_1"),
+        "{frozen}"
+    );
+
+    // Killed after its first finished episode, then rerun to the end.
+    let cut = dir.path().join("cut");
+    let mut child = bin()
+        .args(run_args(&ckpt, &data, &cut, episodes))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let results = cut.join("results.jsonl");
+    let start = Instant::now();
+    while std::fs::read_to_string(&results).map_or(0, |s| s.lines().count()) < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no result line within 2 min"
+        );
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().ok(); // SIGKILL
+    child.wait().unwrap();
+    let before = std::fs::read_to_string(&results)
+        .unwrap()
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+        .count();
+    assert!(before >= 1);
+    let out = ok(bin().args(run_args(&ckpt, &data, &cut, episodes)));
+    assert_eq!(
+        asked(&out.stderr),
+        episodes - before,
+        "finished episodes were asked again"
+    );
+    let resumed = lines(&results);
+    assert_eq!(resumed.len(), episodes);
+    for (a, b) in reference.iter().zip(&resumed) {
+        assert_eq!(a["episode"], b["episode"]);
+        assert_eq!(a["prompt_hash"], b["prompt_hash"]);
+        // Same answers; log-probabilities may differ in the last bits, as a resumed run
+        // computes its first prompt without the previous one's cached prefix.
+        for s in ["open", "constrained", "calibrated", "constrained_decoding"] {
+            assert_eq!(
+                a["scorings"][s]["prediction"], b["scorings"][s]["prediction"],
+                "episode {} {s}",
+                a["episode"]
+            );
+        }
+    }
+
+    // A third run asks nothing; other settings in the same directory are refused.
+    let out = ok(bin().args(run_args(&ckpt, &data, &cut, episodes)));
+    assert_eq!(asked(&out.stderr), 0);
+    let mut other = run_args(&ckpt, &data, &cut, episodes);
+    other.extend(["--way".into(), "3".into()]);
+    let out = bin().args(other).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("other settings") && err.contains("way"),
+        "{err}"
+    );
+}
+
+#[test]
+fn frozen_file_runs_with_exact_token_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = checkpoint(dir.path());
+    std::fs::create_dir_all(dir.path().join("img")).unwrap();
+    for i in 0..6 {
+        write_image(&dir.path().join(format!("img/{i}.png")), i, 28);
+    }
+    // Two real_name_mi-style records; image paths are relative to the file.
+    let records = serde_json::json!([
+        {"image_1": "img/0.png", "caption_1": "This is a dax.", "image_2": "img/1.png",
+         "caption_2": "This is a blicket.", "question_image": "img/2.png",
+         "question": "This is a", "answer": "dax"},
+        {"image_1": "img/3.png", "caption_1": "This is a blicket.", "image_2": "img/4.png",
+         "caption_2": "This is a dax.", "question_image": "img/5.png",
+         "question": "This is a", "answer": "blicket"}
+    ]);
+    let file = dir.path().join("real_name_mi.json");
+    std::fs::write(&file, records.to_string()).unwrap();
+    let out_dir = dir.path().join("out");
+    ok(bin()
+        .args([
+            "run",
+            "--task",
+            "frozen",
+            "--llm",
+            "local:smollm2-135m",
+            "--constrained",
+        ])
+        .arg("--data")
+        .arg(&file)
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .arg("--out")
+        .arg(&out_dir));
+    let rows = lines(&out_dir.join("results.jsonl"));
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["answer"], "dax");
+    assert_eq!(rows[1]["answer"], "blicket");
+    assert_eq!(rows[0]["classes"], serde_json::json!(["dax", "blicket"]));
+    assert_eq!(rows[1]["classes"], serde_json::json!(["blicket", "dax"]));
+    // Token prompts: BOS-free SmolLM2 prompt of induction + 2 support lines + query.
+    assert!(rows[0]["prompt_tokens"].as_u64().unwrap() > 10);
+    let p = std::fs::read_to_string(out_dir.join("prompt-episode-0.txt")).unwrap();
+    assert!(p.starts_with("Answer with dax or blicket.\n"), "{p}");
+    assert_eq!(p.lines().count(), 4, "{p}");
+}
+
+#[test]
+fn run_errors_say_what_to_provide() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = checkpoint(dir.path());
+    let out = bin()
+        .args(["run", "--task", "mini-imagenet", "--checkpoint"])
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--data") && err.contains("test.csv"), "{err}");
+
+    let out = bin()
+        .args(["run", "--task", "mini-imagenet", "--data"])
+        .arg(dir.path().join("nowhere"))
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nowhere") && err.contains("test.csv"), "{err}");
+
+    // A SmolLM2 codebook read by Gemma 3 as token ids would be wrong ids.
+    let out = bin()
+        .args([
+            "run",
+            "--episodes",
+            "2",
+            "--llm",
+            "local:gemma3-270m",
+            "--checkpoint",
+        ])
+        .arg(&ckpt)
+        .arg("--out")
+        .arg(dir.path().join("mismatch"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.to_lowercase().contains("smollm2") && err.contains("--text-prompts"),
+        "{err}"
+    );
+}
