@@ -43,6 +43,8 @@ pub enum Command {
     EvalTokenizer(EvalTokenizerArgs),
     /// Few-shot classification by a frozen LLM reading SPAE words (the Frozen protocol).
     Run(RunArgs),
+    /// The paper's Table 1 grid (ways x shots x repeats x induction) for one task and LLM.
+    Table1(Table1Args),
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +239,17 @@ pub enum Scoring {
 }
 
 impl Scoring {
+    /// The name `--scoring` takes.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Constrained => "constrained",
+            Self::Calibrated => "calibrated",
+            Self::ConstrainedDecoding => "constrained-decoding",
+        }
+    }
+
+    /// The name in result files.
     pub fn key(self) -> &'static str {
         match self {
             Self::Open => "open",
@@ -331,6 +344,43 @@ impl RunArgs {
         });
         out
     }
+}
+
+#[derive(Debug, Args)]
+pub struct Table1Args {
+    /// A `run` task: fashion-mnist, mini-imagenet, folder, frozen, sample.
+    #[arg(long, default_value = "fashion-mnist")]
+    pub task: String,
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    #[command(flatten)]
+    pub ckpt: CheckpointArg,
+    /// A checkpoint with one flat layer and no semantic loss (the LQAE-style row), if trained.
+    #[arg(long)]
+    pub lqae_checkpoint: Option<PathBuf>,
+    #[arg(long, default_value = "local:gemma3-270m")]
+    pub llm: String,
+    /// Episodes per cell: the budget knob.
+    #[arg(long, default_value_t = 20)]
+    pub episodes: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_delimiter = ',', default_value = "2,5")]
+    pub ways: Vec<usize>,
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "open,constrained,calibrated"
+    )]
+    pub scoring: Vec<Scoring>,
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Default: eval/results/table1-<task>-<llm>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// A second paragraph for errors a user can fix by a known step.

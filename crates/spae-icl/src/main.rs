@@ -8,6 +8,7 @@ mod cli;
 mod evaluate;
 mod progress;
 mod run;
+mod table;
 mod tokens;
 mod train;
 mod vocab;
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => chat::chat(args),
         Command::EvalTokenizer(args) => evaluate::eval_tokenizer(args),
         Command::Run(args) => run::run(args),
+        Command::Table1(args) => table::table1(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

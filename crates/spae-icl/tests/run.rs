@@ -291,3 +291,74 @@ fn run_errors_say_what_to_provide() {
         "{err}"
     );
 }
+
+#[test]
+fn table1_fills_the_grid_and_a_rerun_is_served_from_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = checkpoint(dir.path());
+    let out_dir = dir.path().join("table");
+    let args = |cmd: &mut std::process::Command| {
+        cmd.args(["table1", "--task", "sample", "--llm", "local:smollm2-135m"])
+            .args([
+                "--ways",
+                "2",
+                "--episodes",
+                "1",
+                "--scoring",
+                "constrained,open",
+            ])
+            .arg("--checkpoint")
+            .arg(&ckpt)
+            .arg("--out")
+            .arg(&out_dir);
+    };
+    let first = ok({
+        let mut c = bin();
+        args(&mut c);
+        c
+    }
+    .env("SPAE_LOG", "info"));
+    let md = std::fs::read_to_string(out_dir.join("table1.md")).unwrap();
+    for row in [
+        "SPAE, 2 layers",
+        "SPAE, 3 layers",
+        "oracle words",
+        "random words",
+    ] {
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {row} |")))
+            .unwrap_or_else(|| panic!("no row {row} in\n{md}"));
+        // name, words per image, 7 cells, average.
+        assert_eq!(line.matches('|').count(), 11, "{line}");
+    }
+    assert!(
+        md.contains("## Constrained") && md.contains("## Open-ended"),
+        "{md}"
+    );
+    let cells = std::fs::read_dir(out_dir.join("cells")).unwrap().count();
+    assert_eq!(cells, 4 * 7);
+    let asked_first: usize = String::from_utf8_lossy(&first.stderr)
+        .lines()
+        .filter(|l| l.contains(" asked, "))
+        .map(|l| asked(l.as_bytes()))
+        .sum();
+    assert_eq!(asked_first, 28);
+
+    let second = ok({
+        let mut c = bin();
+        args(&mut c);
+        c
+    }
+    .env("SPAE_LOG", "info"));
+    let asked_again: usize = String::from_utf8_lossy(&second.stderr)
+        .lines()
+        .filter(|l| l.contains(" asked, "))
+        .map(|l| asked(l.as_bytes()))
+        .sum();
+    assert_eq!(asked_again, 0);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("table1.md")).unwrap(),
+        md
+    );
+}

@@ -6,7 +6,7 @@
 //! model reads the image words as their exact token ids, an API model as text. Results go to
 //! `--out` as they finish, so a rerun asks only for the episodes still missing.
 
-mod results;
+pub mod results;
 pub mod task;
 mod words;
 
@@ -39,6 +39,23 @@ enum PromptForm {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    let summary = execute(&args, None)?;
+    println!("{}", summary.markdown);
+    println!("results: {}", summary.out.display());
+    Ok(())
+}
+
+/// What a finished run measured.
+pub struct RunSummary {
+    pub out: PathBuf,
+    /// Accuracy per scoring, in the order asked.
+    pub scorings: Vec<(String, results::ScoringSummary)>,
+    pub markdown: String,
+}
+
+/// Runs (or resumes) the episodes of `args` and writes its result files. `llm`: the model
+/// `args.llm` names, already loaded (a grid of runs loads it once).
+pub fn execute(args: &RunArgs, llm: Option<&dyn LanguageModel>) -> Result<RunSummary> {
     if args.way < 2 {
         bail!("--way {}: an episode needs at least 2 classes", args.way);
     }
@@ -59,7 +76,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let checkpoint_hash =
         sha256_hex(&std::fs::read(&ckpt).with_context(|| format!("reading {}", ckpt.display()))?);
     let cfg = spae.config().clone();
-    let task = Task::open(&args, cfg.in_channels, cfg.image_size)?;
+    let task = Task::open(args, cfg.in_channels, cfg.image_size)?;
 
     let spec = ModelSpec::parse(&args.llm).with_context(|| format!("--llm {}", args.llm))?;
     let local = matches!(spec, ModelSpec::Local(_) | ModelSpec::Gguf(_));
@@ -86,7 +103,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         "max_tokens": args.max_tokens,
         "content_free": CONTENT_FREE,
     });
-    let out = args.out.clone().unwrap_or_else(|| default_out(&args));
+    let out = args.out.clone().unwrap_or_else(|| default_out(args));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let invocation = serde_json::json!({
         "checkpoint": ckpt.display().to_string(),
@@ -103,9 +120,16 @@ pub fn run(args: RunArgs) -> Result<()> {
     prompt::write_frozen(&out.join("episodes.json"), &records)?;
 
     let image_words = words::image_words(&task, &spae, args.layers, args.words, args.seed)?;
-    let llm = llm_client::load(&args.llm).with_context(|| format!("--llm {}", args.llm))?;
+    let loaded;
+    let llm: &dyn LanguageModel = match llm {
+        Some(m) => m,
+        None => {
+            loaded = llm_client::load(&args.llm).with_context(|| format!("--llm {}", args.llm))?;
+            loaded.as_ref()
+        }
+    };
     if form == PromptForm::Tokens {
-        check_vocabulary(llm.as_ref(), spae.codebook())?;
+        check_vocabulary(llm, spae.codebook())?;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -117,7 +141,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut finished: Vec<EpisodeResult> = Vec::with_capacity(task.episodes.len());
     let (mut asked, mut primary_correct) = (0usize, 0usize);
     for (i, ep) in task.episodes.iter().enumerate() {
-        let built = build_prompt(ep, &templates, &image_words, form, llm.as_ref())
+        let built = build_prompt(ep, &templates, &image_words, form, llm)
             .with_context(|| format!("episode {i}"))?;
         if i == 0 {
             // What the model reads, for a person to look at (token prompts detokenized).
@@ -131,7 +155,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             Some(r) => r.clone(),
             None => {
                 let r = rt
-                    .block_on(ask(llm.as_ref(), i, ep, &built, &scorings, args.max_tokens))
+                    .block_on(ask(llm, i, ep, &built, &scorings, args.max_tokens))
                     .with_context(|| {
                         format!(
                             "episode {i} (the {asked} finished before it are saved in {}; rerun the same command to resume)",
@@ -187,9 +211,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         &serde_json::to_string_pretty(&summary)?,
     )?;
     results::write_atomic(&out.join("summary.md"), &md)?;
-    println!("{md}");
-    println!("results: {}", out.display());
-    Ok(())
+    Ok(RunSummary {
+        out,
+        scorings: rows,
+        markdown: md,
+    })
 }
 
 /// `runs/<task>/<settings>`: one directory per setting, so reruns resume and settings never mix.

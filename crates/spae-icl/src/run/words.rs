@@ -3,12 +3,15 @@
 use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, D};
+use std::path::Path;
+use std::sync::Mutex;
+
+use candle_core::{DType, Device, Tensor, D};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-use spae_core::SpaeModel;
+use spae_core::{Codebook, SpaeModel, VocabFilter};
 
 use super::task::Task;
 use crate::cli::WordSource;
@@ -77,7 +80,7 @@ pub fn image_words(
             let mut neighbours: HashMap<&str, Vec<usize>> = HashMap::new();
             for (id, label) in &wanted {
                 if !neighbours.contains_key(label) {
-                    neighbours.insert(label, class_neighbours(spae, label)?);
+                    neighbours.insert(label, class_neighbours(codebook, label)?);
                 }
                 let near = &neighbours[label];
                 let mut rng = StdRng::seed_from_u64(item_seed(seed, id));
@@ -111,32 +114,136 @@ fn item_seed(seed: u64, id: &str) -> u64 {
     u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
 }
 
+/// The GGUF file the checkpoint's codebook was cut from, where this machine has it.
+fn source_gguf(codebook: &Codebook) -> Result<Option<std::path::PathBuf>> {
+    let source = &codebook.info().source;
+    let cache = spae_assets::AssetCache::from_env();
+    for name in ["gemma3-270m", "smollm2-135m"] {
+        let asset = spae_assets::find(name)?;
+        if cache
+            .path_of(asset)
+            .file_name()
+            .is_some_and(|f| f.to_string_lossy() == *source)
+        {
+            return Ok(Some(cache.fetch(asset)?));
+        }
+    }
+    Ok(Path::new(source)
+        .is_file()
+        .then(|| Path::new(source).to_path_buf()))
+}
+
+/// The rows of the LLM vocabulary a class name reads as: each word's own entry where the
+/// vocabulary has one (the codebook keeps only its first N words; "sandal" may lie beyond
+/// them), else the pieces of a greedy longest-match split ("sand" + "al"). `None` if no row is
+/// found.
+fn class_anchor(codebook: &Codebook, parts: &[String]) -> Result<Option<Tensor>> {
+    let mut rows: Vec<Tensor> = Vec::new();
+    let mut missing: Vec<&String> = Vec::new();
+    for part in parts {
+        match codebook.index_of_word(part) {
+            Some(i) => rows.push(codebook.embeddings().get(i)?.to_dtype(DType::F32)?),
+            None => missing.push(part),
+        }
+    }
+    if !missing.is_empty() {
+        if let Some(path) = source_gguf(codebook)? {
+            let info = codebook.info();
+            let words = VocabFilter {
+                max_entries: None,
+                max_token_id: None,
+                ..info.filter.clone()
+            };
+            let full = Codebook::from_gguf(&path, &words, &Device::Cpu)?;
+            let mut still = Vec::new();
+            for part in missing {
+                match full.index_of_word(part) {
+                    Some(i) => rows.push(full.embeddings().get(i)?.to_dtype(DType::F32)?),
+                    None => still.push(part),
+                }
+            }
+            if !still.is_empty() {
+                // Every piece, with or without the word marker.
+                let pieces = VocabFilter {
+                    word_start: false,
+                    ascii_letters_only: false,
+                    min_len: 1,
+                    max_token_id: None,
+                    dedupe_case_insensitive: false,
+                    max_entries: None,
+                };
+                let all = Codebook::from_gguf(&path, &pieces, &Device::Cpu)?;
+                let index: HashMap<&str, usize> = all
+                    .pieces()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (p.as_str(), i))
+                    .collect();
+                let marker = info.marker.as_str();
+                for part in still {
+                    let word = format!("{marker}{part}");
+                    let mut rest = word.as_str();
+                    while !rest.is_empty() {
+                        let cut = (1..=rest.len())
+                            .rev()
+                            .filter(|&n| rest.is_char_boundary(n))
+                            .find(|&n| index.contains_key(&rest[..n]));
+                        let Some(n) = cut else { break };
+                        rows.push(
+                            all.embeddings()
+                                .get(index[&rest[..n]])?
+                                .to_dtype(DType::F32)?,
+                        );
+                        rest = &rest[n..];
+                    }
+                }
+            }
+        }
+    }
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Tensor::stack(&rows, 0)?.mean(0)?))
+}
+
 /// The codebook entries nearest a class name by cosine in the LLM's embedding space, the
 /// name's own words excluded (so the oracle hints at the class without spelling it). A name of
-/// several words ("golden retriever") is the mean of the words' rows.
-pub fn class_neighbours(spae: &SpaeModel, class_name: &str) -> Result<Vec<usize>> {
-    let codebook = spae.codebook();
+/// several words ("golden retriever") is the mean of the words' rows, looked up in the full
+/// vocabulary where the codebook lacks them.
+pub fn class_neighbours(codebook: &Codebook, class_name: &str) -> Result<Vec<usize>> {
+    // A grid of runs asks for the same classes again and again; reading the vocabulary's
+    // rows is the slow part.
+    static MEMO: Mutex<Vec<((String, usize, String), Vec<usize>)>> = Mutex::new(Vec::new());
+    let key = (
+        codebook.info().source.clone(),
+        codebook.len(),
+        class_name.to_string(),
+    );
+    if let Ok(memo) = MEMO.lock() {
+        if let Some((_, v)) = memo.iter().find(|(k, _)| *k == key) {
+            return Ok(v.clone());
+        }
+    }
+    let found = nearest_to_class(codebook, class_name)?;
+    if let Ok(mut memo) = MEMO.lock() {
+        memo.push((key, found.clone()));
+    }
+    Ok(found)
+}
+
+fn nearest_to_class(codebook: &Codebook, class_name: &str) -> Result<Vec<usize>> {
     let parts: Vec<String> = class_name
         .split(|c: char| c.is_whitespace() || c == '-' || c == '_')
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
         .collect();
-    let rows: Vec<usize> = parts
-        .iter()
-        .filter_map(|w| codebook.index_of_word(w))
-        .collect();
-    if rows.is_empty() {
+    let Some(centre) = class_anchor(codebook, &parts)? else {
         bail!(
-            "--words oracle: no word of class {class_name:?} is a codebook entry, so it has no \
-             neighbours to draw from"
+            "--words oracle: no word or piece of class {class_name:?} is in the LLM vocabulary, \
+             so it has no neighbours to draw from"
         );
-    }
+    };
     let emb = codebook.embeddings().to_dtype(DType::F32)?;
-    let idx = candle_core::Tensor::new(
-        rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
-        emb.device(),
-    )?;
-    let centre = emb.index_select(&idx, 0)?.mean(0)?;
     let norms = emb.sqr()?.sum(D::Minus1)?.sqrt()?;
     let cos = (emb.matmul(&centre.unsqueeze(1)?)?.squeeze(1)? / norms)?;
     let cos: Vec<f32> = cos.to_vec1()?;

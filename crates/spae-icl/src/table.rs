@@ -1,0 +1,306 @@
+//! `spae-icl table1`: the few-shot grid of SPAE's Table 1 (SPAE.md section 7) for any task,
+//! LLM and checkpoint: 2- and 5-way; no induction 1 shot; induction with 1, 3, 5 shots;
+//! induction 1 shot with 1, 3, 5 repeats; and their average. Every cell is one `spae-icl run`
+//! in its own directory, so a rerun is served from the result files.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use clap::Parser;
+use spae_core::SpaeModel;
+
+use crate::cli::{Cli, Command, Table1Args};
+use crate::run::results::ScoringSummary;
+
+/// (induction, shots, repeats) of the paper's columns, in its order.
+const COLUMNS: [(bool, usize, usize); 7] = [
+    (false, 1, 0),
+    (true, 1, 0),
+    (true, 3, 0),
+    (true, 5, 0),
+    (true, 1, 1),
+    (true, 1, 3),
+    (true, 1, 5),
+];
+
+const HEADER: &str = "| {way}-way | words per image | no induction, 1 shot | induction, 1 shot | 3 shots | 5 shots | 1 shot, 1 repeat | 3 repeats | 5 repeats | avg |\n|---|---|---|---|---|---|---|---|---|---|\n";
+
+/// The paper's rows (Real-Name mini-ImageNet, SPAE.md section 7), printed beside ours.
+const PAPER: &[(usize, &str, &str, [f64; 8])] = &[
+    (
+        2,
+        "Frozen",
+        "-",
+        [1.7, 33.7, 66.0, 66.0, 63.0, 65.0, 63.7, 51.3],
+    ),
+    (
+        2,
+        "LQAE (GPT-3.5)",
+        "256",
+        [1.5, 35.2, 68.2, 69.8, 68.5, 68.7, 65.9, 54.0],
+    ),
+    (
+        2,
+        "SPAE (GPT-3.5)",
+        "5",
+        [5.3, 77.2, 84.4, 86.0, 79.4, 77.2, 77.1, 69.5],
+    ),
+    (
+        2,
+        "SPAE (PaLM 2-L)",
+        "5",
+        [32.2, 84.0, 88.5, 88.4, 85.1, 83.6, 82.4, 77.7],
+    ),
+    (
+        2,
+        "SPAE (PaLM 2-L)",
+        "21",
+        [27.9, 84.8, 92.5, 92.6, 84.8, 85.2, 85.4, 79.0],
+    ),
+    (
+        5,
+        "Frozen",
+        "-",
+        [0.9, 14.5, 34.7, 33.8, 33.8, 33.3, 32.8, 26.3],
+    ),
+    (
+        5,
+        "LQAE (GPT-3.5)",
+        "256",
+        [1.0, 15.7, 35.9, 36.5, 31.9, 36.4, 45.9, 29.0],
+    ),
+    (
+        5,
+        "SPAE (PaLM 2-L)",
+        "5",
+        [23.6, 64.2, 68.0, 69.9, 63.4, 62.0, 60.2, 58.8],
+    ),
+    (
+        5,
+        "SPAE (PaLM 2-L)",
+        "21",
+        [20.2, 65.1, 73.7, 74.3, 66.4, 67.0, 66.3, 61.9],
+    ),
+];
+
+/// One row of the grid: what stands for an image.
+struct Row {
+    name: String,
+    words: &'static str,
+    checkpoint: PathBuf,
+    layers: usize,
+    words_per_image: usize,
+}
+
+pub fn table1(args: Table1Args) -> Result<()> {
+    let spae_ckpt = crate::tokens::resolve_checkpoint(&args.ckpt)?;
+    let spae = SpaeModel::load(&spae_ckpt, &Device::Cpu)
+        .with_context(|| format!("loading checkpoint {}", spae_ckpt.display()))?;
+    let pyramid = &spae.config().pyramid;
+    let mut rows = Vec::new();
+    for layers in [2, 3] {
+        if pyramid.check_depth(layers).is_ok() {
+            rows.push(Row {
+                name: format!("SPAE, {layers} layers"),
+                words: "spae",
+                checkpoint: spae_ckpt.clone(),
+                layers,
+                words_per_image: pyramid.tokens_up_to(layers),
+            });
+        }
+    }
+    if let Some(lqae) = &args.lqae_checkpoint {
+        let m = SpaeModel::load(lqae, &Device::Cpu)
+            .with_context(|| format!("--lqae-checkpoint {}", lqae.display()))?;
+        let p = &m.config().pyramid;
+        rows.push(Row {
+            name: "LQAE-style (one flat layer)".into(),
+            words: "spae",
+            checkpoint: lqae.clone(),
+            layers: p.depth(),
+            words_per_image: p.tokens_up_to(p.depth()),
+        });
+    }
+    for (name, words) in [("oracle words", "oracle"), ("random words", "random")] {
+        rows.push(Row {
+            name: name.into(),
+            words,
+            checkpoint: spae_ckpt.clone(),
+            layers: 2,
+            words_per_image: pyramid.tokens_up_to(2.min(pyramid.depth())),
+        });
+    }
+    let llm_slug: String = args
+        .llm
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let out = args.out.clone().unwrap_or_else(|| {
+        Path::new("eval/results").join(format!("table1-{}-{llm_slug}", args.task))
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let scorings: Vec<String> = args.scoring.iter().map(|s| s.key().to_string()).collect();
+    let scoring_flags: Vec<&str> = args.scoring.iter().map(|s| s.flag()).collect();
+
+    let llm = llm_client::load(&args.llm).with_context(|| format!("--llm {}", args.llm))?;
+    let cells = args.ways.len() * rows.len() * COLUMNS.len();
+    let bar = crate::progress::bar(cells as u64, "table 1 cells");
+    // acc[way][row][column] per scoring.
+    let mut grid: Vec<Vec<Vec<Vec<(String, ScoringSummary)>>>> = Vec::new();
+    for &way in &args.ways {
+        let mut by_row = Vec::new();
+        for row in &rows {
+            let mut by_col = Vec::new();
+            for &(induction, shots, repeats) in &COLUMNS {
+                let dir = out.join("cells").join(format!(
+                    "{}-L{}-{way}way-{shots}shot-r{repeats}-{}",
+                    row.words,
+                    row.layers,
+                    if induction { "ind" } else { "noind" }
+                ));
+                let dir = if row.name.starts_with("LQAE") {
+                    dir.with_file_name(format!(
+                        "lqae-{}",
+                        dir.file_name()
+                            .map(|n| n.to_string_lossy())
+                            .unwrap_or_default()
+                    ))
+                } else {
+                    dir
+                };
+                let mut argv: Vec<String> = vec![
+                    "spae-icl".into(),
+                    "run".into(),
+                    "--task".into(),
+                    args.task.clone(),
+                    "--split".into(),
+                    args.split.clone(),
+                    "--llm".into(),
+                    args.llm.clone(),
+                    "--checkpoint".into(),
+                    row.checkpoint.display().to_string(),
+                    "--words".into(),
+                    row.words.into(),
+                    "--layers".into(),
+                    row.layers.to_string(),
+                    "--way".into(),
+                    way.to_string(),
+                    "--shots".into(),
+                    shots.to_string(),
+                    "--repeats".into(),
+                    repeats.to_string(),
+                    "--episodes".into(),
+                    args.episodes.to_string(),
+                    "--seed".into(),
+                    args.seed.to_string(),
+                    "--scoring".into(),
+                    scoring_flags.join(","),
+                    "--out".into(),
+                    dir.display().to_string(),
+                ];
+                if !induction {
+                    argv.push("--no-induction".into());
+                }
+                if let Some(d) = &args.data {
+                    argv.extend(["--data".into(), d.display().to_string()]);
+                }
+                if let Some(p) = &args.prompts {
+                    argv.extend(["--prompts".into(), p.display().to_string()]);
+                }
+                let cli = Cli::try_parse_from(&argv)?;
+                let Command::Run(run_args) = cli.command else {
+                    anyhow::bail!("internal: a cell's arguments did not parse as `run`");
+                };
+                let summary = crate::run::execute(&run_args, Some(llm.as_ref()))
+                    .with_context(|| format!("{} {way}-way cell {}", row.name, dir.display()))?;
+                by_col.push(summary.scorings);
+                bar.inc(1);
+            }
+            by_row.push(by_col);
+        }
+        grid.push(by_row);
+    }
+    bar.finish_and_clear();
+
+    let mut md = format!(
+        "# Table 1 on {}, {}\n\nFew-shot accuracy (%) over {} episodes per cell (seed {}); checkpoint `{}`.\n\
+         Written by `spae-icl table1 {}`.\n",
+        args.task,
+        args.llm,
+        args.episodes,
+        args.seed,
+        spae_ckpt.display(),
+        std::env::args()
+            .skip_while(|a| a != "table1")
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut json_cells = Vec::new();
+    for scoring in &scorings {
+        md.push_str(&format!("\n## {}\n\n", scoring_title(scoring)));
+        for (w, &way) in args.ways.iter().enumerate() {
+            md.push_str(&HEADER.replace("{way}", &way.to_string()));
+            for (r, row) in rows.iter().enumerate() {
+                let accs: Vec<f64> = grid[w][r]
+                    .iter()
+                    .map(|cell| {
+                        cell.iter()
+                            .find(|(k, _)| k == scoring)
+                            .map_or(f64::NAN, |(_, s)| 100.0 * s.accuracy)
+                    })
+                    .collect();
+                let avg = accs.iter().sum::<f64>() / accs.len() as f64;
+                let cells: Vec<String> = accs.iter().map(|a| format!("{a:.1}")).collect();
+                md.push_str(&format!(
+                    "| {} | {} | {} | {avg:.1} |\n",
+                    row.name,
+                    row.words_per_image,
+                    cells.join(" | ")
+                ));
+                json_cells.push(serde_json::json!({
+                    "scoring": scoring, "way": way, "row": row.name,
+                    "words_per_image": row.words_per_image, "accuracy": accs, "average": avg,
+                }));
+            }
+            md.push('\n');
+        }
+    }
+    md.push_str("\n## The paper (Real-Name mini-ImageNet, open-ended)\n\n");
+    for way in [2, 5] {
+        md.push_str(&HEADER.replace("{way}", &way.to_string()));
+        for (_, name, tokens, v) in PAPER.iter().filter(|p| p.0 == way) {
+            let cells: Vec<String> = v.iter().map(|a| format!("{a:.1}")).collect();
+            md.push_str(&format!("| {name} | {tokens} | {} |\n", cells.join(" | ")));
+        }
+        md.push('\n');
+    }
+    crate::run::results::write_atomic(&out.join("table1.md"), &md)?;
+    crate::run::results::write_atomic(
+        &out.join("table1.json"),
+        &serde_json::to_string_pretty(&serde_json::json!({
+            "task": args.task, "llm": args.llm, "episodes": args.episodes, "seed": args.seed,
+            "checkpoint": spae_ckpt.display().to_string(), "cells": json_cells,
+        }))?,
+    )?;
+    println!("{md}");
+    println!("written: {}", out.join("table1.md").display());
+    Ok(())
+}
+
+fn scoring_title(key: &str) -> &str {
+    match key {
+        "open" => "Open-ended (exact match, the paper's metric)",
+        "constrained" => "Constrained to the class names (best log-probability)",
+        "calibrated" => "Constrained and calibrated (content-free query)",
+        "constrained_decoding" => "Token-level constrained decoding",
+        other => other,
+    }
+}
