@@ -6,6 +6,7 @@
 mod chat;
 mod cli;
 mod evaluate;
+mod llm;
 mod tokens;
 mod train;
 mod vocab;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         Command::Reconstruct(args) => tokens::reconstruct(args),
         Command::Chat(args) => chat::chat(args),
         Command::EvalTokenizer(args) => evaluate::eval_tokenizer(args),
+        Command::Serve(args) => llm::serve(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
