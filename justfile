@@ -1,8 +1,16 @@
 # spae-icl tasks. `just --list` shows them.
 
-# Tokenize a bundled sample with the default checkpoint (fetches Gemma 3 270M on first use).
+# The main job: the local Gemma 3 classifies the bundled sample by in-context learning.
 demo:
+    cargo run --release --bin spae-icl -- run
+
+# Tokenize a bundled digit with the default checkpoint.
+tokenize:
     cargo run --release --bin spae-icl -- tokenize datasets/samples/mnist-seven.png
+
+# Table 1 (few-shot grid) on Fashion-MNIST with the local Gemma 3; `episodes` per cell.
+table1 episodes="20":
+    cargo run --release --bin spae-icl -- table1 --task fashion-mnist --episodes {{episodes}}
 
 # The test suite, as CI runs it.
 test:

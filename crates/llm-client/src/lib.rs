@@ -17,18 +17,30 @@
 //! The local backend keeps the KV cache of its previous request and reuses the prefix a new
 //! request shares with it, so scoring many queries after one few-shot support set runs the
 //! support set once. One `LocalModel` serves one request at a time (a mutex guards its cache).
+//!
+//! API models (`openai:`, `openai-compatible:`, `gemini:`) live in `api`; `CachedModel` puts
+//! a persistent response cache in front of any model; `server` serves a local model over an
+//! OpenAI-compatible HTTP API.
 
+pub mod api;
+mod chat;
 mod error;
 pub mod local;
 mod name;
+mod response_cache;
+pub mod server;
 pub mod tokenizer;
 
+pub use api::{ApiOptions, Usage};
+pub use chat::{ChatMessage, ChatTemplate, Role};
 pub use error::{LlmError, Result};
 pub use local::{LoadOptions, LocalModel};
 pub use name::{KnownModel, ModelSpec};
+pub use response_cache::{CacheStats, CachedModel, ResponseCache};
 
 /// What the model is asked to continue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum Prompt {
     /// Text, tokenized by the model's own tokenizer (a local model adds its BOS token).
     Text(String),
@@ -49,7 +61,7 @@ impl From<Vec<u32>> for Prompt {
 }
 
 /// Sampling parameters of `generate`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GenerateParams {
     pub max_tokens: usize,
     /// 0 means greedy (argmax).
@@ -100,7 +112,8 @@ impl GenerateParams {
 }
 
 /// Why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FinishReason {
     /// `max_tokens` reached.
     Length,
@@ -113,19 +126,22 @@ pub enum FinishReason {
 }
 
 /// The result of `generate`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Completion {
     /// Generated text, cut before a stop string; without the end-of-sequence token.
     pub text: String,
     /// Every generated token id, including an end-of-sequence token and the tokens of a stop string.
+    /// Empty from an API, which returns token text, not ids.
     pub tokens: Vec<u32>,
     /// For each of `tokens`, its log-probability under the model's own distribution
     /// (before temperature and top-p), so that their sum is comparable with `score`.
+    /// Written as bit patterns so that a cached `-inf` survives JSON.
+    #[serde(with = "f32_bits")]
     pub logprobs: Vec<f32>,
     pub finish_reason: FinishReason,
 }
 
-/// A language model: local GGUF or, later, an API.
+/// A language model: local GGUF or an API.
 #[async_trait::async_trait]
 pub trait LanguageModel: Send + Sync {
     /// The name it was loaded by (`local:gemma3-270m`).
@@ -151,6 +167,71 @@ pub trait LanguageModel: Send + Sync {
     /// For each continuation, the total log-probability of its tokens (tokenized alone,
     /// without BOS) following `prompt`.
     async fn score(&self, prompt: &Prompt, continuations: &[String]) -> Result<Vec<f32>>;
+
+    /// Answer a conversation: a local model renders its chat template and generates; an API
+    /// uses its chat endpoint.
+    async fn chat(&self, messages: &[ChatMessage], params: &GenerateParams) -> Result<Completion> {
+        let _ = (messages, params);
+        Err(LlmError::Unsupported {
+            name: self.name().to_string(),
+            what: "chat".into(),
+        })
+    }
+
+    /// Tokens this model has billed so far (zero for a local model).
+    fn usage(&self) -> Usage {
+        Usage::default()
+    }
+}
+
+#[async_trait::async_trait]
+impl<M: LanguageModel + ?Sized> LanguageModel for Box<M> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn context_length(&self) -> usize {
+        (**self).context_length()
+    }
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        (**self).tokenize(text)
+    }
+    fn detokenize(&self, ids: &[u32]) -> Result<String> {
+        (**self).detokenize(ids)
+    }
+    fn bos_token(&self) -> Option<u32> {
+        (**self).bos_token()
+    }
+    async fn generate(&self, prompt: &Prompt, params: &GenerateParams) -> Result<Completion> {
+        (**self).generate(prompt, params).await
+    }
+    async fn score(&self, prompt: &Prompt, continuations: &[String]) -> Result<Vec<f32>> {
+        (**self).score(prompt, continuations).await
+    }
+    async fn chat(&self, messages: &[ChatMessage], params: &GenerateParams) -> Result<Completion> {
+        (**self).chat(messages, params).await
+    }
+    fn usage(&self) -> Usage {
+        (**self).usage()
+    }
+}
+
+/// Serialize `f32`s exactly, non-finite ones included (JSON has no `-inf`).
+pub(crate) mod f32_bits {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[f32], s: S) -> std::result::Result<S::Ok, S::Error> {
+        v.iter()
+            .map(|x| x.to_bits())
+            .collect::<Vec<u32>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<f32>, D::Error> {
+        Ok(Vec::<u32>::deserialize(d)?
+            .into_iter()
+            .map(f32::from_bits)
+            .collect())
+    }
 }
 
 /// Load a model by name (see `ModelSpec`) with default options.
@@ -159,17 +240,16 @@ pub fn load(name: &str) -> Result<Box<dyn LanguageModel>> {
 }
 
 /// Load a parsed model name.
+///
+/// API models read their key from the environment here; a missing key is an error now,
+/// not at the first request.
 pub fn load_spec(spec: &ModelSpec, options: &LoadOptions) -> Result<Box<dyn LanguageModel>> {
-    let not_built = |backend| LlmError::BackendNotBuilt {
-        name: spec.to_string(),
-        backend,
-    };
     match spec {
         ModelSpec::Local(_) | ModelSpec::Gguf(_) => {
             Ok(Box::new(LocalModel::load(spec, options)?) as Box<dyn LanguageModel>)
         }
-        ModelSpec::OpenAi { .. } => Err(not_built("openai")),
-        ModelSpec::OpenAiCompatible { .. } => Err(not_built("openai-compatible")),
-        ModelSpec::Gemini { .. } => Err(not_built("gemini")),
+        ModelSpec::OpenAi { .. }
+        | ModelSpec::OpenAiCompatible { .. }
+        | ModelSpec::Gemini { .. } => api::load(spec, &options.api),
     }
 }

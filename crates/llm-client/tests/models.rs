@@ -220,9 +220,17 @@ fn bad_requests_are_errors_not_panics() {
     ));
     let long = Prompt::Tokens(vec![1; model.context_length() + 1]);
     assert!(block_on(model.score(&long, &["x".into()])).is_err());
+    let options = llm_client::LoadOptions {
+        api: llm_client::ApiOptions {
+            api_key_env: Some("SPAE_TEST_UNSET_API_KEY".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let spec = llm_client::ModelSpec::parse("openai:gpt-4o-mini").expect("name");
     assert!(matches!(
-        llm_client::load("openai:gpt-4o-mini"),
-        Err(llm_client::LlmError::BackendNotBuilt { .. })
+        llm_client::load_spec(&spec, &options),
+        Err(llm_client::LlmError::MissingApiKey { .. })
     ));
 }
 

@@ -14,7 +14,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         stop: args.stop.clone(),
     };
     params.validate()?;
-    let model = llm_client::load(&args.llm).with_context(|| format!("--llm {}", args.llm))?;
+    let model = crate::llm::load(&args.llm, &args.api)?;
     // Local generation is CPU-bound and runs on this thread; API backends need a runtime.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -22,9 +22,12 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         .context("starting the async runtime")?;
     let completion = rt.block_on(model.generate(&Prompt::Text(args.prompt.clone()), &params))?;
     println!("{}", completion.text);
+    let usage = model.usage();
     tracing::info!(
         tokens = completion.tokens.len(),
         finish = ?completion.finish_reason,
+        prompt_tokens = usage.prompt_tokens,
+        completion_tokens = usage.completion_tokens,
         "{}",
         model.name()
     );

@@ -45,6 +45,8 @@ pub enum Command {
     Run(RunArgs),
     /// The paper's Table 1 grid (ways x shots x repeats x induction) for one task and LLM.
     Table1(Table1Args),
+    /// Serve a local model over an OpenAI-compatible HTTP API on 127.0.0.1.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +277,8 @@ pub struct RunArgs {
     /// The frozen LLM (local:gemma3-270m, local:smollm2-135m, gguf:PATH, API names).
     #[arg(long, default_value = "local:gemma3-270m")]
     pub llm: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// Classes per episode.
     #[arg(long, default_value_t = 2)]
     pub way: usize,
@@ -362,6 +366,8 @@ pub struct Table1Args {
     pub lqae_checkpoint: Option<PathBuf>,
     #[arg(long, default_value = "local:gemma3-270m")]
     pub llm: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// Episodes per cell: the budget knob.
     #[arg(long, default_value_t = 20)]
     pub episodes: usize,
@@ -409,9 +415,12 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
 
 #[derive(Debug, Args)]
 pub struct ChatArgs {
-    /// The LLM: local:gemma3-270m, local:smollm2-135m or gguf:PATH.
+    /// The LLM: local:gemma3-270m, local:smollm2-135m, gguf:PATH, openai:MODEL,
+    /// openai-compatible:URL#MODEL or gemini:MODEL.
     #[arg(long, default_value = "local:gemma3-270m")]
     pub llm: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
     #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
     /// 0 = greedy.
@@ -444,4 +453,31 @@ pub struct EvalTokenizerArgs {
     pub batch_size: usize,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+/// How API models are reached, and the response cache every model shares.
+#[derive(Debug, Args, Clone)]
+pub struct ApiArgs {
+    /// Read the API key from this variable (default OPENAI_API_KEY or GEMINI_API_KEY).
+    #[arg(long, value_name = "NAME")]
+    pub api_key_env: Option<String>,
+    /// The response cache (SQLite; default $SPAE_HOME/responses.sqlite).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_cache")]
+    pub cache: Option<PathBuf>,
+    /// Ask the model every time; read and write no cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// At most this many requests a minute to an API.
+    #[arg(long)]
+    pub requests_per_minute: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A local model: local:gemma3-270m, local:smollm2-135m or gguf:PATH.
+    #[arg(long, default_value = "local:gemma3-270m")]
+    pub llm: String,
+    /// Port on 127.0.0.1.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
 }

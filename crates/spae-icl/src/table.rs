@@ -131,17 +131,7 @@ pub fn table1(args: Table1Args) -> Result<()> {
             words_per_image: pyramid.tokens_up_to(2.min(pyramid.depth())),
         });
     }
-    let llm_slug: String = args
-        .llm
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let llm_slug = crate::run::slug(&args.llm);
     let out = args.out.clone().unwrap_or_else(|| {
         Path::new("eval/results").join(format!("table1-{}-{llm_slug}", args.task))
     });
@@ -149,9 +139,10 @@ pub fn table1(args: Table1Args) -> Result<()> {
     let scorings: Vec<String> = args.scoring.iter().map(|s| s.key().to_string()).collect();
     let scoring_flags: Vec<&str> = args.scoring.iter().map(|s| s.flag()).collect();
 
-    let llm = llm_client::load(&args.llm).with_context(|| format!("--llm {}", args.llm))?;
+    let llm = crate::llm::load(&args.llm, &args.api)?;
     let cells = args.ways.len() * rows.len() * COLUMNS.len();
     let bar = crate::progress::bar(cells as u64, "table 1 cells");
+    let mut prompt_tokens = 0usize;
     // acc[way][row][column] per scoring.
     let mut grid: Vec<Vec<Vec<Vec<(String, ScoringSummary)>>>> = Vec::new();
     for &way in &args.ways {
@@ -220,6 +211,7 @@ pub fn table1(args: Table1Args) -> Result<()> {
                 };
                 let summary = crate::run::execute(&run_args, Some(llm.as_ref()))
                     .with_context(|| format!("{} {way}-way cell {}", row.name, dir.display()))?;
+                prompt_tokens += summary.prompt_tokens;
                 by_col.push(summary.scorings);
                 bar.inc(1);
             }
@@ -273,6 +265,9 @@ pub fn table1(args: Table1Args) -> Result<()> {
             md.push('\n');
         }
     }
+    md.push_str(&format!(
+        "Prompt tokens over the grid (one pass; each scoring reads the same prompts): {prompt_tokens}.\n"
+    ));
     md.push_str("\n## The paper (Real-Name mini-ImageNet, open-ended)\n\n");
     for way in [2, 5] {
         md.push_str(&HEADER.replace("{way}", &way.to_string()));
@@ -288,6 +283,7 @@ pub fn table1(args: Table1Args) -> Result<()> {
         &serde_json::to_string_pretty(&serde_json::json!({
             "task": args.task, "llm": args.llm, "episodes": args.episodes, "seed": args.seed,
             "checkpoint": spae_ckpt.display().to_string(), "cells": json_cells,
+            "prompt_tokens_per_scoring_pass": prompt_tokens,
         }))?,
     )?;
     println!("{md}");

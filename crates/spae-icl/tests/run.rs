@@ -71,6 +71,8 @@ fn run_args(ckpt: &Path, data: &Path, out: &Path, episodes: usize) -> Vec<String
         &data.display().to_string(),
         "--out",
         &out.display().to_string(),
+        "--cache",
+        &out.with_extension("sqlite").display().to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -231,7 +233,8 @@ fn frozen_file_runs_with_exact_token_ids() {
         .arg("--checkpoint")
         .arg(&ckpt)
         .arg("--out")
-        .arg(&out_dir));
+        .arg(&out_dir)
+        .arg("--no-cache"));
     let rows = lines(&out_dir.join("results.jsonl"));
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["answer"], "dax");
@@ -310,7 +313,9 @@ fn table1_fills_the_grid_and_a_rerun_is_served_from_results() {
             .arg("--checkpoint")
             .arg(&ckpt)
             .arg("--out")
-            .arg(&out_dir);
+            .arg(&out_dir)
+            .arg("--cache")
+            .arg(out_dir.with_extension("sqlite"));
     };
     let first = ok({
         let mut c = bin();

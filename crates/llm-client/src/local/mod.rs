@@ -15,6 +15,7 @@ use candle_core::Tensor;
 pub use cache::KvCache;
 use gguf::Gguf;
 
+use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::{LlmError, Result};
 use crate::name::ModelSpec;
 use crate::tokenizer::Tokenizer;
@@ -36,6 +37,8 @@ pub struct LoadOptions {
     /// for one row and for several, which moves logits by up to ~2%). Quantized weights
     /// use about a quarter of the memory and decode faster.
     pub dequantize: bool,
+    /// How API models (`openai:`, `openai-compatible:`, `gemini:`) are reached.
+    pub api: crate::api::ApiOptions,
 }
 
 impl Default for LoadOptions {
@@ -44,6 +47,7 @@ impl Default for LoadOptions {
             max_context: 8192,
             reuse_prefix: true,
             dequantize: true,
+            api: crate::api::ApiOptions::default(),
         }
     }
 }
@@ -173,6 +177,14 @@ impl LocalModel {
         &self.tokenizer
     }
 
+    /// How this model's architecture writes a conversation.
+    pub fn chat_template(&self) -> ChatTemplate {
+        match self.decoder {
+            Decoder::Gemma3(_) => ChatTemplate::Gemma,
+            Decoder::Llama(_) => ChatTemplate::ChatMl,
+        }
+    }
+
     /// Token ids of a prompt: text gets the model's BOS; ids are checked against the vocabulary.
     pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
         let ids = match prompt {
@@ -273,6 +285,21 @@ impl LocalModel {
         Ok(logits.squeeze(0)?.to_vec2::<f32>()?)
     }
 
+    /// For each of `tokens[1..]`, its log-probability given the tokens before it (an
+    /// OpenAI `echo` answer).
+    pub fn prompt_logprobs(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if tokens.len() < 2 {
+            return Ok(Vec::new());
+        }
+        // Row i of the logits of tokens[..n-1] predicts tokens[i + 1].
+        let rows = self.logits(&tokens[..tokens.len() - 1], 0)?;
+        Ok(rows
+            .iter()
+            .zip(&tokens[1..])
+            .map(|(row, &id)| nn::log_softmax(row)[id as usize])
+            .collect())
+    }
+
     /// `score` on token ids: the summed log-probability of each continuation after `prompt`.
     pub fn score_tokens(&self, prompt: &[u32], continuations: &[Vec<u32>]) -> Result<Vec<f32>> {
         if prompt.is_empty() {
@@ -306,6 +333,17 @@ impl LocalModel {
 
     /// `generate` on token ids.
     pub fn generate_tokens(&self, prompt: &[u32], params: &GenerateParams) -> Result<Completion> {
+        self.generate_tokens_with(prompt, params, &mut |_, _| {})
+    }
+
+    /// `generate_tokens`, calling `on_token(id, logprob)` as each token is chosen (a server
+    /// streams from here).
+    pub fn generate_tokens_with(
+        &self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        on_token: &mut dyn FnMut(u32, f32),
+    ) -> Result<Completion> {
         params.validate()?;
         if prompt.is_empty() {
             return Err(LlmError::EmptyPrompt);
@@ -333,6 +371,7 @@ impl LocalModel {
             let next = sampler.sample(&row);
             generated.push(next);
             logprobs.push(logp[next as usize]);
+            on_token(next, logp[next as usize]);
             tokens.push(next);
             if self.tokenizer.is_eos(next) {
                 finish = FinishReason::EndOfSequence;
@@ -398,5 +437,10 @@ impl LanguageModel for LocalModel {
             .map(|c| self.tokenizer.encode(c))
             .collect();
         self.score_tokens(&ids, &conts)
+    }
+
+    async fn chat(&self, messages: &[ChatMessage], params: &GenerateParams) -> Result<Completion> {
+        let text = self.chat_template().render(messages);
+        self.generate(&Prompt::Text(text), params).await
     }
 }

@@ -50,6 +50,8 @@ pub struct RunSummary {
     pub out: PathBuf,
     /// Accuracy per scoring, in the order asked.
     pub scorings: Vec<(String, results::ScoringSummary)>,
+    /// Prompt tokens over all episodes (token prompts only).
+    pub prompt_tokens: usize,
     pub markdown: String,
 }
 
@@ -124,7 +126,7 @@ pub fn execute(args: &RunArgs, llm: Option<&dyn LanguageModel>) -> Result<RunSum
     let llm: &dyn LanguageModel = match llm {
         Some(m) => m,
         None => {
-            loaded = llm_client::load(&args.llm).with_context(|| format!("--llm {}", args.llm))?;
+            loaded = crate::llm::load(&args.llm, &args.api)?;
             loaded.as_ref()
         }
     };
@@ -214,23 +216,14 @@ pub fn execute(args: &RunArgs, llm: Option<&dyn LanguageModel>) -> Result<RunSum
     Ok(RunSummary {
         out,
         scorings: rows,
+        prompt_tokens: finished.iter().filter_map(|r| r.prompt_tokens).sum(),
         markdown: md,
     })
 }
 
 /// `runs/<task>/<settings>`: one directory per setting, so reruns resume and settings never mix.
 fn default_out(args: &RunArgs) -> PathBuf {
-    let llm: String = args
-        .llm
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let llm = slug(&args.llm);
     let words = serde_json::to_value(args.words)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
@@ -246,6 +239,19 @@ fn default_out(args: &RunArgs) -> PathBuf {
             args.layers,
             args.seed
         ))
+}
+
+/// `s` as a file name: ASCII letters, digits and '-' kept, anything else '_'.
+pub fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The record's `prediction` and `correct` follow the run's first scoring.
