@@ -87,6 +87,9 @@ const PAPER: &[(usize, &str, &str, [f64; 8])] = &[
 /// One row of the grid: what stands for an image.
 struct Row {
     name: String,
+    /// Short name in cell directories.
+    key: &'static str,
+    checkpoint_sha: String,
     words: &'static str,
     checkpoint: PathBuf,
     layers: usize,
@@ -98,11 +101,14 @@ pub fn table1(args: Table1Args) -> Result<()> {
     let spae = SpaeModel::load(&spae_ckpt, &Device::Cpu)
         .with_context(|| format!("loading checkpoint {}", spae_ckpt.display()))?;
     let pyramid = &spae.config().pyramid;
+    let spae_sha = crate::run::sha256_file(&spae_ckpt)?;
     let mut rows = Vec::new();
     for layers in [2, 3] {
         if pyramid.check_depth(layers).is_ok() {
             rows.push(Row {
                 name: format!("SPAE, {layers} layers"),
+                key: "spae",
+                checkpoint_sha: spae_sha.clone(),
                 words: "spae",
                 checkpoint: spae_ckpt.clone(),
                 layers,
@@ -116,6 +122,8 @@ pub fn table1(args: Table1Args) -> Result<()> {
         let p = &m.config().pyramid;
         rows.push(Row {
             name: "LQAE-style (one flat layer)".into(),
+            key: "lqae",
+            checkpoint_sha: crate::run::sha256_file(lqae)?,
             words: "spae",
             checkpoint: lqae.clone(),
             layers: p.depth(),
@@ -125,6 +133,8 @@ pub fn table1(args: Table1Args) -> Result<()> {
     for (name, words) in [("oracle words", "oracle"), ("random words", "random")] {
         rows.push(Row {
             name: name.into(),
+            key: words,
+            checkpoint_sha: spae_sha.clone(),
             words,
             checkpoint: spae_ckpt.clone(),
             layers: 2,
@@ -150,22 +160,15 @@ pub fn table1(args: Table1Args) -> Result<()> {
         for row in &rows {
             let mut by_col = Vec::new();
             for &(induction, shots, repeats) in &COLUMNS {
+                // Cells are keyed by the checkpoint's hash: a retrained checkpoint gets new
+                // cells instead of colliding with the old ones.
                 let dir = out.join("cells").join(format!(
-                    "{}-L{}-{way}way-{shots}shot-r{repeats}-{}",
-                    row.words,
+                    "{}-{}-L{}-{way}way-{shots}shot-r{repeats}-{}",
+                    row.key,
+                    &row.checkpoint_sha[..12],
                     row.layers,
                     if induction { "ind" } else { "noind" }
                 ));
-                let dir = if row.name.starts_with("LQAE") {
-                    dir.with_file_name(format!(
-                        "lqae-{}",
-                        dir.file_name()
-                            .map(|n| n.to_string_lossy())
-                            .unwrap_or_default()
-                    ))
-                } else {
-                    dir
-                };
                 let mut argv: Vec<String> = vec![
                     "spae-icl".into(),
                     "run".into(),

@@ -75,8 +75,7 @@ pub fn execute(args: &RunArgs, llm: Option<&dyn LanguageModel>) -> Result<RunSum
         .pyramid
         .check_depth(args.layers)
         .with_context(|| format!("--layers {}", args.layers))?;
-    let checkpoint_hash =
-        sha256_hex(&std::fs::read(&ckpt).with_context(|| format!("reading {}", ckpt.display()))?);
+    let checkpoint_hash = sha256_file(&ckpt)?;
     let cfg = spae.config().clone();
     let task = Task::open(args, cfg.in_channels, cfg.image_size)?;
 
@@ -528,6 +527,12 @@ async fn constrained_decode(
         prefix.push(t);
         alive.retain(|&i| tokenized[i].get(depth) == Some(&t));
     }
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    Ok(sha256_hex(
+        &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+    ))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
