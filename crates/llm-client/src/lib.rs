@@ -71,6 +71,10 @@ pub struct GenerateParams {
     pub seed: u64,
     /// Generation stops once the text contains one of these; the text is cut before it.
     pub stop: Vec<String>,
+    /// Only these token ids may be generated (constrained decoding, e.g. to a codebook);
+    /// `None`: any. Logprobs stay those of the model's unrestricted distribution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_tokens: Option<Vec<u32>>,
 }
 
 impl Default for GenerateParams {
@@ -81,6 +85,7 @@ impl Default for GenerateParams {
             top_p: 1.0,
             seed: 0,
             stop: Vec::new(),
+            allowed_tokens: None,
         }
     }
 }

@@ -243,12 +243,47 @@ fn seeded_sampling_is_reproducible() {
         top_p: 0.9,
         seed: 42,
         stop: vec![],
+        allowed_tokens: None,
     };
     let prompt = Prompt::Text("Once upon a time".into());
     let a = block_on(model.generate(&prompt, &params)).expect("generate");
     let b = block_on(model.generate(&prompt, &params)).expect("generate");
     assert_eq!(a.tokens, b.tokens);
     assert!(a.logprobs.iter().all(|lp| lp.is_finite() && *lp <= 0.0));
+}
+
+#[test]
+fn decoding_can_be_restricted_to_a_token_set() {
+    let model = common::smollm();
+    let prompt = Prompt::Text("The capital of France is".into());
+    let free = block_on(model.generate(&prompt, &GenerateParams::greedy(1))).expect("generate");
+    // Three words the model would not pick, and its own choice excluded.
+    let allowed: Vec<u32> = ["Ġbanana", "Ġpurple", "Ġseventeen"]
+        .iter()
+        .map(|w| model.tokenize(&w.replace('Ġ', " ")).expect("tokenize")[0])
+        .filter(|id| *id != free.tokens[0])
+        .collect();
+    for temperature in [0.0, 1.0] {
+        let params = GenerateParams {
+            temperature,
+            allowed_tokens: Some(allowed.clone()),
+            ..GenerateParams::greedy(6)
+        };
+        let c = block_on(model.generate(&prompt, &params)).expect("generate");
+        assert_eq!(c.tokens.len(), 6);
+        assert!(
+            c.tokens.iter().all(|t| allowed.contains(t)),
+            "{:?}",
+            c.tokens
+        );
+        // Logprobs are the unrestricted model's: below the free choice's.
+        assert!(c.logprobs[0] < free.logprobs[0]);
+    }
+    let empty = GenerateParams {
+        allowed_tokens: Some(vec![]),
+        ..GenerateParams::greedy(1)
+    };
+    assert!(block_on(model.generate(&prompt, &empty)).is_err());
 }
 
 #[test]

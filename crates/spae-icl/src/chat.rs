@@ -12,6 +12,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         top_p: args.top_p,
         seed: args.seed,
         stop: args.stop.clone(),
+        allowed_tokens: None,
     };
     params.validate()?;
     let model = crate::llm::load(&args.llm, &args.api)?;

@@ -202,6 +202,9 @@ impl LanguageModel for GeminiModel {
         let Prompt::Text(text) = prompt else {
             return Err(self.unsupported("a prompt of token ids"));
         };
+        if params.allowed_tokens.is_some() {
+            return Err(self.unsupported("decoding restricted to a token set"));
+        }
         self.first(&[ChatMessage::user(text.clone())], params).await
     }
 

@@ -213,6 +213,10 @@ impl LanguageModel for OpenAiModel {
 
     async fn generate(&self, prompt: &Prompt, params: &GenerateParams) -> Result<Completion> {
         params.validate()?;
+        if params.allowed_tokens.is_some() {
+            // logit_bias holds at most 300 entries: too few for a codebook.
+            return Err(self.unsupported("decoding restricted to a token set"));
+        }
         match (self.endpoint, prompt) {
             (OpenAiEndpoint::Completions, _) => self.complete(prompt, params).await,
             (OpenAiEndpoint::Chat, Prompt::Text(text)) => {

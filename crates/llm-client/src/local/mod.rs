@@ -351,6 +351,20 @@ impl LocalModel {
         self.check_ids(prompt)?;
         let mut state = self.lock()?;
         let mut sampler = sampling::Sampler::new(params);
+        let allowed: Option<Vec<bool>> = match &params.allowed_tokens {
+            None => None,
+            Some(ids) => {
+                self.check_ids(ids)?;
+                if ids.is_empty() {
+                    return Err(LlmError::InvalidParams("allowed_tokens is empty".into()));
+                }
+                let mut mask = vec![false; self.decoder.vocab_size()];
+                for &id in ids {
+                    mask[id as usize] = true;
+                }
+                Some(mask)
+            }
+        };
         let context = self.decoder.max_seq_len();
         let mut tokens = prompt.to_vec();
         let mut generated = Vec::new();
@@ -368,7 +382,17 @@ impl LocalModel {
             reuse = true;
             let row = logits.squeeze(0)?.squeeze(0)?.to_vec1::<f32>()?;
             let logp = nn::log_softmax(&row);
-            let next = sampler.sample(&row);
+            let next = match &allowed {
+                Some(mask) => {
+                    let masked: Vec<f32> = row
+                        .iter()
+                        .zip(mask)
+                        .map(|(&l, &ok)| if ok { l } else { f32::NEG_INFINITY })
+                        .collect();
+                    sampler.sample(&masked)
+                }
+                None => sampler.sample(&row),
+            };
             generated.push(next);
             logprobs.push(logp[next as usize]);
             on_token(next, logp[next as usize]);

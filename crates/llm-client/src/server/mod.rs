@@ -328,6 +328,7 @@ async fn completions(
         top_p: req.top_p.unwrap_or(1.0),
         seed: req.seed.unwrap_or(0),
         stop: stop_list(req.stop),
+        allowed_tokens: None,
     })?;
     let want_logprobs = req.logprobs.as_ref().is_some_and(LogprobsInput::wanted);
     let id = state.request_id("cmpl");
@@ -405,6 +406,7 @@ async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respons
         top_p: req.top_p.unwrap_or(1.0),
         seed: req.seed.unwrap_or(0),
         stop: stop_list(req.stop),
+        allowed_tokens: None,
     })?;
     let id = state.request_id("chatcmpl");
     let model_name = state.id.clone();
