@@ -21,6 +21,22 @@ pub struct FewShotContext {
     pub query: String,
 }
 
+/// One in-context example of `generation.tera`: "<label>:<image words>".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GenerationExample {
+    pub label: String,
+    pub image: String,
+}
+
+/// What `generation.tera` renders: labelled examples, then the label to draw and the words
+/// written so far (progressive decoding writes one pyramid layer per step).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GenerationContext {
+    pub examples: Vec<GenerationExample>,
+    pub label: String,
+    pub prefix: String,
+}
+
 /// The task-induction line of Frozen: "Answer with lion or vase." for two classes,
 /// "Answer with a, b, c, d or e." for five, class names in the order given.
 pub fn induction_line(classes: &[String]) -> String {

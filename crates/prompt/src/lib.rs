@@ -17,14 +17,18 @@ pub mod episode;
 pub mod frozen;
 pub mod score;
 pub mod slots;
+pub mod words;
 
-pub use context::{induction_line, FewShotContext, SupportItem};
+pub use context::{
+    induction_line, FewShotContext, GenerationContext, GenerationExample, SupportItem,
+};
 pub use episode::{sample_episodes, Episode, EpisodeConfig, Pool, Shot};
 pub use frozen::{
     read_frozen, read_frozen_reader, write_frozen, write_frozen_writer, FrozenRecord,
 };
 pub use score::{accuracy_with_interval, calibrate, constrained_choice, exact_match};
 pub use slots::{image_slot, split_slots, Segment};
+pub use words::{MappedWords, WordIndex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
@@ -96,10 +100,16 @@ fn chain(err: &tera::Error) -> String {
 }
 
 /// The templates of `prompts/`, compiled in so the binary runs from any directory.
-const BUILTIN: &[(&str, &str)] = &[(
-    "few_shot_classification",
-    include_str!("../../../prompts/few_shot_classification.tera"),
-)];
+const BUILTIN: &[(&str, &str)] = &[
+    (
+        "few_shot_classification",
+        include_str!("../../../prompts/few_shot_classification.tera"),
+    ),
+    (
+        "generation",
+        include_str!("../../../prompts/generation.tera"),
+    ),
+];
 
 /// A set of named templates (`few_shot_classification`, ...).
 pub struct Templates {

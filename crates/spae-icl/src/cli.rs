@@ -45,6 +45,8 @@ pub enum Command {
     Run(RunArgs),
     /// The paper's Table 1 grid (ways x shots x repeats x induction) for one task and LLM.
     Table1(Table1Args),
+    /// A frozen LLM draws: it writes an image's words layer by layer from labelled examples.
+    Generate(GenerateArgs),
     /// Serve a local model over an OpenAI-compatible HTTP API on 127.0.0.1.
     Serve(ServeArgs),
 }
@@ -348,6 +350,44 @@ impl RunArgs {
         });
         out
     }
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// In-context examples "<label>:<image words>" drawn from the training split.
+    #[arg(long, default_value_t = 50)]
+    pub shots: usize,
+    /// The class to draw: a name ("seven", "sneaker") or its index.
+    #[arg(long)]
+    pub class: String,
+    /// Images to generate (each with its own draw of examples).
+    #[arg(long, default_value_t = 1)]
+    pub count: usize,
+    /// Pyramid layers to write (default: all).
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Training data: fashion-mnist or folder:DIR (as `train --data`).
+    #[arg(long, default_value = "fashion-mnist")]
+    pub data: String,
+    #[command(flatten)]
+    pub ckpt: CheckpointArg,
+    #[arg(long, default_value = "local:gemma3-270m")]
+    pub llm: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Let a local model write any token, then map its words to entries (as for an API model).
+    #[arg(long)]
+    pub unconstrained: bool,
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// PNG to write (images side by side); the words go to the same name with .json.
+    #[arg(short, long)]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]

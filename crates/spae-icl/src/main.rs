@@ -6,6 +6,7 @@
 mod chat;
 mod cli;
 mod evaluate;
+mod generate;
 mod llm;
 mod progress;
 mod run;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         Command::EvalTokenizer(args) => evaluate::eval_tokenizer(args),
         Command::Run(args) => run::run(args),
         Command::Table1(args) => table::table1(args),
+        Command::Generate(args) => generate::generate(args),
         Command::Serve(args) => llm::serve(args),
     };
     match result {

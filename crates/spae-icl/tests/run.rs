@@ -367,3 +367,67 @@ fn table1_fills_the_grid_and_a_rerun_is_served_from_results() {
         md
     );
 }
+
+#[test]
+fn generate_writes_each_layer_of_codebook_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = checkpoint(dir.path());
+    let data = format!(
+        "folder:{}",
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../datasets/samples/fashion-mnist-test-60")
+            .display()
+    );
+    for (name, extra) in [("constrained", None), ("free", Some("--unconstrained"))] {
+        let png = dir.path().join(format!("{name}.png"));
+        let mut cmd = bin();
+        cmd.args([
+            "generate", "--class", "sneaker", "--shots", "6", "--count", "2",
+        ])
+        .args(["--layers", "2", "--llm", "local:smollm2-135m", "--no-cache"])
+        .args(["--data", &data])
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .arg("-o")
+        .arg(&png);
+        if let Some(e) = extra {
+            cmd.arg(e);
+        }
+        ok(&mut cmd);
+        let img = image::open(&png).unwrap();
+        assert_eq!((img.width(), img.height()), (2 * 28, 28), "{name}");
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(png.with_extension("json")).unwrap())
+                .unwrap();
+        let images = doc["images"].as_array().unwrap();
+        assert_eq!(images.len(), 2);
+        for im in images {
+            let sizes: Vec<usize> = im["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_array().unwrap().len())
+                .collect();
+            assert_eq!(sizes, [1, 4], "{name}: {im}");
+            assert_eq!(im["examples"].as_array().unwrap().len(), 6);
+            if name == "constrained" {
+                // Every word the model wrote is a codebook entry.
+                assert_eq!(im["exact"], 5, "{im}");
+                assert_eq!(im["filled_at_random"], 0, "{im}");
+            }
+        }
+        assert_eq!(doc["constrained_to_codebook"], name == "constrained");
+    }
+    let out = bin()
+        .args([
+            "generate", "--class", "unicorn", "--shots", "6", "--data", &data,
+        ])
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .args(["-o", "x.png"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unicorn") && err.contains("sneaker"), "{err}");
+}

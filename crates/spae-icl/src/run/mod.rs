@@ -8,7 +8,7 @@
 
 pub mod results;
 pub mod task;
-mod words;
+pub mod words;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,11 +27,11 @@ use words::ImageWords;
 
 const TEMPLATE: &str = "few_shot_classification";
 /// The content-free query of contextual calibration (Zhao et al. 2021).
-const CONTENT_FREE: &str = "N/A";
+pub const CONTENT_FREE: &str = "N/A";
 
 /// How image words reach the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PromptForm {
+pub enum PromptForm {
     /// Exact token ids (local models): the words are never re-tokenized.
     Tokens,
     /// Text (API models, or --text-prompts).
@@ -323,7 +323,7 @@ static EMPTY: ImageWords = ImageWords {
 
 /// Text segments through the model's tokenizer, image slots as their exact ids (or text);
 /// slot `usize::MAX` is the content-free query, always text.
-fn assemble(
+pub fn assemble(
     rendered: &str,
     slots: &[&ImageWords],
     form: PromptForm,
@@ -365,7 +365,7 @@ fn assemble(
 /// A local model reads image words as token ids, so the checkpoint's codebook must come from
 /// this model's vocabulary: sample entries and check each is the single token the model gives
 /// its word.
-fn check_vocabulary(llm: &dyn LanguageModel, codebook: &Codebook) -> Result<()> {
+pub fn check_vocabulary(llm: &dyn LanguageModel, codebook: &Codebook) -> Result<()> {
     let n = codebook.len();
     let step = (n / 32).max(1);
     let (mut agree, mut total) = (0usize, 0usize);
