@@ -6,6 +6,7 @@
 mod chat;
 mod cli;
 mod evaluate;
+mod scorer;
 mod tokens;
 mod train;
 mod vocab;
@@ -29,6 +30,8 @@ fn main() -> ExitCode {
         Command::Reconstruct(args) => tokens::reconstruct(args),
         Command::Chat(args) => chat::chat(args),
         Command::EvalTokenizer(args) => evaluate::eval_tokenizer(args),
+        Command::TrainScorer(args) => scorer::train_scorer(args),
+        Command::ScorerReport(args) => scorer::report(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -39,6 +42,20 @@ fn main() -> ExitCode {
             }
             ExitCode::from(2)
         }
+    }
+}
+
+/// The compute device named by `--device`.
+pub fn device(name: &str) -> anyhow::Result<candle_core::Device> {
+    match name {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(candle_core::Device::new_cuda(0)?),
+        #[cfg(not(feature = "cuda"))]
+        "cuda" => anyhow::bail!(
+            "--device cuda: this spae-icl was built without CUDA; rebuild with `--features cuda`"
+        ),
+        other => anyhow::bail!("--device {other:?}: expected cpu or cuda"),
     }
 }
 
