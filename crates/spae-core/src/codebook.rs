@@ -5,9 +5,11 @@
 //! trained: the encoder learns to land near words the LLM already knows.
 
 mod filter;
+mod project;
 mod source;
 
 pub use filter::{VocabFilter, WordMarker};
+pub use project::Projection;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,6 +28,9 @@ pub struct CodebookInfo {
     pub filter: VocabFilter,
     /// Vocabulary size of the LLM before filtering.
     pub vocab_size: usize,
+    /// How the rows were derived from the LLM's embedding rows; `None`: they are the rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<Projection>,
 }
 
 /// A frozen codebook: token ids, surface strings and embedding rows of kept entries.
@@ -38,6 +43,10 @@ pub struct Codebook {
     embeddings: Tensor,
     /// (V,) f32: squared L2 norm of each row, for nearest-neighbour search.
     sq_norms: Tensor,
+    /// (d + 1, V) f32: the rows times -2, then a row of squared norms, transposed and
+    /// contiguous, so `[q, 1] @ this` is ||e||^2 - 2 q.e in one matmul (see
+    /// [`crate::quantizer::nearest`]).
+    search: Tensor,
     /// word (without marker) -> entry index; and its lowercase form.
     by_word: HashMap<String, usize>,
     by_lower: HashMap<String, usize>,
@@ -74,6 +83,9 @@ impl Codebook {
         }
         let embeddings = embeddings.to_dtype(DType::F32)?;
         let sq_norms = embeddings.sqr()?.sum(1)?;
+        let search = Tensor::cat(&[(&embeddings * -2.0)?, sq_norms.unsqueeze(1)?], 1)?
+            .t()?
+            .contiguous()?;
         let mut by_word = HashMap::with_capacity(v);
         let mut by_lower = HashMap::with_capacity(v);
         for (i, p) in pieces.iter().enumerate() {
@@ -87,6 +99,7 @@ impl Codebook {
             pieces,
             embeddings,
             sq_norms,
+            search,
             by_word,
             by_lower,
         })
@@ -121,6 +134,10 @@ impl Codebook {
     pub fn sq_norms(&self) -> &Tensor {
         &self.sq_norms
     }
+    /// (d + 1, V): `[q, 1] @ search_matrix()` = ||e||^2 - 2 q.e for every entry.
+    pub fn search_matrix(&self) -> &Tensor {
+        &self.search
+    }
     pub fn token_ids(&self) -> &[u32] {
         &self.token_ids
     }
@@ -145,6 +162,7 @@ impl Codebook {
         Ok(Self {
             embeddings: self.embeddings.to_device(device)?,
             sq_norms: self.sq_norms.to_device(device)?,
+            search: self.search.to_device(device)?,
             ..self.clone()
         })
     }

@@ -25,6 +25,8 @@ pub enum SpaeError {
     Image { path: PathBuf, reason: String },
     #[error("tokens: {0}")]
     Tokens(String),
+    #[error("{path}: {reason}")]
+    Scorer { path: PathBuf, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, SpaeError>;

@@ -12,8 +12,10 @@ mod error;
 pub mod imageio;
 pub mod metrics;
 pub mod model;
+pub mod patch;
 pub mod pyramid;
 pub mod quantizer;
+pub mod scorer;
 mod spae;
 pub mod train;
 
@@ -23,5 +25,6 @@ pub use error::{Result, SpaeError};
 pub use model::ModelConfig;
 pub use pyramid::PyramidConfig;
 pub use quantizer::{Quantized, QuantizerKind, SaqQuantizer};
+pub use scorer::{CodebookScorer, ImageTextModel, SemanticScorer};
 pub use spae::{SpaeModel, TokenLayer, TokenPyramid};
-pub use train::{LossBreakdown, TrainConfig, Trainer};
+pub use train::{LossBreakdown, SemanticConfig, SemanticTargets, TrainConfig, Trainer};

@@ -9,6 +9,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::patch::PatchConfig;
 use crate::pyramid::PyramidConfig;
 use crate::quantizer::QuantizerKind;
 use crate::{Result, SpaeError};
@@ -30,23 +31,54 @@ pub struct ModelConfig {
     pub pyramid: PyramidConfig,
     #[serde(default)]
     pub quantizer: QuantizerKind,
+    /// Add a pooled summary of the whole image to every grid position before the encoder's
+    /// last convolution **(ours)**: the first layer reads a single position, and its word
+    /// should say what the whole image is (`../shared/SPAE.md` section 5).
+    #[serde(default)]
+    pub global_context: bool,
+    /// The patch encoder/decoder (`crate::patch`) instead of the convolutional one; then
+    /// `channels` and `res_blocks` are unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<PatchConfig>,
 }
 
 impl ModelConfig {
-    /// A small model for 28x28 gray digits and clothes: 32x32 canvas, 8x8 grid,
-    /// pyramid 1,2,4,8,8 (149 tokens; the first two layers are the semantic ones).
+    /// The default model for 28x28 gray digits and clothes: 32x32 canvas cut into 4x4
+    /// patches, an 8x8 grid, pyramid 1,2,4,8,8 (149 tokens; the first two layers are the
+    /// semantic ones), the patch encoder/decoder (fast on CPU), global context on.
     pub fn mnist(embed_dim: usize) -> Self {
         Self {
             image_size: 28,
             in_channels: 1,
-            channels: vec![32, 64, 128],
-            res_blocks: 1,
+            channels: vec![],
+            res_blocks: 0,
             embed_dim,
             pyramid: PyramidConfig {
                 grid: 8,
                 layers: vec![1, 2, 4, 8, 8],
             },
             quantizer: QuantizerKind::Saq,
+            global_context: true,
+            patch: Some(PatchConfig {
+                patch: 4,
+                enc_width: 96,
+                enc_blocks: 1,
+                dec_width: 128,
+                dec_blocks: 2,
+                fine_width: 48,
+                fine_blocks: 1,
+            }),
+        }
+    }
+
+    /// The convolutional model of the first release (slow on CPU; kept for its checkpoints).
+    pub fn mnist_conv(embed_dim: usize) -> Self {
+        Self {
+            channels: vec![32, 64, 128],
+            res_blocks: 1,
+            global_context: false,
+            patch: None,
+            ..Self::mnist(embed_dim)
         }
     }
 
@@ -57,7 +89,10 @@ impl ModelConfig {
 
     /// Side of the padded canvas the encoder sees: G * 2^(levels-1).
     pub fn canvas(&self) -> usize {
-        self.pyramid.grid * self.downsample()
+        match &self.patch {
+            Some(p) => self.pyramid.grid * p.patch,
+            None => self.pyramid.grid * self.downsample(),
+        }
     }
 
     /// G: side of the encoder's output grid (the pyramid's).
@@ -87,7 +122,9 @@ impl ModelConfig {
                 self.in_channels
             ));
         }
-        if self.channels.is_empty() || self.channels.contains(&0) {
+        if let Some(p) = &self.patch {
+            p.validate()?;
+        } else if self.channels.is_empty() || self.channels.contains(&0) {
             return bad(format!(
                 "channels {:?} must be non-empty and positive",
                 self.channels
@@ -169,6 +206,8 @@ pub struct Encoder {
     conv_in: Conv2d,
     /// Per level: residual blocks, then (except the last) a stride-2 conv to the next level.
     levels: Vec<(Vec<ResBlock>, Option<Conv2d>)>,
+    /// 1x1 conv on the spatially pooled features, added everywhere (see `global_context`).
+    global: Option<Conv2d>,
     conv_out: Conv2d,
 }
 
@@ -187,10 +226,16 @@ impl Encoder {
             levels.push((blocks, down));
         }
         let last = ch[ch.len() - 1];
+        let global = if cfg.global_context {
+            Some(conv(last, last, 1, 1, vb.pp("global"))?)
+        } else {
+            None
+        };
         let conv_out = conv(last, cfg.embed_dim, 1, 1, vb.pp("conv_out"))?;
         Ok(Self {
             conv_in,
             levels,
+            global,
             conv_out,
         })
     }
@@ -204,6 +249,11 @@ impl Module for Encoder {
             if let Some(down) = down {
                 h = down.forward(&h)?;
             }
+        }
+        if let Some(g) = &self.global {
+            // (b, c, g, g) -> (b, c, 1, 1), broadcast back over the grid
+            let pooled = h.mean_keepdim(3)?.mean_keepdim(2)?;
+            h = h.broadcast_add(&g.forward(&pooled.silu()?)?)?;
         }
         self.conv_out.forward(&h.silu()?)
     }

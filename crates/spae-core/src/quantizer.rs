@@ -36,12 +36,63 @@ pub fn sq_distances(queries: &Tensor, codebook: &Codebook) -> Result<Tensor> {
     Ok(d)
 }
 
+/// Query rows per block of the nearest-neighbour search: the (rows x V) score block stays in
+/// cache-friendly sizes instead of one (N x V) matrix for a whole batch.
+const SEARCH_BLOCK: usize = 1024;
+
 /// Index of the nearest codebook entry for each query row: (N, d) -> (N,) u32.
 pub fn nearest(queries: &Tensor, codebook: &Codebook) -> Result<Tensor> {
-    // ||q||^2 is the same for every entry of a row: argmin needs only ||e||^2 - 2 q.e.
-    let dots = queries.matmul(&codebook.embeddings().t()?)?;
-    let score = (dots * -2.0)?.broadcast_add(&codebook.sq_norms().unsqueeze(0)?)?;
-    Ok(score.argmin(1)?)
+    let n = queries.dims()[0];
+    if !queries.device().is_cpu() {
+        return Ok(search_scores(queries, codebook)?.argmin(1)?);
+    }
+    let mut out = Vec::with_capacity(n);
+    for start in (0..n).step_by(SEARCH_BLOCK) {
+        let rows = SEARCH_BLOCK.min(n - start);
+        let scores = search_scores(&queries.narrow(0, start, rows)?, codebook)?;
+        argmin_rows_cpu(&scores, &mut out)?;
+    }
+    Ok(Tensor::from_vec(out, n, queries.device())?)
+}
+
+/// ||e||^2 - 2 q.e for every (query, entry): ||q||^2 is the same for every entry of a row, so
+/// argmin needs only this, which one matmul of [q, 1] with the codebook's precomputed search
+/// matrix gives.
+fn search_scores(queries: &Tensor, codebook: &Codebook) -> Result<Tensor> {
+    let ones = Tensor::ones((queries.dims()[0], 1), queries.dtype(), queries.device())?;
+    Ok(Tensor::cat(&[queries, &ones], 1)?.matmul(codebook.search_matrix())?)
+}
+
+/// Row-wise argmin of a contiguous (rows, V) f32 CPU tensor, appended to `out`; a plain loop
+/// over the storage (candle's generic reduction was the slowest part of encoding).
+fn argmin_rows_cpu(scores: &Tensor, out: &mut Vec<u32>) -> Result<()> {
+    let (_, v) = scores.dims2()?;
+    let scores = scores.contiguous()?;
+    let (storage, layout) = scores.storage_and_layout();
+    let slice = match &*storage {
+        candle_core::Storage::Cpu(cpu) => cpu.as_slice::<f32>()?,
+        _ => {
+            return Err(SpaeError::Config(
+                "argmin_rows_cpu on a non-CPU tensor".into(),
+            ))
+        }
+    };
+    let data = match layout.contiguous_offsets() {
+        Some((a, b)) => &slice[a..b],
+        None => return Err(SpaeError::Config("scores are not contiguous".into())),
+    };
+    for row in data.chunks_exact(v) {
+        let mut best = 0usize;
+        let mut best_v = f32::INFINITY;
+        for (i, &x) in row.iter().enumerate() {
+            if x < best_v {
+                best_v = x;
+                best = i;
+            }
+        }
+        out.push(best as u32);
+    }
+    Ok(())
 }
 
 /// The `k` nearest entries of each query row, nearest first: (indices (N, k) u32,

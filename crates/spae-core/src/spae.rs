@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codebook::Codebook;
 use crate::model::{Decoder, Encoder, ModelConfig};
+use crate::patch::{PatchDecoder, PatchEncoder};
 use crate::quantizer::{Quantized, SaqQuantizer};
 use crate::{Result, SpaeError};
 
@@ -104,12 +105,23 @@ fn layer_from_indices(side: usize, indices: &[u32], codebook: &Codebook) -> Toke
     }
 }
 
+/// The encoder of either architecture.
+enum AnyEncoder {
+    Conv(Encoder),
+    Patch(PatchEncoder),
+}
+
+enum AnyDecoder {
+    Conv(Decoder),
+    Patch(PatchDecoder),
+}
+
 /// The SPAE tokenizer: images to a pyramid of LLM words and back.
 pub struct SpaeModel {
     cfg: ModelConfig,
     varmap: VarMap,
-    encoder: Encoder,
-    decoder: Decoder,
+    encoder: AnyEncoder,
+    decoder: AnyDecoder,
     codebook: Arc<Codebook>,
     quantizer: SaqQuantizer,
     device: Device,
@@ -151,8 +163,27 @@ impl SpaeModel {
         )?;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-        let encoder = Encoder::new(&cfg, vb.pp("encoder"))?;
-        let decoder = Decoder::new(&cfg, vb.pp("decoder"))?;
+        let (encoder, decoder) = match &cfg.patch {
+            Some(pc) => (
+                AnyEncoder::Patch(PatchEncoder::new(
+                    pc,
+                    cfg.in_channels,
+                    cfg.embed_dim,
+                    cfg.global_context,
+                    vb.pp("encoder"),
+                )?),
+                AnyDecoder::Patch(PatchDecoder::new(
+                    pc,
+                    cfg.in_channels,
+                    cfg.embed_dim,
+                    vb.pp("decoder"),
+                )?),
+            ),
+            None => (
+                AnyEncoder::Conv(Encoder::new(&cfg, vb.pp("encoder"))?),
+                AnyDecoder::Conv(Decoder::new(&cfg, vb.pp("decoder"))?),
+            ),
+        };
         let quantizer = SaqQuantizer::new(cfg.pyramid.clone(), cfg.quantizer)?;
         Ok(Self {
             cfg,
@@ -187,7 +218,42 @@ impl SpaeModel {
             };
             var.set(&Tensor::from_vec(values, shape, device)?)?;
         }
+        model.match_codebook_scale(&mut rng)?;
         Ok(model)
+    }
+
+    /// Scale the encoder's last convolution so that z starts on the codebook's scale.
+    /// Kaiming init leaves z tens of times larger than word embeddings (whose rows have norm
+    /// ~1), and the commitment loss then starts in the thousands and swamps reconstruction.
+    /// Measured on a seeded batch of noise images, so it is deterministic.
+    fn match_codebook_scale(&self, rng: &mut SplitMix64) -> Result<()> {
+        let c = &self.cfg;
+        let n = 16 * c.in_channels * c.image_size * c.image_size;
+        let probe: Vec<f32> = (0..n).map(|_| rng.uniform() as f32).collect();
+        let probe = Tensor::from_vec(
+            probe,
+            (16, c.in_channels, c.image_size, c.image_size),
+            &self.device,
+        )?;
+        let z_rms = self
+            .encode(&probe)?
+            .sqr()?
+            .mean_all()?
+            .to_scalar::<f32>()?
+            .sqrt();
+        let e_rms = (self.codebook.sq_norms().mean_all()?.to_scalar::<f32>()?
+            / self.codebook.dim() as f32)
+            .sqrt();
+        if !(z_rms.is_finite() && z_rms > 0.0) {
+            return Ok(());
+        }
+        let scale = (e_rms / z_rms) as f64;
+        for (name, var) in self.named_vars() {
+            if name.starts_with("encoder.conv_out.") || name.starts_with("encoder.lin_out.") {
+                var.set(&(var.as_tensor() * scale)?)?;
+            }
+        }
+        Ok(())
     }
 
     /// Trainable variables sorted by name.
@@ -240,19 +306,20 @@ impl SpaeModel {
             .to_dtype(DType::F32)?
             .pad_with_zeros(2, lo, hi)?
             .pad_with_zeros(3, lo, hi)?;
-        // (b, d, g, g) -> (b, g, g, d)
-        Ok(self
-            .encoder
-            .forward(&x)?
-            .permute((0, 2, 3, 1))?
-            .contiguous()?)
+        Ok(match &self.encoder {
+            // (b, d, g, g) -> (b, g, g, d)
+            AnyEncoder::Conv(e) => e.forward(&x)?.permute((0, 2, 3, 1))?.contiguous()?,
+            AnyEncoder::Patch(e) => e.forward(&x)?,
+        })
     }
 
     /// Grid zhat (B, G, G, d) -> images (B, C, S, S), not clamped.
     pub fn decode(&self, zhat: &Tensor) -> Result<Tensor> {
-        // (b, g, g, d) -> (b, d, g, g)
-        let x = zhat.permute((0, 3, 1, 2))?.contiguous()?;
-        let y = self.decoder.forward(&x)?;
+        let y = match &self.decoder {
+            // (b, g, g, d) -> (b, d, g, g)
+            AnyDecoder::Conv(d) => d.forward(&zhat.permute((0, 3, 1, 2))?.contiguous()?)?,
+            AnyDecoder::Patch(d) => d.forward(zhat)?,
+        };
         let lo = (self.cfg.canvas() - self.cfg.image_size) / 2;
         let s = self.cfg.image_size;
         Ok(y.narrow(2, lo, s)?.narrow(3, lo, s)?)

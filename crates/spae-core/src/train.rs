@@ -3,8 +3,8 @@
 //!
 //! Each step samples a pyramid depth per batch so that every prefix of the pyramid decodes
 //! (progressive depth); gradients reach the encoder through the straight-through estimator;
-//! a commitment term keeps z near its codes. The semantic loss (section 5) needs a scorer and
-//! comes with it.
+//! a commitment term keeps z near its codes. The semantic loss (section 5) pulls the top
+//! layers' targets towards the entries a scorer finds most relevant to each image.
 
 use candle_core::{Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -25,6 +25,46 @@ pub struct TrainConfig {
     /// Commitment weight beta in beta * ||z - sg(zhat)||^2 (the VQ-VAE value, 0.25).
     pub commitment: f64,
     pub seed: u64,
+    /// The semantic loss; `None`: reconstruction and commitment only.
+    #[serde(default)]
+    pub semantic: Option<SemanticConfig>,
+}
+
+/// The semantic loss (SPAE section 3.3; `../shared/SPAE.md` section 5): on each of the first
+/// `layers` layers, cross-entropy between softmax_k(-||t_l(p) - e_k||^2 / tau) at every
+/// position and the image's target distribution over its most relevant entries, scaled by the
+/// scorer's confidence in the image, with its weight ramped in linearly **(ours)**.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SemanticConfig {
+    pub layers: usize,
+    pub weight: f64,
+    /// Steps over which the weight rises linearly from 0, counted from the first step that
+    /// has semantic targets (so a run resumed with a scorer ramps it in too).
+    pub ramp_steps: usize,
+    pub tau: f64,
+}
+
+impl Default for SemanticConfig {
+    fn default() -> Self {
+        Self {
+            layers: 2,
+            weight: 0.05,
+            ramp_steps: 300,
+            tau: 0.1,
+        }
+    }
+}
+
+/// Per-image targets of the semantic loss.
+#[derive(Debug, Clone)]
+pub struct SemanticTargets {
+    /// (B, K) u32: codebook entries, most relevant first.
+    pub indices: Tensor,
+    /// (B, K) f32: target probability of each (rows sum to 1).
+    pub weights: Tensor,
+    /// (B,) f32 in [0, 1]: how much the scorer is trusted on each image.
+    pub confidence: Tensor,
 }
 
 impl Default for TrainConfig {
@@ -37,6 +77,7 @@ impl Default for TrainConfig {
             weight_decay: 1e-4,
             commitment: 0.25,
             seed: 0,
+            semantic: None,
         }
     }
 }
@@ -64,6 +105,10 @@ pub struct LossBreakdown {
     pub recon: f32,
     /// ||z - sg(zhat)||^2, before its weight.
     pub commit: f32,
+    /// Confidence-weighted cross-entropy of the semantic layers, before its weight (0 without).
+    pub semantic: f32,
+    /// The semantic weight at this step (ramped).
+    pub semantic_weight: f64,
     pub total: f32,
 }
 
@@ -77,6 +122,8 @@ pub struct Trainer {
     cfg: TrainConfig,
     opt: AdamW,
     step: usize,
+    /// Steps taken with the semantic loss on (its ramp).
+    semantic_steps: usize,
     rng: u64,
 }
 
@@ -96,6 +143,7 @@ impl Trainer {
             cfg,
             opt,
             step: 0,
+            semantic_steps: 0,
             rng,
         })
     }
@@ -133,21 +181,48 @@ impl Trainer {
         1 + (self.next_u64() % max as u64) as usize
     }
 
-    /// One optimisation step on `images` (B, C, S, S) in [0, 1].
+    /// One optimisation step on `images` (B, C, S, S) in [0, 1], without semantic targets.
     pub fn step(&mut self, model: &SpaeModel, images: &Tensor) -> Result<LossBreakdown> {
-        let depth = self.sample_depth(model.config().pyramid.depth());
+        self.step_with(model, images, None)
+    }
+
+    /// One optimisation step; `targets` (for the same B images) switch the semantic loss on
+    /// when the config has one.
+    pub fn step_with(
+        &mut self,
+        model: &SpaeModel,
+        images: &Tensor,
+        targets: Option<&SemanticTargets>,
+    ) -> Result<LossBreakdown> {
+        let max_depth = model.config().pyramid.depth();
+        let depth = self.sample_depth(max_depth);
         let lr = self.cfg.lr_at(self.step);
         self.opt.set_learning_rate(lr);
         let images = images.to_device(model.device())?;
         let z = model.encode(&images)?;
+        let sem = match (&self.cfg.semantic, targets) {
+            (Some(c), Some(t)) if c.layers > 0 => Some((c.clone(), t)),
+            _ => None,
+        };
+        let q_depth = sem
+            .as_ref()
+            .map_or(depth, |(c, _)| depth.max(c.layers.min(max_depth)));
         let q = model
             .quantizer()
-            .quantize(&z.detach(), model.codebook(), depth)?;
+            .quantize(&z.detach(), model.codebook(), q_depth)?;
         let zhat = &q.recon[depth - 1];
         let decoded = model.decode(&straight_through(&z, zhat)?)?;
         let recon = (decoded - &images)?.sqr()?.mean_all()?;
         let commit = (&z - zhat)?.sqr()?.sum(D::Minus1)?.mean_all()?;
-        let total = (&recon + (&commit * self.cfg.commitment)?)?;
+        let mut total = (&recon + (&commit * self.cfg.commitment)?)?;
+        let (mut semantic, mut sem_w) = (0f32, 0f64);
+        if let Some((c, t)) = sem {
+            self.semantic_steps += 1;
+            sem_w = c.weight * (self.semantic_steps as f64 / c.ramp_steps.max(1) as f64).min(1.0);
+            let loss = semantic_loss(model, &z, &q, t, &c)?;
+            semantic = loss.to_scalar()?;
+            total = (total + (loss * sem_w)?)?;
+        }
         self.opt.backward_step(&total)?;
         let out = LossBreakdown {
             step: self.step,
@@ -155,11 +230,74 @@ impl Trainer {
             lr,
             recon: recon.to_scalar()?,
             commit: commit.to_scalar()?,
+            semantic,
+            semantic_weight: sem_w,
             total: total.to_scalar()?,
         };
         self.step += 1;
         Ok(out)
     }
+}
+
+/// Mean over images of confidence x cross-entropy, averaged over the positions of the first
+/// `c.layers` layers. Layer l's target at its positions is SAQ's t_l = l*z - S_{l-1} (RQ:
+/// z - S_{l-1}), with S_{l-1} from the codes (no gradient) and z with it.
+fn semantic_loss(
+    model: &SpaeModel,
+    z: &Tensor,
+    q: &crate::Quantized,
+    t: &SemanticTargets,
+    c: &SemanticConfig,
+) -> Result<Tensor> {
+    let cb = model.codebook();
+    let pyr = &model.config().pyramid;
+    let (b, _, _, d) = z.dims4()?;
+    let k = t.indices.dims()[1];
+    let mut per_image: Option<Tensor> = None;
+    let layers = c.layers.min(pyr.depth());
+    for layer in 0..layers {
+        let l = (layer + 1) as f64;
+        let s = pyr.side(layer);
+        let pos: Vec<u32> = pyr.positions(layer).iter().map(|&p| p as u32).collect();
+        let pos = Tensor::new(pos.as_slice(), z.device())?;
+        let z_p = crate::quantizer::subsample(z, &pos)?;
+        let target = if layer == 0 {
+            z_p
+        } else {
+            // S_{l-1} = (l-1) * zhat_{l-1} under SAQ, zhat_{l-1} under RQ.
+            let prev = crate::quantizer::subsample(&q.recon[layer - 1], &pos)?;
+            match model.config().quantizer {
+                crate::QuantizerKind::Saq => ((z_p * l)? - (prev * (l - 1.0))?)?,
+                crate::QuantizerKind::Rq => (z_p - prev)?,
+            }
+        };
+        let flat = target.reshape((b * s * s, d))?;
+        let dist = crate::quantizer::sq_distances(&flat, cb)?; // (b*s*s, V)
+        let logp = candle_nn::ops::log_softmax(&(dist * (-1.0 / c.tau))?, D::Minus1)?;
+        // The image's targets, repeated for each of its s*s positions.
+        let idx = t
+            .indices
+            .unsqueeze(1)?
+            .broadcast_as((b, s * s, k))?
+            .reshape((b * s * s, k))?
+            .contiguous()?;
+        let w = t
+            .weights
+            .unsqueeze(1)?
+            .broadcast_as((b, s * s, k))?
+            .reshape((b * s * s, k))?;
+        let ce = (logp.gather(&idx, 1)? * w)?.sum(1)?.neg()?; // (b*s*s,)
+        let ce = ce.reshape((b, s * s))?.mean(1)?;
+        per_image = Some(match per_image {
+            Some(acc) => (acc + ce)?,
+            None => ce,
+        });
+    }
+    let per_image = match per_image {
+        Some(p) => (p / layers as f64)?,
+        None => return Ok(Tensor::zeros((), candle_core::DType::F32, z.device())?),
+    };
+    Ok((per_image * &t.confidence)?.mean_all()?)
 }
 
 #[cfg(test)]

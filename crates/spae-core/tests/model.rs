@@ -17,6 +17,7 @@ fn codebook(v: usize, d: usize) -> Codebook {
         marker: WordMarker::SentencePiece,
         filter: VocabFilter::default(),
         vocab_size: v,
+        projection: None,
     };
     let data: Vec<f32> = (0..v * d).map(|_| rng.gen_range(-0.3f32..0.3)).collect();
     let rows = Tensor::from_vec(data, (v, d), &Device::Cpu).unwrap();
@@ -96,6 +97,8 @@ fn rgb_128x128_works() {
         embed_dim: 16,
         pyramid: PyramidConfig::new(16, vec![1, 2, 4, 8, 16]).unwrap(),
         quantizer: QuantizerKind::Saq,
+        global_context: false,
+        patch: None,
     };
     let m = SpaeModel::new_seeded(cfg, codebook(64, 16), &Device::Cpu, 1).unwrap();
     let x = images(1, 3, 128);

@@ -19,6 +19,7 @@ fn codebook(rng: &mut StdRng, v: usize, d: usize) -> Codebook {
         marker: WordMarker::SentencePiece,
         filter: VocabFilter::default(),
         vocab_size: v,
+        projection: None,
     };
     let rows = Tensor::from_vec(random(rng, v * d, 1.0), (v, d), &Device::Cpu).unwrap();
     let pieces = (0..v).map(|i| format!("\u{2581}w{i}")).collect();

@@ -14,6 +14,7 @@ fn codebook(v: usize, d: usize) -> Codebook {
         marker: WordMarker::SentencePiece,
         filter: VocabFilter::default(),
         vocab_size: v,
+        projection: None,
     };
     // Unit-norm rows, like an LLM's embedding table.
     let mut data: Vec<f32> = (0..v * d).map(|_| rng.gen_range(-1f32..1.0)).collect();

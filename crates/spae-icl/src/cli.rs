@@ -49,6 +49,45 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Serve a local model over an OpenAI-compatible HTTP API on 127.0.0.1.
     Serve(ServeArgs),
+    /// Train the CLIP-style scorer (CNN image tower vs frozen all-MiniLM-L6-v2 captions).
+    TrainScorer(TrainScorerArgs),
+    /// A scorer's zero-shot accuracy on test splits, and the codebook words it finds most
+    /// relevant to each class (JSON lines).
+    ScorerReport(ScorerReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScorerReportArgs {
+    #[arg(
+        long,
+        default_value = "checkpoints/scorer-minilm-mnist-fashion.safetensors"
+    )]
+    pub scorer: String,
+    #[arg(long, default_value = "mnist+fashion-mnist")]
+    pub data: String,
+    #[command(flatten)]
+    pub spec: VocabSpec,
+    /// Words listed per class.
+    #[arg(long, default_value_t = 10)]
+    pub words: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainScorerArgs {
+    /// Training data: sets joined by '+' (mnist, fashion-mnist, easy-vqa, folder:DIR).
+    #[arg(long, default_value = "mnist+fashion-mnist")]
+    pub data: String,
+    #[arg(long, default_value_t = 1500)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where to write the scorer checkpoint (metrics beside it, .metrics.jsonl).
+    #[arg(short, long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +143,12 @@ pub struct ModelArgs {
     /// Pyramid layer sides, coarse first; each divides the grid.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,8")]
     pub layers: Vec<usize>,
+    /// Project the codebook on its top principal components (0: keep the LLM's dim).
+    #[arg(long, default_value_t = 64)]
+    pub project_dim: usize,
+    /// Encoder/decoder: patch (fast on CPU, the default) or conv (uses --widths).
+    #[arg(long, default_value = "patch")]
+    pub arch: String,
     /// Quantizer: saq (the paper's) or rq (ablation).
     #[arg(long, default_value = "saq")]
     pub quantizer: String,
@@ -125,11 +170,29 @@ pub struct InitArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Training data: fashion-mnist (fetched), or folder:DIR (DIR/<class>/*.png|jpg).
-    #[arg(long, default_value = "fashion-mnist")]
+    /// Training data: sets joined by '+': mnist, fashion-mnist, easy-vqa (fetched), or
+    /// folder:DIR (DIR/<class>/*.png|jpg).
+    #[arg(long, default_value = "mnist+fashion-mnist")]
     pub data: String,
     #[arg(long, default_value_t = 2000)]
     pub steps: usize,
+    /// Scorer checkpoint for the semantic loss (from `train-scorer`); `none` turns it off.
+    #[arg(
+        long,
+        default_value = "checkpoints/scorer-minilm-mnist-fashion.safetensors"
+    )]
+    pub scorer: String,
+    /// Semantic loss: how many top layers, its weight, ramp, temperature, targets per image.
+    #[arg(long, default_value_t = 2)]
+    pub semantic_layers: usize,
+    #[arg(long, default_value_t = 0.05)]
+    pub semantic_weight: f64,
+    #[arg(long, default_value_t = 300)]
+    pub semantic_ramp: usize,
+    #[arg(long, default_value_t = 0.1)]
+    pub semantic_tau: f64,
+    #[arg(long, default_value_t = 10)]
+    pub semantic_top_k: usize,
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// Peak learning rate (linear warmup, cosine decay to a tenth).
@@ -146,6 +209,9 @@ pub struct TrainArgs {
     /// Continue from the checkpoint and step count in --out (optimizer moments restart).
     #[arg(long)]
     pub resume: bool,
+    /// cpu, or cuda (a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -156,8 +222,8 @@ pub enum Format {
 
 #[derive(Debug, Args, Clone)]
 pub struct CheckpointArg {
-    /// Tokenizer checkpoint (default: $SPAE_CHECKPOINT, else the default one in $SPAE_HOME,
-    /// created on first use).
+    /// Tokenizer checkpoint (default: $SPAE_CHECKPOINT, else the one built in: MNIST +
+    /// Fashion-MNIST, Gemma 3 vocabulary).
     #[arg(long, env = "SPAE_CHECKPOINT")]
     pub checkpoint: Option<PathBuf>,
 }
@@ -207,6 +273,8 @@ pub enum TaskName {
     Sample,
     /// Fashion-MNIST, fetched on first use.
     FashionMnist,
+    /// MNIST, fetched on first use; classes are number words ("seven").
+    Mnist,
     /// mini-ImageNet: --data DIR with images/ and train.csv, val.csv, test.csv.
     MiniImagenet,
     /// Any image folder: --data DIR with DIR/<class>/*.png|jpg.
@@ -271,7 +339,7 @@ pub struct RunArgs {
     /// Data for mini-imagenet (a directory), folder (a directory) or frozen (a JSON/JSONL file).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Split of fashion-mnist (train, test) or mini-imagenet (train, val, test).
+    /// Split of fashion-mnist and mnist (train, test) or mini-imagenet (train, val, test).
     #[arg(long, default_value = "test")]
     pub split: String,
     #[command(flatten)]
@@ -366,8 +434,8 @@ pub struct GenerateArgs {
     /// Pyramid layers to write (default: all).
     #[arg(long)]
     pub layers: Option<usize>,
-    /// Training data: fashion-mnist or folder:DIR (as `train --data`).
-    #[arg(long, default_value = "fashion-mnist")]
+    /// Training data, as `train --data`: mnist, fashion-mnist, folder:DIR.
+    #[arg(long, default_value = "mnist")]
     pub data: String,
     #[command(flatten)]
     pub ckpt: CheckpointArg,
@@ -392,7 +460,7 @@ pub struct GenerateArgs {
 
 #[derive(Debug, Args)]
 pub struct Table1Args {
-    /// A `run` task: fashion-mnist, mini-imagenet, folder, frozen, sample.
+    /// A `run` task: fashion-mnist, mnist, mini-imagenet, folder, frozen, sample.
     #[arg(long, default_value = "fashion-mnist")]
     pub task: String,
     #[arg(long)]
@@ -481,11 +549,20 @@ pub struct ChatArgs {
 pub struct EvalTokenizerArgs {
     #[command(flatten)]
     pub ckpt: CheckpointArg,
-    /// fashion-mnist, or folder:DIR.
-    #[arg(long, default_value = "fashion-mnist")]
+    /// mnist, fashion-mnist, easy-vqa, folder:DIR, or several joined by '+'.
+    #[arg(long, default_value = "mnist")]
     pub data: String,
     #[arg(long, default_value = "test")]
     pub split: String,
+    /// Scorer for the relevance metrics (`none`: skip them).
+    #[arg(
+        long,
+        default_value = "checkpoints/scorer-minilm-mnist-fashion.safetensors"
+    )]
+    pub scorer: String,
+    /// K of the hit rates: a word hits if it is among the K most relevant entries.
+    #[arg(long, default_value_t = 50)]
+    pub top_k: usize,
     /// Evaluate only the first N images.
     #[arg(long)]
     pub limit: Option<usize>,

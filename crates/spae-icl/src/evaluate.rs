@@ -7,7 +7,7 @@ use candle_core::Device;
 use indicatif::ProgressBar;
 use serde::Serialize;
 use spae_core::metrics::{psnr, ssim_chw};
-use spae_core::SpaeModel;
+use spae_core::SemanticScorer;
 
 use crate::cli::{EvalTokenizerArgs, Format};
 
@@ -24,11 +24,20 @@ pub struct DepthRow {
     /// The most used entry of layer `depth`, and its share of that layer's tokens.
     pub top_word: String,
     pub top_word_share: f64,
+    /// Mean scorer relevance (cosine) of layer `depth`'s words to their image.
+    pub mean_relevance: f64,
+    /// Share of layer `depth`'s words among their image's `top_k` most relevant entries.
+    pub top_k_hit_rate: f64,
+    /// Share of layer `depth`'s words among the `top_k` entries most relevant to their
+    /// image's class (relevance averaged over the evaluated images of that class).
+    pub class_top_k_hit_rate: f64,
+    /// Mean number of distinct words this layer uses per class.
+    pub distinct_per_class: f64,
+    pub top_k: usize,
 }
 
 pub fn eval_tokenizer(args: EvalTokenizerArgs) -> Result<()> {
-    let path = crate::tokens::resolve_checkpoint(&args.ckpt)?;
-    let model = SpaeModel::load(&path, &Device::Cpu)?;
+    let (model, label) = crate::tokens::load_checkpoint(&args.ckpt, &Device::Cpu)?;
     let cfg = model.config().clone();
     let split = args
         .split
@@ -42,12 +51,39 @@ pub fn eval_tokenizer(args: EvalTokenizerArgs) -> Result<()> {
     let mut psnr_sum = vec![0f64; depth];
     let mut ssim_sum = vec![0f64; depth];
     let mut counts: Vec<std::collections::HashMap<u32, usize>> = vec![Default::default(); depth];
+    let scorer = match args.scorer.as_str() {
+        "none" => None,
+        p => Some(
+            crate::scorer::load_scorer(p, model.codebook())
+                .with_context(|| format!("--scorer {p}"))?,
+        ),
+    };
+    let v = model.codebook().len();
+    let classes = data.class_names.len();
+    let k = args.top_k.min(v);
+    let mut rel_sum = vec![0f64; depth];
+    let mut hit_sum = vec![0f64; depth];
+    let mut class_rel = vec![0f64; classes * v];
+    // Per layer: (image label, word index) of every token, for the class-level rates.
+    let mut tokens: Vec<Vec<(u32, u32)>> = vec![Vec::new(); depth];
     let bar = ProgressBar::new(n as u64);
     for start in (0..n).step_by(args.batch_size.max(1)) {
         let idx: Vec<usize> = (start..(start + args.batch_size).min(n)).collect();
         let x = data.batch(&idx, model.device())?;
         let q = model.quantize(&x, depth)?;
         let orig: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        let rel: Option<Vec<Vec<f32>>> = match &scorer {
+            Some(s) => Some(s.relevance(&x)?.to_vec2()?),
+            None => None,
+        };
+        if let Some(rel) = &rel {
+            for (row, &i) in rel.iter().zip(&idx) {
+                let c = data.labels[i] as usize;
+                for (acc, &r) in class_rel[c * v..(c + 1) * v].iter_mut().zip(row) {
+                    *acc += r as f64;
+                }
+            }
+        }
         for l in 0..depth {
             let y: Vec<f32> = model
                 .decode(&q.recon[l])?
@@ -62,13 +98,37 @@ pub fn eval_tokenizer(args: EvalTokenizerArgs) -> Result<()> {
                 psnr_sum[l] += psnr(a, b);
                 ssim_sum[l] += ssim_chw(a, b, cfg.in_channels, cfg.image_size, cfg.image_size);
             }
-            for e in q.indices[l].flatten_all()?.to_vec1::<u32>()? {
-                *counts[l].entry(e).or_default() += 1;
+            let words: Vec<Vec<u32>> = q.indices[l].flatten_from(1)?.to_vec2()?;
+            for (i, ws) in words.iter().enumerate() {
+                if let Some(rel) = &rel {
+                    let row = &rel[i];
+                    let mut sorted = row.clone();
+                    sorted.sort_by(|a, b| b.total_cmp(a));
+                    let thresh = sorted[k - 1];
+                    let m = ws.len().max(1) as f64;
+                    rel_sum[l] += ws.iter().map(|&w| row[w as usize] as f64).sum::<f64>() / m;
+                    hit_sum[l] +=
+                        ws.iter().filter(|&&w| row[w as usize] >= thresh).count() as f64 / m;
+                }
+                for &w in ws {
+                    *counts[l].entry(w).or_default() += 1;
+                    tokens[l].push((data.labels[idx[i]], w));
+                }
             }
         }
         bar.inc(idx.len() as u64);
     }
     bar.finish_and_clear();
+    // Each class's top-k entries by mean relevance over its images.
+    let class_top: Vec<HashSet<u32>> = (0..classes)
+        .map(|c| {
+            let row = &class_rel[c * v..(c + 1) * v];
+            let mut order: Vec<u32> = (0..v as u32).collect();
+            order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]));
+            order.into_iter().take(k).collect()
+        })
+        .collect();
+    let nf = n.max(1) as f64;
     let rows: Vec<DepthRow> = (0..depth)
         .map(|l| {
             let total: usize = counts[l].values().sum();
@@ -76,39 +136,60 @@ pub fn eval_tokenizer(args: EvalTokenizerArgs) -> Result<()> {
                 .iter()
                 .max_by_key(|(e, c)| (**c, std::cmp::Reverse(**e)))
                 .map_or((0, 0), |(e, c)| (*e, *c));
+            let class_hits = tokens[l]
+                .iter()
+                .filter(|(c, w)| class_top[*c as usize].contains(w))
+                .count();
+            let mut per_class: Vec<HashSet<u32>> = vec![HashSet::new(); classes];
+            for (c, w) in &tokens[l] {
+                per_class[*c as usize].insert(*w);
+            }
+            let present: Vec<usize> = per_class
+                .iter()
+                .map(HashSet::len)
+                .filter(|&x| x > 0)
+                .collect();
             DepthRow {
                 depth: l + 1,
                 tokens: cfg.pyramid.tokens_up_to(l + 1),
-                psnr: psnr_sum[l] / n.max(1) as f64,
-                ssim: ssim_sum[l] / n.max(1) as f64,
+                psnr: psnr_sum[l] / nf,
+                ssim: ssim_sum[l] / nf,
                 distinct_entries: counts[l].keys().collect::<HashSet<_>>().len(),
                 top_word: model.codebook().word(top as usize).to_string(),
                 top_word_share: top_n as f64 / total.max(1) as f64,
+                mean_relevance: rel_sum[l] / nf,
+                top_k_hit_rate: hit_sum[l] / nf,
+                class_top_k_hit_rate: if scorer.is_some() {
+                    class_hits as f64 / tokens[l].len().max(1) as f64
+                } else {
+                    0.0
+                },
+                distinct_per_class: present.iter().sum::<usize>() as f64
+                    / present.len().max(1) as f64,
+                top_k: k,
             }
         })
         .collect();
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Format::Text => {
-            println!(
-                "{} on {} {} images ({})",
-                path.display(),
-                n,
-                args.split,
-                data.name
-            );
-            println!("| depth | tokens | PSNR (dB) | SSIM | distinct words in layer | most used word (share) |");
-            println!("|---|---|---|---|---|---|");
+            println!("{} on {} {} images ({})", label, n, args.split, data.name);
+            println!("| depth | tokens | PSNR (dB) | SSIM | distinct words in layer | per class | most used word (share) | mean relevance | in image's top {k} | in class's top {k} |");
+            println!("|---|---|---|---|---|---|---|---|---|---|");
             for r in &rows {
                 println!(
-                    "| {} | {} | {:.2} | {:.4} | {} | {} ({:.0}%) |",
+                    "| {} | {} | {:.2} | {:.4} | {} | {:.1} | {} ({:.0}%) | {:.3} | {:.1}% | {:.1}% |",
                     r.depth,
                     r.tokens,
                     r.psnr,
                     r.ssim,
                     r.distinct_entries,
+                    r.distinct_per_class,
                     r.top_word,
-                    100.0 * r.top_word_share
+                    100.0 * r.top_word_share,
+                    r.mean_relevance,
+                    100.0 * r.top_k_hit_rate,
+                    100.0 * r.class_top_k_hit_rate
                 );
             }
         }

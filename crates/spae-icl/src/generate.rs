@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::seq::index;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use spae_core::{SpaeModel, TokenPyramid};
+use spae_core::TokenPyramid;
 use spae_datasets::Split;
 
 use crate::cli::GenerateArgs;
@@ -40,9 +40,7 @@ struct Generated {
 }
 
 pub fn generate(args: GenerateArgs) -> Result<()> {
-    let ckpt = crate::tokens::resolve_checkpoint(&args.ckpt)?;
-    let spae = SpaeModel::load(&ckpt, &Device::Cpu)
-        .with_context(|| format!("loading checkpoint {}", ckpt.display()))?;
+    let (spae, ckpt) = crate::tokens::load_checkpoint(&args.ckpt, &Device::Cpu)?;
     let cfg = spae.config().clone();
     let depth = args.layers.unwrap_or(cfg.pyramid.depth());
     cfg.pyramid
@@ -186,7 +184,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     spae_core::imageio::save_png(&images, &args.output)?;
     let json_path = args.output.with_extension("json");
     let doc = serde_json::json!({
-        "checkpoint": ckpt.display().to_string(),
+        "checkpoint": ckpt,
         "llm": args.llm,
         "class": data.class_names[class],
         "shots": args.shots,

@@ -10,6 +10,7 @@ mod generate;
 mod llm;
 mod progress;
 mod run;
+mod scorer;
 mod table;
 mod tokens;
 mod train;
@@ -38,6 +39,8 @@ fn main() -> ExitCode {
         Command::Table1(args) => table::table1(args),
         Command::Generate(args) => generate::generate(args),
         Command::Serve(args) => llm::serve(args),
+        Command::TrainScorer(args) => scorer::train_scorer(args),
+        Command::ScorerReport(args) => scorer::report(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,6 +51,20 @@ fn main() -> ExitCode {
             }
             ExitCode::from(2)
         }
+    }
+}
+
+/// The compute device named by `--device`.
+pub fn device(name: &str) -> anyhow::Result<candle_core::Device> {
+    match name {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(candle_core::Device::new_cuda(0)?),
+        #[cfg(not(feature = "cuda"))]
+        "cuda" => anyhow::bail!(
+            "--device cuda: this spae-icl was built without CUDA; rebuild with `--features cuda`"
+        ),
+        other => anyhow::bail!("--device {other:?}: expected cpu or cuda"),
     }
 }
 

@@ -91,17 +91,17 @@ struct Row {
     key: &'static str,
     checkpoint_sha: String,
     words: &'static str,
-    checkpoint: PathBuf,
+    /// `None`: the built-in checkpoint.
+    checkpoint: Option<PathBuf>,
     layers: usize,
     words_per_image: usize,
 }
 
 pub fn table1(args: Table1Args) -> Result<()> {
-    let spae_ckpt = crate::tokens::resolve_checkpoint(&args.ckpt)?;
-    let spae = SpaeModel::load(&spae_ckpt, &Device::Cpu)
-        .with_context(|| format!("loading checkpoint {}", spae_ckpt.display()))?;
+    let (spae, spae_label) = crate::tokens::load_checkpoint(&args.ckpt, &Device::Cpu)?;
+    let spae_ckpt = args.ckpt.checkpoint.clone();
     let pyramid = &spae.config().pyramid;
-    let spae_sha = crate::run::sha256_file(&spae_ckpt)?;
+    let spae_sha = crate::tokens::checkpoint_sha256(&args.ckpt)?;
     let mut rows = Vec::new();
     for layers in [2, 3] {
         if pyramid.check_depth(layers).is_ok() {
@@ -125,7 +125,7 @@ pub fn table1(args: Table1Args) -> Result<()> {
             key: "lqae",
             checkpoint_sha: crate::run::sha256_file(lqae)?,
             words: "spae",
-            checkpoint: lqae.clone(),
+            checkpoint: Some(lqae.clone()),
             layers: p.depth(),
             words_per_image: p.tokens_up_to(p.depth()),
         });
@@ -178,8 +178,6 @@ pub fn table1(args: Table1Args) -> Result<()> {
                     args.split.clone(),
                     "--llm".into(),
                     args.llm.clone(),
-                    "--checkpoint".into(),
-                    row.checkpoint.display().to_string(),
                     "--words".into(),
                     row.words.into(),
                     "--layers".into(),
@@ -201,6 +199,9 @@ pub fn table1(args: Table1Args) -> Result<()> {
                 ];
                 if !induction {
                     argv.push("--no-induction".into());
+                }
+                if let Some(c) = &row.checkpoint {
+                    argv.extend(["--checkpoint".into(), c.display().to_string()]);
                 }
                 if let Some(d) = &args.data {
                     argv.extend(["--data".into(), d.display().to_string()]);
@@ -231,7 +232,7 @@ pub fn table1(args: Table1Args) -> Result<()> {
         args.llm,
         args.episodes,
         args.seed,
-        spae_ckpt.display(),
+        spae_label,
         std::env::args()
             .skip_while(|a| a != "table1")
             .skip(1)
@@ -285,7 +286,7 @@ pub fn table1(args: Table1Args) -> Result<()> {
         &out.join("table1.json"),
         &serde_json::to_string_pretty(&serde_json::json!({
             "task": args.task, "llm": args.llm, "episodes": args.episodes, "seed": args.seed,
-            "checkpoint": spae_ckpt.display().to_string(), "cells": json_cells,
+            "checkpoint": spae_label, "checkpoint_sha256": spae_sha, "cells": json_cells,
             "prompt_tokens_per_scoring_pass": prompt_tokens,
         }))?,
     )?;

@@ -14,11 +14,16 @@ use crate::cli::{
 };
 
 /// Codebook cap for `init` unless --max-entries says otherwise (0 = no cap): nearest-neighbour
-/// cost grows with it, and the first 16,384 filtered words are the LLM's most frequent ones.
-const DEFAULT_INIT_ENTRIES: usize = 16_384;
+/// cost grows with it, and the first 4,096 filtered words are the LLM's most frequent ones.
+const DEFAULT_INIT_ENTRIES: usize = 4_096;
 
 /// A freshly initialised model as `args` describe it.
 pub fn build(args: &ModelArgs) -> Result<SpaeModel> {
+    build_on(args, &Device::Cpu)
+}
+
+/// [`build`] with the model's tensors on `device` (the codebook is read on the CPU).
+pub fn build_on(args: &ModelArgs, device: &Device) -> Result<SpaeModel> {
     let mut spec: VocabSpec = args.spec.clone();
     spec.max_entries = match spec.max_entries {
         None => Some(DEFAULT_INIT_ENTRIES),
@@ -30,21 +35,39 @@ pub fn build(args: &ModelArgs) -> Result<SpaeModel> {
         "rq" => QuantizerKind::Rq,
         other => bail!("--quantizer {other:?}: expected saq or rq"),
     };
-    let device = Device::Cpu;
-    let codebook = spec.load(&device)?;
-    let grid = ModelConfig::grid_for(args.image_size, args.widths.len(), &args.layers);
+    let mut codebook = spec.load(&Device::Cpu)?;
+    if args.project_dim > 0 && args.project_dim < codebook.dim() {
+        codebook = codebook.project_pca(args.project_dim)?;
+    }
+    let patch = match args.arch.as_str() {
+        "patch" => ModelConfig::mnist(codebook.dim()).patch,
+        "conv" => None,
+        other => bail!("--arch {other:?}: expected patch or conv"),
+    };
+    let levels = match &patch {
+        // A patch of p pixels covers what log2(p) halvings do.
+        Some(p) => p.patch.trailing_zeros() as usize + 1,
+        None => args.widths.len(),
+    };
+    let grid = ModelConfig::grid_for(args.image_size, levels, &args.layers);
     let pyramid = PyramidConfig::new(grid, args.layers.clone())
         .with_context(|| format!("--layers {:?} on a {grid}x{grid} grid", args.layers))?;
     let cfg = ModelConfig {
         image_size: args.image_size,
         in_channels: args.channels,
-        channels: args.widths.clone(),
-        res_blocks: 1,
+        channels: if patch.is_some() {
+            vec![]
+        } else {
+            args.widths.clone()
+        },
+        res_blocks: if patch.is_some() { 0 } else { 1 },
         embed_dim: codebook.dim(),
         pyramid,
         quantizer,
+        global_context: true,
+        patch,
     };
-    Ok(SpaeModel::new_seeded(cfg, codebook, &device, args.seed)?)
+    Ok(SpaeModel::new_seeded(cfg, codebook, device, args.seed)?)
 }
 
 pub fn init(args: InitArgs) -> Result<()> {
@@ -63,37 +86,47 @@ pub fn init(args: InitArgs) -> Result<()> {
     Ok(())
 }
 
-/// The checkpoint to use: --checkpoint / $SPAE_CHECKPOINT, else the default one in the cache,
-/// created (untrained, seed 0, Gemma 3 vocabulary) on first use.
-pub fn resolve_checkpoint(arg: &CheckpointArg) -> Result<PathBuf> {
-    if let Some(p) = &arg.checkpoint {
-        return Ok(p.clone());
-    }
-    let path = spae_assets::default_home()
-        .join("checkpoints")
-        .join("init-gemma3-270m-seed0.safetensors");
-    if !path.is_file() {
-        tracing::warn!(
-            "no checkpoint given: creating an untrained one at {} (a trained checkpoint ships with a later release)",
-            path.display()
-        );
-        // The same defaults as `spae-icl init -o PATH`.
-        use clap::Parser;
-        let cli =
-            crate::cli::Cli::try_parse_from(["spae-icl", "init", "-o", &path.to_string_lossy()])?;
-        match cli.command {
-            crate::cli::Command::Init(args) => init(args)?,
-            other => bail!("internal: default init arguments parsed as {other:?}"),
+/// The default tokenizer, built into the binary: trained on MNIST + Fashion-MNIST with the
+/// Gemma 3 vocabulary (`checkpoints/README.md` says how, and what it measures).
+const DEFAULT_CHECKPOINT: &[u8] =
+    include_bytes!("../../../checkpoints/spae-gemma3-mnist-fashion.safetensors");
+
+/// How the built-in checkpoint is named in messages.
+pub const DEFAULT_CHECKPOINT_LABEL: &str = "<built-in spae-gemma3-mnist-fashion>";
+
+/// The tokenizer to use: --checkpoint / $SPAE_CHECKPOINT, else the built-in one; with the
+/// name it goes by in messages.
+pub fn load_checkpoint(arg: &CheckpointArg, device: &Device) -> Result<(SpaeModel, String)> {
+    let (model, label) = match &arg.checkpoint {
+        Some(p) => (SpaeModel::load(p, device)?, p.display().to_string()),
+        None => (
+            SpaeModel::load_bytes(
+                DEFAULT_CHECKPOINT,
+                Path::new(DEFAULT_CHECKPOINT_LABEL),
+                device,
+            )?,
+            DEFAULT_CHECKPOINT_LABEL.to_string(),
+        ),
+    };
+    tracing::debug!(?model, "loaded {label}");
+    Ok((model, label))
+}
+
+/// sha256 of the checkpoint `arg` names (the built-in one's bytes when none is given), so a
+/// result file says exactly which tokenizer produced it.
+pub fn checkpoint_sha256(arg: &CheckpointArg) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let digest = match &arg.checkpoint {
+        Some(p) => {
+            Sha256::digest(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
         }
-    }
-    Ok(path)
+        None => Sha256::digest(DEFAULT_CHECKPOINT),
+    };
+    Ok(hex::encode(digest))
 }
 
 fn load_model(arg: &CheckpointArg) -> Result<SpaeModel> {
-    let path = resolve_checkpoint(arg)?;
-    let model = SpaeModel::load(&path, &Device::Cpu)?;
-    tracing::debug!(?model, "loaded {}", path.display());
-    Ok(model)
+    Ok(load_checkpoint(arg, &Device::Cpu)?.0)
 }
 
 fn load_images(model: &SpaeModel, paths: &[PathBuf]) -> Result<Tensor> {

@@ -7,26 +7,45 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use spae_assets::AssetCache;
-use spae_core::{SpaeModel, TrainConfig, Trainer};
-use spae_datasets::{fashion_mnist, image_folder, LabeledImages, Split};
+use spae_core::{SemanticConfig, SemanticTargets, SpaeModel, TrainConfig, Trainer};
+use spae_datasets::{easy_vqa, fashion_mnist, image_folder, mnist, LabeledImages, Split};
 
 use crate::cli::TrainArgs;
 
-/// Load a training set by name: `fashion-mnist`, or `folder:DIR`.
+/// Load data by name: `mnist`, `fashion-mnist`, `easy-vqa`, or `folder:DIR`; several joined
+/// by `+` become one set (labels shifted, class names concatenated).
 pub fn load_data(spec: &str, split: Split, channels: usize, size: usize) -> Result<LabeledImages> {
     check_data_spec(spec)?;
-    if let Some(dir) = spec.strip_prefix("folder:") {
-        return Ok(image_folder(Path::new(dir), channels, size)?);
+    let cache = AssetCache::from_env();
+    let mut sets = Vec::new();
+    for part in spec.split('+') {
+        let set = if let Some(dir) = part.strip_prefix("folder:") {
+            image_folder(Path::new(dir), channels, size)?
+        } else {
+            match part {
+                "mnist" => mnist(&cache, split)?,
+                "fashion-mnist" => fashion_mnist(&cache, split)?,
+                "easy-vqa" => easy_vqa(&cache, split)?.images,
+                _ => unreachable!("checked by check_data_spec"),
+            }
+        };
+        sets.push(set);
     }
-    Ok(fashion_mnist(&AssetCache::from_env(), split)?)
+    Ok(LabeledImages::concat(sets)?)
 }
 
 /// Reject an unknown `--data` before any expensive work.
 fn check_data_spec(spec: &str) -> Result<()> {
-    if spec == "fashion-mnist" || spec.starts_with("folder:") {
-        return Ok(());
+    for part in spec.split('+') {
+        if !(matches!(part, "mnist" | "fashion-mnist" | "easy-vqa") || part.starts_with("folder:"))
+        {
+            bail!(
+                "--data {spec:?}: {part:?} is not a data set; expected mnist, fashion-mnist, easy-vqa, \
+                 or folder:DIR with DIR/<class>/*.png|jpg, joined by '+'"
+            )
+        }
     }
-    bail!("--data {spec:?}: expected fashion-mnist, or folder:DIR with DIR/<class>/*.png|jpg")
+    Ok(())
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -38,6 +57,7 @@ struct TrainState {
 
 pub fn train(args: TrainArgs) -> Result<()> {
     check_data_spec(&args.data)?;
+    let device = crate::device(&args.device)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
     let ckpt = args.out.join("checkpoint.safetensors");
     let state_path = args.out.join("train.json");
@@ -47,6 +67,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
         lr: args.lr,
         warmup: args.warmup,
         seed: args.model.seed,
+        semantic: (args.scorer != "none").then_some(SemanticConfig {
+            layers: args.semantic_layers,
+            weight: args.semantic_weight,
+            ramp_steps: args.semantic_ramp,
+            tau: args.semantic_tau,
+        }),
         ..TrainConfig::default()
     };
     let (model, start) = if args.resume {
@@ -55,9 +81,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
                 .with_context(|| format!("--resume: {}", state_path.display()))?,
         )
         .with_context(|| format!("{}", state_path.display()))?;
-        (SpaeModel::load(&ckpt, &Device::Cpu)?, state.step)
+        (SpaeModel::load(&ckpt, &device)?, state.step)
     } else {
-        (crate::tokens::build(&args.model)?, 0)
+        (crate::tokens::build_on(&args.model, &device)?, 0)
     };
     let mc = model.config().clone();
     let data = load_data(&args.data, Split::Train, mc.in_channels, mc.image_size)?;
@@ -80,6 +106,18 @@ pub fn train(args: TrainArgs) -> Result<()> {
         "training"
     );
 
+    let targets = if args.scorer == "none" {
+        None
+    } else {
+        let scorer = crate::scorer::load_scorer(&args.scorer, model.codebook())
+            .with_context(|| format!("--scorer {}", args.scorer))?;
+        Some(crate::scorer::image_targets(
+            &scorer,
+            &data,
+            args.semantic_top_k,
+            0.02,
+        )?)
+    };
     let mut trainer = Trainer::new(&model, cfg.clone())?;
     trainer.skip_to(start);
     let mut metrics = std::fs::OpenOptions::new()
@@ -109,12 +147,16 @@ pub fn train(args: TrainArgs) -> Result<()> {
     for step in start..cfg.steps {
         let idx = trainer.sample_batch(data.len(), cfg.batch_size);
         let x = data.batch(&idx, model.device())?;
-        let loss = trainer.step(&model, &x)?;
+        let t = match &targets {
+            Some(t) => Some(batch_targets(t, &idx, model.device())?),
+            None => None,
+        };
+        let loss = trainer.step_with(&model, &x, t.as_ref())?;
         writeln!(metrics, "{}", serde_json::to_string(&loss)?)?;
         bar.set_position(step as u64 + 1);
         bar.set_message(format!(
-            "recon {:.4} commit {:.4} depth {}",
-            loss.recon, loss.commit, loss.depth
+            "recon {:.4} commit {:.4} sem {:.3} depth {}",
+            loss.recon, loss.commit, loss.semantic, loss.depth
         ));
         if (step + 1) % args.checkpoint_every == 0 || step + 1 == cfg.steps {
             save(step + 1)?;
@@ -123,4 +165,26 @@ pub fn train(args: TrainArgs) -> Result<()> {
     bar.finish();
     eprintln!("wrote {}", ckpt.display());
     Ok(())
+}
+
+/// The semantic targets of the images `idx`.
+fn batch_targets(
+    t: &crate::scorer::ImageTargets,
+    idx: &[usize],
+    device: &Device,
+) -> Result<SemanticTargets> {
+    let k = t.k;
+    let mut ind = Vec::with_capacity(idx.len() * k);
+    let mut w = Vec::with_capacity(idx.len() * k);
+    let mut c = Vec::with_capacity(idx.len());
+    for &i in idx {
+        ind.extend_from_slice(&t.indices[i * k..(i + 1) * k]);
+        w.extend_from_slice(&t.weights[i * k..(i + 1) * k]);
+        c.push(t.confidence[i]);
+    }
+    Ok(SemanticTargets {
+        indices: candle_core::Tensor::from_vec(ind, (idx.len(), k), device)?,
+        weights: candle_core::Tensor::from_vec(w, (idx.len(), k), device)?,
+        confidence: candle_core::Tensor::from_vec(c, idx.len(), device)?,
+    })
 }

@@ -77,6 +77,7 @@ pub(super) fn from_gguf(path: &Path, filter: &VocabFilter, device: &Device) -> R
         marker,
         filter: filter.clone(),
         vocab_size: pieces.len(),
+        projection: None,
     };
     select_rows(info, &pieces, &kept, &table, device)
 }
@@ -159,6 +160,7 @@ pub(super) fn from_hf_dir(dir: &Path, filter: &VocabFilter, device: &Device) -> 
         marker,
         filter: filter.clone(),
         vocab_size: pieces.len(),
+        projection: None,
     };
     select_rows(info, &pieces, &kept, &table, device)
 }

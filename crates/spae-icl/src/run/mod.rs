@@ -18,7 +18,7 @@ use candle_core::Device;
 use llm_client::{GenerateParams, LanguageModel, ModelSpec, Prompt};
 use prompt::{Episode, FewShotContext, Segment, Templates};
 use sha2::{Digest, Sha256};
-use spae_core::{Codebook, SpaeModel};
+use spae_core::Codebook;
 
 use crate::cli::{RunArgs, Scoring};
 use results::{EpisodeResult, ResultStore, ScoringResult};
@@ -68,14 +68,12 @@ pub fn execute(args: &RunArgs, llm: Option<&dyn LanguageModel>) -> Result<RunSum
         None => Templates::builtin()?,
     };
     let template_hash = sha256_hex(templates.source(TEMPLATE)?.as_bytes());
-    let ckpt = crate::tokens::resolve_checkpoint(&args.ckpt)?;
-    let spae = SpaeModel::load(&ckpt, &Device::Cpu)
-        .with_context(|| format!("loading checkpoint {}", ckpt.display()))?;
+    let (spae, ckpt) = crate::tokens::load_checkpoint(&args.ckpt, &Device::Cpu)?;
     spae.config()
         .pyramid
         .check_depth(args.layers)
         .with_context(|| format!("--layers {}", args.layers))?;
-    let checkpoint_hash = sha256_file(&ckpt)?;
+    let checkpoint_hash = crate::tokens::checkpoint_sha256(&args.ckpt)?;
     let cfg = spae.config().clone();
     let task = Task::open(args, cfg.in_channels, cfg.image_size)?;
 
@@ -107,7 +105,7 @@ pub fn execute(args: &RunArgs, llm: Option<&dyn LanguageModel>) -> Result<RunSum
     let out = args.out.clone().unwrap_or_else(|| default_out(args));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let invocation = serde_json::json!({
-        "checkpoint": ckpt.display().to_string(),
+        "checkpoint": ckpt,
         "episodes": args.episodes,
         "scorings": scoring_keys,
         "spae_icl_version": env!("CARGO_PKG_VERSION"),

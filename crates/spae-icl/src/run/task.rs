@@ -63,10 +63,14 @@ impl Task {
                 })?;
                 Self::from_memory(set, &cfg)
             }
-            TaskName::FashionMnist => {
+            TaskName::FashionMnist | TaskName::Mnist => {
                 let split: Split = args.split.parse().map_err(anyhow::Error::msg)?;
                 let cache = spae_assets::AssetCache::from_env();
-                let set = spae_datasets::fashion_mnist(&cache, split)?;
+                let set = if args.task == TaskName::Mnist {
+                    spae_datasets::mnist(&cache, split)?
+                } else {
+                    spae_datasets::fashion_mnist(&cache, split)?
+                };
                 check_shape(&set, channels, size)?;
                 Self::from_memory(set, &cfg)
             }
@@ -168,6 +172,7 @@ pub fn task_name(task: TaskName) -> &'static str {
     match task {
         TaskName::Sample => "sample",
         TaskName::FashionMnist => "fashion-mnist",
+        TaskName::Mnist => "mnist",
         TaskName::MiniImagenet => "mini-imagenet",
         TaskName::Folder => "folder",
         TaskName::Frozen => "frozen",

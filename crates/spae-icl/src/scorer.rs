@@ -1,0 +1,330 @@
+//! `spae-icl train-scorer`: the CLIP-style scorer trained here (`../shared/SPAE.md` section 5),
+//! its zero-shot accuracy, and the codebook words it finds relevant.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use spae_assets::AssetCache;
+use spae_core::scorer::text::SentenceEncoder;
+use spae_core::scorer::tower::{ImageTower, TowerConfig, TowerScorer, TowerTrainer};
+use spae_core::{Codebook, CodebookScorer, ImageTextModel, SemanticScorer};
+use spae_datasets::{LabeledImages, Split};
+
+use crate::cli::{ScorerReportArgs, TrainScorerArgs};
+
+/// Name of the frozen text tower, as recorded in scorer checkpoints.
+pub const TEXT_MODEL: &str = "all-MiniLM-L6-v2";
+
+/// The zero-shot prompt of the issue: image vs "a photo of a {class}".
+pub const ZERO_SHOT_TEMPLATE: &str = "a photo of a {}";
+
+/// Caption templates per kind of class name **(ours)**: digits are written, clothes are
+/// photographed, shapes are drawn. All sets have the same length, so a template index can be
+/// drawn once per image.
+pub fn templates_for(class: &str) -> [&'static str; 5] {
+    const DIGITS: [&str; 10] = [
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    ];
+    if DIGITS.contains(&class) {
+        [
+            "a handwritten {}",
+            "the digit {}",
+            "a photo of the number {}",
+            "a drawing of a {}",
+            "a black and white image of the number {}",
+        ]
+    } else if ["circle", "rectangle", "triangle"].contains(&class) {
+        [
+            "a {}",
+            "a drawing of a {}",
+            "a coloured {}",
+            "a picture of a {} shape",
+            "a simple {} on a white background",
+        ]
+    } else {
+        [
+            "a photo of a {}",
+            "a picture of a {}",
+            "a black and white photo of a {}",
+            "a photo of a {}, a type of clothing",
+            "a small image of a {}",
+        ]
+    }
+}
+
+/// The frozen sentence encoder, fetched and cached on first use.
+pub fn sentence_encoder(device: &Device) -> Result<SentenceEncoder> {
+    let cache = AssetCache::from_env();
+    let config = cache.fetch_named("minilm-l6-v2-config")?;
+    let tokenizer = cache.fetch_named("minilm-l6-v2-tokenizer")?;
+    let weights = cache.fetch_named("minilm-l6-v2-weights")?;
+    Ok(SentenceEncoder::load(
+        &config, &tokenizer, &weights, device,
+    )?)
+}
+
+/// The scorer built into the binary (`checkpoints/README.md` says how it was trained).
+const DEFAULT_SCORER: &[u8] =
+    include_bytes!("../../../checkpoints/scorer-minilm-mnist-fashion.safetensors");
+
+/// A trained tower, `default` (the built-in one) or a path, with the codebook's words
+/// embedded (cached in $SPAE_HOME).
+pub fn load_scorer(spec: &str, codebook: &Codebook) -> Result<CodebookScorer<TowerScorer>> {
+    let device = Device::Cpu;
+    let tower = match spec {
+        "default" => ImageTower::load_bytes(
+            DEFAULT_SCORER,
+            Path::new("<built-in scorer-minilm-mnist-fashion>"),
+            &device,
+        )?,
+        path => ImageTower::load(Path::new(path), &device)?,
+    };
+    let text = sentence_encoder(&device)?;
+    let cache = spae_assets::default_home().join("cache").join(format!(
+        "words-{}-{}.safetensors",
+        codebook.info().source.replace(['/', ' '], "_"),
+        codebook.len()
+    ));
+    Ok(CodebookScorer::new(
+        TowerScorer { tower, text },
+        codebook,
+        Some(&cache),
+    )?)
+}
+
+/// (T, C, D) caption embeddings: template t of class c.
+fn caption_table(text: &SentenceEncoder, classes: &[String]) -> Result<Tensor> {
+    let mut rows = Vec::new();
+    for t in 0..5 {
+        let caps: Vec<String> = classes
+            .iter()
+            .map(|c| templates_for(c)[t].replace("{}", c))
+            .collect();
+        let refs: Vec<&str> = caps.iter().map(String::as_str).collect();
+        rows.push(text.embed(&refs)?);
+    }
+    Ok(Tensor::stack(&rows, 0)?)
+}
+
+#[derive(serde::Serialize)]
+struct ZeroShot {
+    data: String,
+    split: &'static str,
+    images: usize,
+    accuracy: f64,
+}
+
+pub fn train_scorer(args: TrainScorerArgs) -> Result<()> {
+    let device = Device::Cpu;
+    let data = crate::train::load_data(&args.data, Split::Train, 1, 28)?;
+    let text = sentence_encoder(&device)?;
+    let table = caption_table(&text, &data.class_names)?; // (T, C, D)
+    let cfg = TowerConfig::small(data.channels, text.dim(), TEXT_MODEL);
+    let tower = ImageTower::new(cfg, &device)?;
+    let mut trainer = TowerTrainer::new(&tower, args.lr)?;
+    let mut rng = args.seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    if let Some(dir) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    }
+    let metrics_path = args.out.with_extension("metrics.jsonl");
+    let mut metrics = std::fs::File::create(&metrics_path)
+        .with_context(|| format!("{}", metrics_path.display()))?;
+    let bar = progress(args.steps as u64);
+    for step in 0..args.steps {
+        // Cosine decay to a tenth.
+        let t = step as f64 / args.steps.max(1) as f64;
+        trainer.set_lr(args.lr * (0.1 + 0.45 * (1.0 + (std::f64::consts::PI * t).cos())));
+        let idx: Vec<usize> = (0..args.batch_size)
+            .map(|_| (next() % data.len() as u64) as usize)
+            .collect();
+        let x = data.batch(&idx, &device)?;
+        let tmpl: Vec<u32> = (0..idx.len()).map(|_| (next() % 5) as u32).collect();
+        let captions = table.index_select(&Tensor::new(tmpl.as_slice(), &device)?, 0)?; // (B, C, D)
+        let labels: Vec<u32> = idx.iter().map(|&i| data.labels[i]).collect();
+        let labels = Tensor::new(labels.as_slice(), &device)?;
+        let s = trainer.step(&tower, &x, &captions, &labels)?;
+        writeln!(
+            metrics,
+            "{}",
+            serde_json::json!({"step": step, "loss": s.loss, "accuracy": s.accuracy})
+        )?;
+        bar.inc(1);
+        bar.set_message(format!("loss {:.3} acc {:.2}", s.loss, s.accuracy));
+    }
+    bar.finish_and_clear();
+    tower.save(&args.out)?;
+    eprintln!("wrote {}", args.out.display());
+    let scorer = TowerScorer { tower, text };
+    for name in args.data.split('+') {
+        let test = crate::train::load_data(name, Split::Test, 1, 28)?;
+        let acc = zero_shot(&scorer, &test)?;
+        println!(
+            "{}",
+            serde_json::to_string(&ZeroShot {
+                data: name.to_string(),
+                split: "test",
+                images: test.len(),
+                accuracy: acc,
+            })?
+        );
+    }
+    Ok(())
+}
+
+/// (C, D) embeddings of "a photo of a {class}" for each class.
+fn zero_shot_captions(model: &impl ImageTextModel, classes: &[String]) -> Result<Tensor> {
+    let caps: Vec<String> = classes
+        .iter()
+        .map(|c| ZERO_SHOT_TEMPLATE.replace("{}", c))
+        .collect();
+    let refs: Vec<&str> = caps.iter().map(String::as_str).collect();
+    Ok(model.embed_texts(&refs)?)
+}
+
+/// Zero-shot accuracy: each image against "a photo of a {class}" for all of its set's classes.
+pub fn zero_shot(model: &impl ImageTextModel, data: &LabeledImages) -> Result<f64> {
+    let text = zero_shot_captions(model, &data.class_names)?;
+    let mut correct = 0usize;
+    for start in (0..data.len()).step_by(512) {
+        let idx: Vec<usize> = (start..(start + 512).min(data.len())).collect();
+        let img = model.embed_images(&data.batch(&idx, &Device::Cpu)?)?;
+        let pred: Vec<u32> = img.matmul(&text.t()?)?.argmax(1)?.to_vec1()?;
+        correct += idx
+            .iter()
+            .zip(pred)
+            .filter(|(&i, p)| data.labels[i] == *p)
+            .count();
+    }
+    Ok(correct as f64 / data.len().max(1) as f64)
+}
+
+/// Per image of `data`: its `k` most relevant codebook entries (target weights from a softmax
+/// of relevance at `temperature`) and the scorer's confidence in the image's own class
+/// (softmax over the set's "a photo of a {class}" captions) **(ours)**.
+pub struct ImageTargets {
+    pub indices: Vec<u32>,
+    pub weights: Vec<f32>,
+    pub confidence: Vec<f32>,
+    pub k: usize,
+}
+
+pub fn image_targets(
+    scorer: &CodebookScorer<TowerScorer>,
+    data: &LabeledImages,
+    k: usize,
+    temperature: f64,
+) -> Result<ImageTargets> {
+    let device = Device::Cpu;
+    let text = zero_shot_captions(scorer.model(), &data.class_names)?;
+    let scale = scorer.model().tower.config().logit_scale;
+    let mut out = ImageTargets {
+        indices: Vec::with_capacity(data.len() * k),
+        weights: Vec::with_capacity(data.len() * k),
+        confidence: Vec::with_capacity(data.len()),
+        k,
+    };
+    let bar = progress(data.len() as u64);
+    bar.set_message("semantic targets");
+    for start in (0..data.len()).step_by(1024) {
+        let idx: Vec<usize> = (start..(start + 1024).min(data.len())).collect();
+        let x = data.batch(&idx, &device)?;
+        let img = scorer.model().embed_images(&x)?;
+        let rel = img.matmul(&scorer.word_embeddings().t()?)?;
+        let (top, vals) = spae_core::scorer::top_relevant(&rel, k)?;
+        let w = candle_nn_softmax(&(vals / temperature)?)?;
+        out.indices.extend(top.flatten_all()?.to_vec1::<u32>()?);
+        out.weights.extend(w.flatten_all()?.to_vec1::<f32>()?);
+        let probs = candle_nn_softmax(&(img.matmul(&text.t()?)? * scale)?)?;
+        let labels: Vec<u32> = idx.iter().map(|&i| data.labels[i]).collect();
+        let conf = probs
+            .gather(&Tensor::new(labels.as_slice(), &device)?.unsqueeze(1)?, 1)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        out.confidence.extend(conf);
+        bar.inc(idx.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+fn candle_nn_softmax(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(1)?;
+    let e = x.broadcast_sub(&max)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(1)?)?.to_dtype(DType::F32)?)
+}
+
+/// A class name, its most relevant codebook words, and their entry indices.
+pub type ClassWords = (String, Vec<String>, Vec<u32>);
+
+/// The `n` codebook words most relevant to the mean image embedding of each class.
+pub fn class_top_words(
+    scorer: &CodebookScorer<TowerScorer>,
+    codebook: &Codebook,
+    data: &LabeledImages,
+    n: usize,
+    per_class: usize,
+) -> Result<Vec<ClassWords>> {
+    let mut out = Vec::new();
+    for (c, name) in data.class_names.iter().enumerate() {
+        let idx: Vec<usize> = (0..data.len())
+            .filter(|&i| data.labels[i] == c as u32)
+            .take(per_class)
+            .collect();
+        if idx.is_empty() {
+            continue;
+        }
+        let rel = scorer
+            .relevance(&data.batch(&idx, &Device::Cpu)?)?
+            .mean_keepdim(0)?;
+        let (top, _) = spae_core::scorer::top_relevant(&rel, n)?;
+        let ids: Vec<u32> = top.flatten_all()?.to_vec1()?;
+        let words = ids
+            .iter()
+            .map(|&i| codebook.word(i as usize).to_string())
+            .collect();
+        out.push((name.clone(), words, ids));
+    }
+    Ok(out)
+}
+
+pub fn progress(n: u64) -> ProgressBar {
+    let bar = ProgressBar::new(n);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+pub fn report(args: ScorerReportArgs) -> Result<()> {
+    let mut spec = args.spec.clone();
+    spec.max_entries = spec.max_entries.or(Some(4096));
+    let codebook = spec.load(&Device::Cpu)?;
+    let scorer = load_scorer(&args.scorer, &codebook)?;
+    for name in args.data.split('+') {
+        let test = crate::train::load_data(name, Split::Test, 1, 28)?;
+        let acc = zero_shot(scorer.model(), &test)?;
+        println!(
+            "{}",
+            serde_json::json!({"data": name, "split": "test", "images": test.len(), "zero_shot_accuracy": acc})
+        );
+        for (class, words, _) in class_top_words(&scorer, &codebook, &test, args.words, 200)? {
+            println!(
+                "{}",
+                serde_json::json!({"data": name, "class": class, "top_words": words})
+            );
+        }
+    }
+    Ok(())
+}
