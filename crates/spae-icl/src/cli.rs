@@ -47,6 +47,10 @@ pub enum Command {
     Table1(Table1Args),
     /// A frozen LLM draws: it writes an image's words layer by layer from labelled examples.
     Generate(GenerateArgs),
+    /// Train the digit judge (a classifier on MNIST pixels) that scores generated images.
+    TrainJudge(TrainJudgeArgs),
+    /// Generated MNIST digits scored by the judge, beside random-word and copy baselines.
+    EvalGenerate(EvalGenerateArgs),
     /// Serve a local model over an OpenAI-compatible HTTP API on 127.0.0.1.
     Serve(ServeArgs),
     /// Train the CLIP-style scorer (CNN image tower vs frozen all-MiniLM-L6-v2 captions).
@@ -418,6 +422,51 @@ impl RunArgs {
         });
         out
     }
+}
+
+#[derive(Debug, Args)]
+pub struct EvalGenerateArgs {
+    /// In-context examples per class's prompt.
+    #[arg(long, default_value_t = 50)]
+    pub shots: usize,
+    /// Images generated per class.
+    #[arg(long, default_value_t = 10)]
+    pub count: usize,
+    /// Pyramid layers written (default: all).
+    #[arg(long)]
+    pub layers: Option<usize>,
+    #[command(flatten)]
+    pub ckpt: CheckpointArg,
+    #[arg(long, default_value = "local:gemma3-270m")]
+    pub llm: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The judge (default: checkpoints/judge-mnist.safetensors).
+    #[arg(long)]
+    pub judge: Option<PathBuf>,
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    #[arg(long, default_value = "eval/results/generate-mnist")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainJudgeArgs {
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where to write the judge (its metrics go beside it, .json).
+    #[arg(short, long, default_value = "checkpoints/judge-mnist.safetensors")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

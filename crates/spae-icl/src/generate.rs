@@ -1,197 +1,270 @@
 //! `spae-icl generate`: a frozen LLM draws. Given labelled examples "<label>:<image words>"
-//! from a training split, the model writes the words of a new image of the requested class,
+//! from a training split, the model writes the words of new images of the requested class,
 //! one pyramid layer at a time ("progressive in-context decoding", SPAE.md section 6): layer 1
 //! with the examples' layer 1 in context, then layer 2 given its own layer 1 and the examples'
 //! layers 1-2, and so on. The decoder turns the words into pixels.
+//!
+//! `spae-icl eval-generate` scores that against an independent judge (`judge.rs`), beside two
+//! baselines drawn in the same run: random codebook words, and a copy of an in-context example.
 
 use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use llm_client::{GenerateParams, LanguageModel, ModelSpec};
 use prompt::{GenerationContext, GenerationExample, Templates, WordIndex};
 use rand::rngs::StdRng;
 use rand::seq::index;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use spae_core::TokenPyramid;
-use spae_datasets::Split;
+use spae_core::{SpaeModel, TokenPyramid};
+use spae_datasets::{LabeledImages, Split};
 
-use crate::cli::GenerateArgs;
+use crate::cli::{EvalGenerateArgs, GenerateArgs};
 use crate::run::words::ImageWords;
 use crate::run::{assemble, PromptForm};
 
 const TEMPLATE: &str = "generation";
 
 /// What one generated image is made of, written beside the PNG.
-#[derive(Debug, Serialize)]
-struct Generated {
-    class: String,
+#[derive(Debug, Clone, Serialize)]
+pub struct Generated {
+    pub class: String,
     /// Words per pyramid layer, coarse first.
-    layers: Vec<Vec<String>>,
-    /// Training-split indices of the in-context examples.
-    examples: Vec<usize>,
+    pub layers: Vec<Vec<String>>,
+    /// Codebook entries per layer.
+    #[serde(skip)]
+    pub entries: Vec<Vec<usize>>,
     /// Words the model wrote that are codebook entries / mapped by prefix / unknown, and
     /// entries drawn at random to fill a layer the model left short.
-    exact: usize,
-    by_prefix: usize,
-    unknown: Vec<String>,
-    filled_at_random: usize,
+    pub exact: usize,
+    pub by_prefix: usize,
+    pub unknown: Vec<String>,
+    pub filled_at_random: usize,
+}
+
+/// A frozen LLM and a tokenizer, set up to write images.
+pub struct Generator {
+    pub spae: SpaeModel,
+    pub checkpoint: String,
+    llm: Box<dyn LanguageModel>,
+    templates: Templates,
+    form: PromptForm,
+    constrained: bool,
+    temperature: f32,
+    word_index: WordIndex,
+    entry_of_token: HashMap<u32, usize>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Generator {
+    pub fn new(
+        ckpt: &crate::cli::CheckpointArg,
+        llm_name: &str,
+        api: &crate::cli::ApiArgs,
+        prompts: Option<&std::path::Path>,
+        temperature: f32,
+        unconstrained: bool,
+    ) -> Result<Self> {
+        let (spae, checkpoint) = crate::tokens::load_checkpoint(ckpt, &Device::Cpu)?;
+        let templates = match prompts {
+            Some(dir) => Templates::with_overrides(dir)?,
+            None => Templates::builtin()?,
+        };
+        let spec = ModelSpec::parse(llm_name).with_context(|| format!("--llm {llm_name}"))?;
+        let form = if matches!(spec, ModelSpec::Local(_) | ModelSpec::Gguf(_)) {
+            PromptForm::Tokens
+        } else {
+            PromptForm::Text
+        };
+        let llm = crate::llm::load(llm_name, api)?;
+        let codebook = spae.codebook();
+        if form == PromptForm::Tokens {
+            crate::run::check_vocabulary(llm.as_ref(), codebook)?;
+        }
+        let words: Vec<&str> = (0..codebook.len()).map(|i| codebook.word(i)).collect();
+        let word_index = WordIndex::new(&words);
+        let entry_of_token = codebook
+            .token_ids()
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (t, i))
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        Ok(Self {
+            spae,
+            checkpoint,
+            llm,
+            templates,
+            form,
+            constrained: form == PromptForm::Tokens && !unconstrained,
+            temperature,
+            word_index,
+            entry_of_token,
+            rt,
+        })
+    }
+
+    /// `count` images of `class`, written with the examples `picked` (indices into `data`)
+    /// in context, `depth` layers each. Layer by layer across the images, so a local model
+    /// reuses the examples' part of the prompt from one image to the next.
+    pub fn draw(
+        &self,
+        data: &LabeledImages,
+        class: usize,
+        picked: &[usize],
+        examples: &[TokenPyramid],
+        count: usize,
+        depth: usize,
+        seed: u64,
+    ) -> Result<Vec<Generated>> {
+        let codebook = self.spae.codebook();
+        let pyramid = &self.spae.config().pyramid;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut out: Vec<Generated> = (0..count)
+            .map(|_| Generated {
+                class: data.class_names[class].clone(),
+                layers: Vec::new(),
+                entries: Vec::new(),
+                exact: 0,
+                by_prefix: 0,
+                unknown: Vec::new(),
+                filled_at_random: 0,
+            })
+            .collect();
+        let ctx = GenerationContext {
+            examples: picked
+                .iter()
+                .enumerate()
+                .map(|(k, &i)| GenerationExample {
+                    label: data.class_names[data.labels[i] as usize].clone(),
+                    image: prompt::image_slot(k),
+                })
+                .collect(),
+            label: data.class_names[class].clone(),
+            prefix: prompt::image_slot(picked.len()),
+        };
+        let rendered = self.templates.render(TEMPLATE, &ctx)?;
+        for layer in 0..depth {
+            let context: Vec<ImageWords> =
+                examples.iter().map(|p| words_up_to(p, layer + 1)).collect();
+            let want = pyramid.layer_len(layer);
+            for (n, record) in out.iter_mut().enumerate() {
+                let mut slots: Vec<&ImageWords> = context.iter().collect();
+                let prefix = entries_as_words(codebook, record.entries.iter().flatten().copied());
+                slots.push(&prefix);
+                let prompt = assemble(&rendered, &slots, self.form, self.llm.as_ref())?;
+                let sample_seed = seed
+                    .wrapping_mul(1_000_003)
+                    .wrapping_add((n * 64 + layer) as u64);
+                let params = if self.constrained {
+                    // Exactly `want` tokens, each a codebook entry.
+                    GenerateParams {
+                        max_tokens: want,
+                        temperature: self.temperature,
+                        seed: sample_seed,
+                        allowed_tokens: Some(codebook.token_ids().to_vec()),
+                        ..GenerateParams::default()
+                    }
+                } else {
+                    GenerateParams {
+                        max_tokens: want * 3 + 4,
+                        temperature: self.temperature,
+                        seed: sample_seed,
+                        stop: vec!["\n".into()],
+                        ..GenerateParams::default()
+                    }
+                };
+                let completion = self
+                    .rt
+                    .block_on(self.llm.generate(&prompt, &params))
+                    .with_context(|| format!("image {n}, layer {}", layer + 1))?;
+                let mut entries: Vec<usize> = if self.constrained {
+                    record.exact += completion.tokens.len();
+                    completion
+                        .tokens
+                        .iter()
+                        .filter_map(|t| self.entry_of_token.get(t).copied())
+                        .collect()
+                } else {
+                    let mapped = self.word_index.map_text(&completion.text);
+                    record.exact += mapped.exact;
+                    record.by_prefix += mapped.by_prefix;
+                    record.unknown.extend(mapped.unknown);
+                    mapped.entries
+                };
+                entries.truncate(want);
+                while entries.len() < want {
+                    entries.push(rng.gen_range(0..codebook.len()));
+                    record.filled_at_random += 1;
+                }
+                record.layers.push(
+                    entries
+                        .iter()
+                        .map(|&i| codebook.word(i).to_string())
+                        .collect(),
+                );
+                record.entries.push(entries);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pixels of pyramids given as codebook entries per layer.
+    pub fn decode(&self, images: &[Vec<Vec<usize>>]) -> Result<Tensor> {
+        let codebook = self.spae.codebook();
+        let pyramid = &self.spae.config().pyramid;
+        let pyramids = images
+            .iter()
+            .map(|layers| {
+                let words: Vec<&str> = layers.iter().flatten().map(|&i| codebook.word(i)).collect();
+                let sides: Vec<usize> = (0..layers.len()).map(|l| pyramid.side(l)).collect();
+                TokenPyramid::from_words(&words, codebook, &sides)
+            })
+            .collect::<spae_core::Result<Vec<_>>>()?;
+        Ok(self.spae.detokenize(&pyramids)?)
+    }
 }
 
 pub fn generate(args: GenerateArgs) -> Result<()> {
-    let (spae, ckpt) = crate::tokens::load_checkpoint(&args.ckpt, &Device::Cpu)?;
-    let cfg = spae.config().clone();
+    let g = Generator::new(
+        &args.ckpt,
+        &args.llm,
+        &args.api,
+        args.prompts.as_deref(),
+        args.temperature,
+        args.unconstrained,
+    )?;
+    let cfg = g.spae.config().clone();
     let depth = args.layers.unwrap_or(cfg.pyramid.depth());
     cfg.pyramid
         .check_depth(depth)
         .with_context(|| format!("--layers {depth}"))?;
     let data = crate::train::load_data(&args.data, Split::Train, cfg.in_channels, cfg.image_size)?;
     let class = resolve_class(&args.class, &data.class_names)?;
-    if args.shots == 0 || args.shots > data.len() {
-        bail!(
-            "--shots {}: between 1 and {} examples",
-            args.shots,
-            data.len()
-        );
-    }
-    let templates = match &args.prompts {
-        Some(dir) => Templates::with_overrides(dir)?,
-        None => Templates::builtin()?,
-    };
-    let spec = ModelSpec::parse(&args.llm).with_context(|| format!("--llm {}", args.llm))?;
-    let form = if matches!(spec, ModelSpec::Local(_) | ModelSpec::Gguf(_)) {
-        PromptForm::Tokens
-    } else {
-        PromptForm::Text
-    };
-    let llm = crate::llm::load(&args.llm, &args.api)?;
-    let codebook = spae.codebook();
-    if form == PromptForm::Tokens {
-        crate::run::check_vocabulary(llm.as_ref(), codebook)?;
-    }
-    let words: Vec<&str> = (0..codebook.len()).map(|i| codebook.word(i)).collect();
-    let word_index = WordIndex::new(&words);
-    let entry_of_token: HashMap<u32, usize> = codebook
-        .token_ids()
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| (t, i))
-        .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-
+    let (picked, examples) = draw_examples(&g.spae, &data, args.shots, depth, args.seed)?;
     let bar = crate::progress::bar(args.count as u64, "images");
-    let mut outputs = Vec::new();
-    let mut pyramids = Vec::new();
-    for n in 0..args.count {
-        let seed = args.seed.wrapping_add(n as u64);
-        let mut rng = StdRng::seed_from_u64(seed);
-        let picked = index::sample(&mut rng, data.len(), args.shots).into_vec();
-        let examples = spae.tokenize(&data.batch(&picked, &Device::Cpu)?, depth)?;
-        let mut written: Vec<Vec<usize>> = Vec::new();
-        let mut record = Generated {
-            class: data.class_names[class].clone(),
-            layers: Vec::new(),
-            examples: picked.clone(),
-            exact: 0,
-            by_prefix: 0,
-            unknown: Vec::new(),
-            filled_at_random: 0,
-        };
-        for layer in 0..depth {
-            // The examples up to this layer, then the layers written so far.
-            let mut slots: Vec<ImageWords> =
-                examples.iter().map(|p| words_up_to(p, layer + 1)).collect();
-            slots.push(entries_as_words(
-                codebook,
-                written.iter().flatten().copied(),
-            ));
-            let ctx = GenerationContext {
-                examples: picked
-                    .iter()
-                    .enumerate()
-                    .map(|(k, &i)| GenerationExample {
-                        label: data.class_names[data.labels[i] as usize].clone(),
-                        image: prompt::image_slot(k),
-                    })
-                    .collect(),
-                label: data.class_names[class].clone(),
-                prefix: prompt::image_slot(args.shots),
-            };
-            let rendered = templates.render(TEMPLATE, &ctx)?;
-            let refs: Vec<&ImageWords> = slots.iter().collect();
-            let prompt = assemble(&rendered, &refs, form, llm.as_ref())?;
-            let want = cfg.pyramid.layer_len(layer);
-            let params = match form {
-                // Exactly `want` tokens, each a codebook entry.
-                PromptForm::Tokens if !args.unconstrained => GenerateParams {
-                    max_tokens: want,
-                    temperature: args.temperature,
-                    seed: seed.wrapping_mul(31).wrapping_add(layer as u64),
-                    allowed_tokens: Some(codebook.token_ids().to_vec()),
-                    ..GenerateParams::default()
-                },
-                _ => GenerateParams {
-                    max_tokens: want * 3 + 4,
-                    temperature: args.temperature,
-                    seed: seed.wrapping_mul(31).wrapping_add(layer as u64),
-                    stop: vec!["\n".into()],
-                    ..GenerateParams::default()
-                },
-            };
-            let completion = rt
-                .block_on(llm.generate(&prompt, &params))
-                .with_context(|| format!("image {n}, layer {}", layer + 1))?;
-            let mut entries: Vec<usize> = if params.allowed_tokens.is_some() {
-                record.exact += completion.tokens.len();
-                completion
-                    .tokens
-                    .iter()
-                    .filter_map(|t| entry_of_token.get(t).copied())
-                    .collect()
-            } else {
-                let mapped = word_index.map_text(&completion.text);
-                record.exact += mapped.exact;
-                record.by_prefix += mapped.by_prefix;
-                record.unknown.extend(mapped.unknown);
-                mapped.entries
-            };
-            entries.truncate(want);
-            while entries.len() < want {
-                entries.push(rng.gen_range(0..codebook.len()));
-                record.filled_at_random += 1;
-            }
-            record.layers.push(
-                entries
-                    .iter()
-                    .map(|&i| codebook.word(i).to_string())
-                    .collect(),
-            );
-            written.push(entries);
-        }
-        let flat: Vec<&str> = record.layers.iter().flatten().map(String::as_str).collect();
-        let sides: Vec<usize> = (0..depth).map(|l| cfg.pyramid.side(l)).collect();
-        pyramids.push(TokenPyramid::from_words(&flat, codebook, &sides)?);
-        outputs.push(record);
-        bar.inc(1);
-    }
+    bar.set_message(format!("{} layers, layer by layer", depth));
+    let outputs = g.draw(
+        &data, class, &picked, &examples, args.count, depth, args.seed,
+    )?;
     bar.finish_and_clear();
-
-    let images = spae.detokenize(&pyramids)?;
-    spae_core::imageio::save_png(&images, &args.output)?;
+    let entries: Vec<Vec<Vec<usize>>> = outputs.iter().map(|o| o.entries.clone()).collect();
+    spae_core::imageio::save_png(&g.decode(&entries)?, &args.output)?;
     let json_path = args.output.with_extension("json");
     let doc = serde_json::json!({
-        "checkpoint": ckpt,
+        "checkpoint": g.checkpoint,
         "llm": args.llm,
         "class": data.class_names[class],
         "shots": args.shots,
+        "examples": picked,
         "layers": depth,
         "temperature": args.temperature,
         "seed": args.seed,
-        "constrained_to_codebook": form == PromptForm::Tokens && !args.unconstrained,
+        "constrained_to_codebook": g.constrained,
         "images": outputs,
     });
     crate::run::results::write_atomic(&json_path, &serde_json::to_string_pretty(&doc)?)?;
@@ -204,6 +277,189 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         data.class_names[class],
         json_path.display()
     );
+    Ok(())
+}
+
+/// `shots` training images drawn at random (all classes), and their pyramids.
+fn draw_examples(
+    spae: &SpaeModel,
+    data: &LabeledImages,
+    shots: usize,
+    depth: usize,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<TokenPyramid>)> {
+    if shots == 0 || shots > data.len() {
+        bail!("--shots {shots}: between 1 and {} examples", data.len());
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let picked = index::sample(&mut rng, data.len(), shots).into_vec();
+    let examples = spae.tokenize(&data.batch(&picked, &Device::Cpu)?, depth)?;
+    Ok((picked, examples))
+}
+
+/// One row of `eval-generate`'s table.
+#[derive(Debug, Clone, Serialize)]
+struct MethodSummary {
+    method: String,
+    images: usize,
+    /// Share the judge reads as the requested class.
+    judge_accuracy: f64,
+    /// Distinct token sequences / images.
+    distinct: f64,
+    /// Share of images whose tokens are not a copy of an in-context example.
+    novel: f64,
+    /// Mean over images of the RMSE (pixels in [0, 1]) to the nearest in-context example.
+    nearest_example_rmse: f64,
+    /// Words the model wrote that were not codebook entries, per word written.
+    unknown_word_rate: f64,
+}
+
+pub fn eval_generate(args: EvalGenerateArgs) -> Result<()> {
+    let judge = match &args.judge {
+        Some(p) => crate::judge::DigitJudge::load(p)?,
+        None => crate::judge::DigitJudge::builtin()?,
+    };
+    let g = Generator::new(
+        &args.ckpt,
+        &args.llm,
+        &args.api,
+        args.prompts.as_deref(),
+        args.temperature,
+        false,
+    )?;
+    let cfg = g.spae.config().clone();
+    let depth = args.layers.unwrap_or(cfg.pyramid.depth());
+    cfg.pyramid
+        .check_depth(depth)
+        .with_context(|| format!("--layers {depth}"))?;
+    let data = spae_datasets::mnist(&spae_assets::AssetCache::from_env(), Split::Train)?;
+    let codebook_len = g.spae.codebook().len();
+    let classes: Vec<usize> = (0..data.class_names.len()).collect();
+    let bar = crate::progress::bar(classes.len() as u64, "classes");
+    // method -> (requested class, entries, nearest-example rmse, is copy) per image.
+    let methods = ["llm", "random words", "copy an example"];
+    let mut per_method: Vec<Vec<(usize, Vec<Vec<usize>>)>> = vec![Vec::new(); 3];
+    let mut example_sets = Vec::new();
+    let mut unknown = (0usize, 0usize);
+    let mut rng = StdRng::seed_from_u64(args.seed ^ 0x5eed);
+    for &class in &classes {
+        let seed = args.seed.wrapping_add(class as u64 * 7919);
+        let (picked, examples) = draw_examples(&g.spae, &data, args.shots, depth, seed)?;
+        let example_entries: Vec<Vec<Vec<usize>>> = examples
+            .iter()
+            .map(|p| {
+                p.layers
+                    .iter()
+                    .map(|l| l.indices.iter().map(|&i| i as usize).collect())
+                    .collect()
+            })
+            .collect();
+        for o in g.draw(&data, class, &picked, &examples, args.count, depth, seed)? {
+            unknown.0 += o.unknown.len();
+            unknown.1 += o.unknown.len() + o.exact + o.by_prefix;
+            per_method[0].push((class, o.entries));
+        }
+        for _ in 0..args.count {
+            let random: Vec<Vec<usize>> = (0..depth)
+                .map(|l| {
+                    (0..cfg.pyramid.layer_len(l))
+                        .map(|_| rng.gen_range(0..codebook_len))
+                        .collect()
+                })
+                .collect();
+            per_method[1].push((class, random));
+            // A copy of an example of the requested class where the context has one.
+            let same: Vec<usize> = (0..picked.len())
+                .filter(|&k| data.labels[picked[k]] as usize == class)
+                .collect();
+            let k = if same.is_empty() {
+                rng.gen_range(0..picked.len())
+            } else {
+                same[rng.gen_range(0..same.len())]
+            };
+            per_method[2].push((class, example_entries[k].clone()));
+        }
+        example_sets.push((picked, example_entries));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    let mut rows = Vec::new();
+    for (m, name) in methods.iter().enumerate() {
+        let images = &per_method[m];
+        let entries: Vec<Vec<Vec<usize>>> = images.iter().map(|(_, e)| e.clone()).collect();
+        let pixels = g.decode(&entries)?;
+        let predicted = judge.predict(&pixels)?;
+        let hits = images
+            .iter()
+            .zip(&predicted)
+            .filter(|((c, _), p)| **p as usize == *c)
+            .count();
+        let distinct = entries
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        let mut novel = 0usize;
+        let mut rmse_sum = 0.0f64;
+        for (i, (class, e)) in images.iter().enumerate() {
+            let (picked, example_entries) = &example_sets[*class];
+            novel += (!example_entries.contains(e)) as usize;
+            let img = pixels.get(i)?.flatten_all()?;
+            let ex = data.batch(picked, &Device::Cpu)?.flatten_from(1)?;
+            let d = ex
+                .broadcast_sub(&img.unsqueeze(0)?)?
+                .sqr()?
+                .mean(1)?
+                .sqrt()?
+                .min(0)?
+                .to_scalar::<f32>()?;
+            rmse_sum += d as f64;
+        }
+        let n = images.len().max(1) as f64;
+        rows.push(MethodSummary {
+            method: name.to_string(),
+            images: images.len(),
+            judge_accuracy: hits as f64 / n,
+            distinct: distinct as f64 / n,
+            novel: novel as f64 / n,
+            nearest_example_rmse: rmse_sum / n,
+            unknown_word_rate: if m == 0 {
+                unknown.0 as f64 / unknown.1.max(1) as f64
+            } else {
+                0.0
+            },
+        });
+    }
+    let mut md = format!(
+        "Generated MNIST digits, {} per class, {} in-context examples, {} layers, {}, temperature {}; judged by a classifier trained on MNIST pixels.\n\n\
+         | method | images | judge says the requested digit | distinct | novel (not a copy of an example) | RMSE to nearest example | unknown words |\n|---|---|---|---|---|---|---|\n",
+        args.count, args.shots, depth, args.llm, args.temperature
+    );
+    for r in &rows {
+        md.push_str(&format!(
+            "| {} | {} | {:.1}% | {:.0}% | {:.0}% | {:.3} | {:.1}% |\n",
+            r.method,
+            r.images,
+            100.0 * r.judge_accuracy,
+            100.0 * r.distinct,
+            100.0 * r.novel,
+            r.nearest_example_rmse,
+            100.0 * r.unknown_word_rate
+        ));
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    crate::run::results::write_atomic(&args.out.join("eval-generate.md"), &md)?;
+    crate::run::results::write_atomic(
+        &args.out.join("eval-generate.json"),
+        &serde_json::to_string_pretty(&serde_json::json!({
+            "checkpoint": g.checkpoint, "llm": args.llm, "shots": args.shots, "count": args.count,
+            "layers": depth, "temperature": args.temperature, "seed": args.seed, "rows": rows,
+        }))?,
+    )?;
+    let grid: Vec<Vec<Vec<usize>>> = per_method[0].iter().map(|(_, e)| e.clone()).collect();
+    spae_core::imageio::save_png(&g.decode(&grid)?, &args.out.join("generated.png"))?;
+    println!("{md}");
     Ok(())
 }
 

@@ -7,6 +7,7 @@ mod chat;
 mod cli;
 mod evaluate;
 mod generate;
+mod judge;
 mod llm;
 mod progress;
 mod run;
@@ -38,6 +39,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Table1(args) => table::table1(args),
         Command::Generate(args) => generate::generate(args),
+        Command::TrainJudge(args) => judge::train_judge(args),
+        Command::EvalGenerate(args) => generate::eval_generate(args),
         Command::Serve(args) => llm::serve(args),
         Command::TrainScorer(args) => scorer::train_scorer(args),
         Command::ScorerReport(args) => scorer::report(args),

@@ -409,7 +409,6 @@ fn generate_writes_each_layer_of_codebook_words() {
                 .map(|l| l.as_array().unwrap().len())
                 .collect();
             assert_eq!(sizes, [1, 4], "{name}: {im}");
-            assert_eq!(im["examples"].as_array().unwrap().len(), 6);
             if name == "constrained" {
                 // Every word the model wrote is a codebook entry.
                 assert_eq!(im["exact"], 5, "{im}");
@@ -417,6 +416,7 @@ fn generate_writes_each_layer_of_codebook_words() {
             }
         }
         assert_eq!(doc["constrained_to_codebook"], name == "constrained");
+        assert_eq!(doc["examples"].as_array().unwrap().len(), 6);
     }
     let out = bin()
         .args([
