@@ -532,6 +532,10 @@ pub struct Table1Args {
     pub seed: u64,
     #[arg(long, value_delimiter = ',', default_value = "2,5")]
     pub ways: Vec<usize>,
+    /// Only these columns (0: no induction 1 shot, 1: induction 1 shot, 2-3: 3 and 5 shots,
+    /// 4-6: 1, 3, 5 repeats); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Vec<usize>,
     #[arg(
         long,
         value_enum,

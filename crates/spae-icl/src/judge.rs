@@ -198,3 +198,35 @@ pub fn train_judge(args: TrainJudgeArgs) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped judge keeps the accuracy its metrics file claims (over 98%, issue #7).
+    #[test]
+    fn shipped_judge_reads_mnist_test_digits() {
+        let judge = DigitJudge::builtin().unwrap();
+        let test = spae_datasets::mnist(&spae_assets::AssetCache::from_env(), Split::Test).unwrap();
+        let acc = accuracy(&judge, &test).unwrap();
+        assert!(acc > 0.98, "judge accuracy {acc}");
+        let claimed: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../checkpoints/judge-mnist.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let claimed = claimed["mnist_test_accuracy"].as_f64().unwrap();
+        assert!((acc - claimed).abs() < 1e-9, "{acc} vs {claimed}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_judge_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.safetensors");
+        std::fs::write(&p, b"garbage").unwrap();
+        let err = format!("{:#}", DigitJudge::load(&p).err().unwrap());
+        assert!(err.contains("x.safetensors"), "{err}");
+    }
+}

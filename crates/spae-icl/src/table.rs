@@ -24,7 +24,25 @@ const COLUMNS: [(bool, usize, usize); 7] = [
     (true, 1, 5),
 ];
 
-const HEADER: &str = "| {way}-way | words per image | no induction, 1 shot | induction, 1 shot | 3 shots | 5 shots | 1 shot, 1 repeat | 3 repeats | 5 repeats | avg |\n|---|---|---|---|---|---|---|---|---|---|\n";
+const COLUMN_NAMES: [&str; 7] = [
+    "no induction, 1 shot",
+    "induction, 1 shot",
+    "3 shots",
+    "5 shots",
+    "1 shot, 1 repeat",
+    "3 repeats",
+    "5 repeats",
+];
+
+/// The table header for `way` and the chosen columns.
+fn header(way: usize, columns: &[usize]) -> String {
+    let names: Vec<&str> = columns.iter().map(|&c| COLUMN_NAMES[c]).collect();
+    format!(
+        "| {way}-way | words per image | {} | avg |\n|---|---|{}---|\n",
+        names.join(" | "),
+        "---|".repeat(columns.len())
+    )
+}
 
 /// The paper's rows (Real-Name mini-ImageNet, SPAE.md section 7), printed beside ours.
 const PAPER: &[(usize, &str, &str, [f64; 8])] = &[
@@ -150,7 +168,18 @@ pub fn table1(args: Table1Args) -> Result<()> {
     let scoring_flags: Vec<&str> = args.scoring.iter().map(|s| s.flag()).collect();
 
     let llm = crate::llm::load(&args.llm, &args.api)?;
-    let cells = args.ways.len() * rows.len() * COLUMNS.len();
+    let columns: Vec<usize> = if args.columns.is_empty() {
+        (0..COLUMNS.len()).collect()
+    } else {
+        args.columns.clone()
+    };
+    if let Some(bad) = columns.iter().find(|&&c| c >= COLUMNS.len()) {
+        anyhow::bail!(
+            "--columns {bad}: the grid has columns 0-6 ({})",
+            COLUMN_NAMES.join("; ")
+        );
+    }
+    let cells = args.ways.len() * rows.len() * columns.len();
     let bar = crate::progress::bar(cells as u64, "table 1 cells");
     let mut prompt_tokens = 0usize;
     // acc[way][row][column] per scoring.
@@ -159,7 +188,7 @@ pub fn table1(args: Table1Args) -> Result<()> {
         let mut by_row = Vec::new();
         for row in &rows {
             let mut by_col = Vec::new();
-            for &(induction, shots, repeats) in &COLUMNS {
+            for &(induction, shots, repeats) in columns.iter().map(|&c| &COLUMNS[c]) {
                 // Cells are keyed by the checkpoint's hash: a retrained checkpoint gets new
                 // cells instead of colliding with the old ones.
                 let dir = out.join("cells").join(format!(
@@ -243,7 +272,7 @@ pub fn table1(args: Table1Args) -> Result<()> {
     for scoring in &scorings {
         md.push_str(&format!("\n## {}\n\n", scoring_title(scoring)));
         for (w, &way) in args.ways.iter().enumerate() {
-            md.push_str(&HEADER.replace("{way}", &way.to_string()));
+            md.push_str(&header(way, &columns));
             for (r, row) in rows.iter().enumerate() {
                 let accs: Vec<f64> = grid[w][r]
                     .iter()
@@ -274,7 +303,7 @@ pub fn table1(args: Table1Args) -> Result<()> {
     ));
     md.push_str("\n## The paper (Real-Name mini-ImageNet, open-ended)\n\n");
     for way in [2, 5] {
-        md.push_str(&HEADER.replace("{way}", &way.to_string()));
+        md.push_str(&header(way, &(0..COLUMNS.len()).collect::<Vec<_>>()));
         for (_, name, tokens, v) in PAPER.iter().filter(|p| p.0 == way) {
             let cells: Vec<String> = v.iter().map(|a| format!("{a:.1}")).collect();
             md.push_str(&format!("| {name} | {tokens} | {} |\n", cells.join(" | ")));

@@ -431,3 +431,41 @@ fn generate_writes_each_layer_of_codebook_words() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unicorn") && err.contains("sneaker"), "{err}");
 }
+
+#[test]
+fn eval_generate_scores_the_llm_beside_its_baselines() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = checkpoint(dir.path());
+    let out_dir = dir.path().join("eval");
+    ok(bin()
+        .args([
+            "-q",
+            "eval-generate",
+            "--llm",
+            "local:smollm2-135m",
+            "--no-cache",
+        ])
+        .args(["--shots", "4", "--count", "1", "--layers", "1"])
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .arg("--out")
+        .arg(&out_dir));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("eval-generate.json")).unwrap())
+            .unwrap();
+    let rows = doc["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
+    assert_eq!(names, ["llm", "random words", "copy an example"]);
+    for r in rows {
+        assert_eq!(r["images"], 10, "{r}");
+        let acc = r["judge_accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc));
+    }
+    // A copy is never novel; constrained decoding writes no unknown word.
+    assert_eq!(rows[2]["novel"], 0.0);
+    assert_eq!(rows[0]["unknown_word_rate"], 0.0);
+    assert!(out_dir.join("generated.png").is_file());
+    assert!(std::fs::read_to_string(out_dir.join("eval-generate.md"))
+        .unwrap()
+        .contains("| copy an example |"));
+}
