@@ -62,10 +62,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ScorerReportArgs {
-    #[arg(
-        long,
-        default_value = "checkpoints/scorer-minilm-mnist-fashion.safetensors"
-    )]
+    /// `default` (built in) or a `train-scorer` checkpoint.
+    #[arg(long, default_value = "default")]
     pub scorer: String,
     #[arg(long, default_value = "mnist+fashion-mnist")]
     pub data: String,
@@ -180,11 +178,9 @@ pub struct TrainArgs {
     pub data: String,
     #[arg(long, default_value_t = 2000)]
     pub steps: usize,
-    /// Scorer checkpoint for the semantic loss (from `train-scorer`); `none` turns it off.
-    #[arg(
-        long,
-        default_value = "checkpoints/scorer-minilm-mnist-fashion.safetensors"
-    )]
+    /// Scorer for the semantic loss: `default` (built in), a `train-scorer` checkpoint, or
+    /// `none` (no semantic loss).
+    #[arg(long, default_value = "default")]
     pub scorer: String,
     /// Semantic loss: how many top layers, its weight, ramp, temperature, targets per image.
     #[arg(long, default_value_t = 2)]
@@ -607,11 +603,8 @@ pub struct EvalTokenizerArgs {
     pub data: String,
     #[arg(long, default_value = "test")]
     pub split: String,
-    /// Scorer for the relevance metrics (`none`: skip them).
-    #[arg(
-        long,
-        default_value = "checkpoints/scorer-minilm-mnist-fashion.safetensors"
-    )]
+    /// Scorer for the relevance metrics: `default` (built in), a path, or `none` (skip them).
+    #[arg(long, default_value = "default")]
     pub scorer: String,
     /// K of the hit rates: a word hits if it is among the K most relevant entries.
     #[arg(long, default_value_t = 50)]

@@ -289,5 +289,13 @@ fn eval_tokenizer_reports_one_row_per_depth() {
             "{r}"
         );
         assert!(r["distinct_entries"].as_u64().unwrap() >= 1);
+        // The built-in scorer's relevance metrics.
+        let hit = r["top_k_hit_rate"].as_f64().unwrap();
+        let rel = r["mean_relevance"].as_f64().unwrap();
+        assert!(
+            (0.0..=1.0).contains(&hit) && (-1.0..=1.0).contains(&rel),
+            "{r}"
+        );
+        assert_eq!(r["top_k"], 50);
     }
 }
