@@ -29,3 +29,16 @@ fetch:
 vocab:
     cargo run --release --bin spae-icl -- vocab --vocab gemma3-270m
     cargo run --release --bin spae-icl -- vocab --vocab smollm2-135m
+
+# The 1-shot, induction column of Table 1 at 100 episodes (2- and 5-way; SPAE 2 and 3 layers,
+# oracle and random words; open, constrained and calibrated scoring).
+report-1shot:
+    cargo run --release --bin spae-icl -- table1 --task fashion-mnist --columns 1 --episodes 100 --out eval/results/fashion-mnist-1shot-gemma3-270m
+
+# Digits drawn by the local Gemma 3, scored by the shipped judge beside random and copy baselines.
+eval-generate count="10" layers="3":
+    cargo run --release --bin spae-icl -- eval-generate --count {{count}} --layers {{layers}}
+
+# Retrain the shipped digit judge.
+train-judge:
+    cargo run --release --bin spae-icl -- train-judge --epochs 8

@@ -87,8 +87,10 @@ pub fn read_mnist_pickle(mut r: impl Read, path: &Path, split: Split) -> Result<
     }
     let (pixels, labels) = match split {
         Split::Train => {
-            let (mut p, mut l) = sets.swap_remove(0); // train; valid moves to index 0
-            let (vp, vl) = sets.swap_remove(0);
+            // `remove`, not `swap_remove`: the latter would move the test set into the
+            // validation set's place and leak it into training.
+            let (mut p, mut l) = sets.remove(0);
+            let (vp, vl) = sets.remove(0);
             p.extend(vp);
             l.extend(vl);
             (p, l)

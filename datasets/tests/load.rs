@@ -39,6 +39,13 @@ fn mnist_from_the_pickle_both_splits() {
     assert_eq!(test.image(0).iter().copied().max(), Some(255));
     let train = mnist(&cache, Split::Train).unwrap();
     assert_eq!(train.len(), 60_000);
+    // No test image is in the training split (train = the pickle's train + validation).
+    let test_images: std::collections::HashSet<&[u8]> =
+        (0..test.len()).map(|i| test.image(i)).collect();
+    let leaked = (0..train.len())
+        .filter(|&i| test_images.contains(train.image(i)))
+        .count();
+    assert!(leaked < 10, "{leaked} test images in the training split");
     let both =
         LabeledImages::concat(vec![train, fashion_mnist(&cache, Split::Train).unwrap()]).unwrap();
     assert_eq!(both.len(), 120_000);
