@@ -237,7 +237,10 @@ fn corrupt_checkpoints_are_clear_errors() {
     let p = dir.path().join("mismatch.safetensors");
     rewrite(&good, &p, |m, _| {
         let mut cfg: ModelConfig = serde_json::from_str(&m["spae.model"]).unwrap();
-        cfg.channels = vec![8, 16, 32];
+        match cfg.patch.as_mut() {
+            Some(p) => p.enc_width += 8,
+            None => cfg.channels = vec![8, 16, 32],
+        }
         m.insert("spae.model".into(), serde_json::to_string(&cfg).unwrap());
     });
     let e = load_err(&p);

@@ -47,12 +47,24 @@ fn batch(rng: &mut StdRng, b: usize) -> Tensor {
     Tensor::from_vec(data, (b, 1, 28, 28), &Device::Cpu).unwrap()
 }
 
+/// The default (patch) model, narrowed so the test takes seconds.
+fn small_cfg() -> ModelConfig {
+    let mut cfg = ModelConfig::mnist(16);
+    cfg.patch = Some(spae_core::patch::PatchConfig {
+        patch: 4,
+        enc_width: 16,
+        enc_blocks: 1,
+        dec_width: 32,
+        dec_blocks: 1,
+        fine_width: 8,
+        fine_blocks: 1,
+    });
+    cfg
+}
+
 #[test]
 fn training_reduces_reconstruction_loss() {
-    let cfg = ModelConfig {
-        channels: vec![8, 16, 16],
-        ..ModelConfig::mnist(16)
-    };
+    let cfg = small_cfg();
     let model = SpaeModel::new_seeded(cfg, codebook(256, 16), &Device::Cpu, 0).unwrap();
     let tcfg = TrainConfig {
         steps: 80,
@@ -74,27 +86,18 @@ fn training_reduces_reconstruction_loss() {
     let first: f32 = losses[..15].iter().sum::<f32>() / 15.0;
     let last: f32 = losses[65..].iter().sum::<f32>() / 15.0;
     assert!(last < first * 0.6, "recon loss {first} -> {last}");
-    // The encoder's first conv also moves: gradient passes the quantizer.
+    // The encoder's first layer also moves: gradient passes the quantizer.
     let enc = model
         .named_vars()
         .into_iter()
-        .find(|(n, _)| n == "encoder.conv_in.weight")
+        .find(|(n, _)| n == "encoder.lin_in.weight")
         .unwrap()
         .1;
-    let fresh = SpaeModel::new_seeded(
-        ModelConfig {
-            channels: vec![8, 16, 16],
-            ..ModelConfig::mnist(16)
-        },
-        codebook(256, 16),
-        &Device::Cpu,
-        0,
-    )
-    .unwrap();
+    let fresh = SpaeModel::new_seeded(small_cfg(), codebook(256, 16), &Device::Cpu, 0).unwrap();
     let enc0 = fresh
         .named_vars()
         .into_iter()
-        .find(|(n, _)| n == "encoder.conv_in.weight")
+        .find(|(n, _)| n == "encoder.lin_in.weight")
         .unwrap()
         .1;
     let diff: f32 = (enc.as_tensor() - enc0.as_tensor())
