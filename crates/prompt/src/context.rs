@@ -37,6 +37,52 @@ pub struct GenerationContext {
     pub prefix: String,
 }
 
+/// One captioned support image of `captioning.tera`: "<image words> Caption: <caption>."
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CaptionItem {
+    pub image: String,
+    pub caption: String,
+}
+
+/// What `captioning.tera` renders: captioned images, then the query's words and "Caption:".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CaptionContext {
+    pub support: Vec<CaptionItem>,
+    pub query: String,
+}
+
+/// One answered question of `vqa.tera`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VqaItem {
+    pub image: String,
+    pub question: String,
+    pub answer: String,
+}
+
+/// What `vqa.tera` renders: answered questions about images, then the query image's words and
+/// its question.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VqaContext {
+    pub support: Vec<VqaItem>,
+    pub query: String,
+    pub question: String,
+}
+
+/// One corrupted -> clean pair of `image_to_image.tera` (denoise, inpaint, deblur).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImagePair {
+    pub input: String,
+    pub output: String,
+}
+
+/// What `image_to_image.tera` renders: pairs ordered from noisier to cleaner (SPAE.md section 6),
+/// then the corrupted query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageToImageContext {
+    pub pairs: Vec<ImagePair>,
+    pub query: String,
+}
+
 /// The task-induction line of Frozen: "Answer with lion or vase." for two classes,
 /// "Answer with a, b, c, d or e." for five, class names in the order given.
 pub fn induction_line(classes: &[String]) -> String {

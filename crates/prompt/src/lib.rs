@@ -20,7 +20,8 @@ pub mod slots;
 pub mod words;
 
 pub use context::{
-    induction_line, FewShotContext, GenerationContext, GenerationExample, SupportItem,
+    induction_line, CaptionContext, CaptionItem, FewShotContext, GenerationContext,
+    GenerationExample, ImagePair, ImageToImageContext, SupportItem, VqaContext, VqaItem,
 };
 pub use episode::{sample_episodes, Episode, EpisodeConfig, Pool, Shot};
 pub use frozen::{
@@ -108,6 +109,15 @@ const BUILTIN: &[(&str, &str)] = &[
     (
         "generation",
         include_str!("../../../prompts/generation.tera"),
+    ),
+    (
+        "captioning",
+        include_str!("../../../prompts/captioning.tera"),
+    ),
+    ("vqa", include_str!("../../../prompts/vqa.tera")),
+    (
+        "image_to_image",
+        include_str!("../../../prompts/image_to_image.tera"),
     ),
 ];
 
