@@ -108,19 +108,19 @@ impl Generator {
         })
     }
 
-    /// `count` images of `class`, written with the examples `picked` (indices into `data`)
+    /// `count` images of `class`, written with `examples` (drawn from `data`)
     /// in context, `depth` layers each. Layer by layer across the images, so a local model
     /// reuses the examples' part of the prompt from one image to the next.
     pub fn draw(
         &self,
         data: &LabeledImages,
         class: usize,
-        picked: &[usize],
-        examples: &[TokenPyramid],
+        examples: &Examples,
         count: usize,
         depth: usize,
         seed: u64,
     ) -> Result<Vec<Generated>> {
+        let (picked, examples) = (&examples.picked, &examples.pyramids);
         let codebook = self.spae.codebook();
         let pyramid = &self.spae.config().pyramid;
         let mut rng = StdRng::seed_from_u64(seed);
@@ -245,12 +245,11 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         .with_context(|| format!("--layers {depth}"))?;
     let data = crate::train::load_data(&args.data, Split::Train, cfg.in_channels, cfg.image_size)?;
     let class = resolve_class(&args.class, &data.class_names)?;
-    let (picked, examples) = draw_examples(&g.spae, &data, args.shots, depth, args.seed)?;
+    let examples = draw_examples(&g.spae, &data, args.shots, depth, args.seed)?;
     let bar = crate::progress::bar(args.count as u64, "images");
     bar.set_message(format!("{} layers, layer by layer", depth));
-    let outputs = g.draw(
-        &data, class, &picked, &examples, args.count, depth, args.seed,
-    )?;
+    let outputs = g.draw(&data, class, &examples, args.count, depth, args.seed)?;
+    let picked = examples.picked;
     bar.finish_and_clear();
     let entries: Vec<Vec<Vec<usize>>> = outputs.iter().map(|o| o.entries.clone()).collect();
     spae_core::imageio::save_png(&g.decode(&entries)?, &args.output)?;
@@ -280,6 +279,12 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
+/// In-context examples: indices into the training data, and their pyramids.
+pub struct Examples {
+    pub picked: Vec<usize>,
+    pub pyramids: Vec<TokenPyramid>,
+}
+
 /// `shots` training images drawn at random (all classes), and their pyramids.
 fn draw_examples(
     spae: &SpaeModel,
@@ -287,14 +292,14 @@ fn draw_examples(
     shots: usize,
     depth: usize,
     seed: u64,
-) -> Result<(Vec<usize>, Vec<TokenPyramid>)> {
+) -> Result<Examples> {
     if shots == 0 || shots > data.len() {
         bail!("--shots {shots}: between 1 and {} examples", data.len());
     }
     let mut rng = StdRng::seed_from_u64(seed);
     let picked = index::sample(&mut rng, data.len(), shots).into_vec();
-    let examples = spae.tokenize(&data.batch(&picked, &Device::Cpu)?, depth)?;
-    Ok((picked, examples))
+    let pyramids = spae.tokenize(&data.batch(&picked, &Device::Cpu)?, depth)?;
+    Ok(Examples { picked, pyramids })
 }
 
 /// One row of `eval-generate`'s table.
@@ -344,8 +349,9 @@ pub fn eval_generate(args: EvalGenerateArgs) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(args.seed ^ 0x5eed);
     for &class in &classes {
         let seed = args.seed.wrapping_add(class as u64 * 7919);
-        let (picked, examples) = draw_examples(&g.spae, &data, args.shots, depth, seed)?;
+        let examples = draw_examples(&g.spae, &data, args.shots, depth, seed)?;
         let example_entries: Vec<Vec<Vec<usize>>> = examples
+            .pyramids
             .iter()
             .map(|p| {
                 p.layers
@@ -354,7 +360,7 @@ pub fn eval_generate(args: EvalGenerateArgs) -> Result<()> {
                     .collect()
             })
             .collect();
-        for o in g.draw(&data, class, &picked, &examples, args.count, depth, seed)? {
+        for o in g.draw(&data, class, &examples, args.count, depth, seed)? {
             unknown.0 += o.unknown.len();
             unknown.1 += o.unknown.len() + o.exact + o.by_prefix;
             per_method[0].push((class, o.entries));
@@ -369,6 +375,7 @@ pub fn eval_generate(args: EvalGenerateArgs) -> Result<()> {
                 .collect();
             per_method[1].push((class, random));
             // A copy of an example of the requested class where the context has one.
+            let picked = &examples.picked;
             let same: Vec<usize> = (0..picked.len())
                 .filter(|&k| data.labels[picked[k]] as usize == class)
                 .collect();
@@ -379,7 +386,7 @@ pub fn eval_generate(args: EvalGenerateArgs) -> Result<()> {
             };
             per_method[2].push((class, example_entries[k].clone()));
         }
-        example_sets.push((picked, example_entries));
+        example_sets.push((examples.picked, example_entries));
         bar.inc(1);
     }
     bar.finish_and_clear();

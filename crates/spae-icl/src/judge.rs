@@ -155,7 +155,7 @@ pub fn train_judge(args: TrainJudgeArgs) -> Result<()> {
             opt.backward_step(&loss)?;
             step += 1;
             bar.inc(1);
-            if step % 50 == 0 {
+            if step.is_multiple_of(50) {
                 bar.set_message(format!(
                     "epoch {} loss {:.3}",
                     epoch + 1,

@@ -102,6 +102,9 @@ const PAPER: &[(usize, &str, &str, [f64; 8])] = &[
     ),
 ];
 
+/// Accuracy per scoring of one cell.
+type Cell = Vec<(String, ScoringSummary)>;
+
 /// One row of the grid: what stands for an image.
 struct Row {
     name: String,
@@ -183,7 +186,7 @@ pub fn table1(args: Table1Args) -> Result<()> {
     let bar = crate::progress::bar(cells as u64, "table 1 cells");
     let mut prompt_tokens = 0usize;
     // acc[way][row][column] per scoring.
-    let mut grid: Vec<Vec<Vec<Vec<(String, ScoringSummary)>>>> = Vec::new();
+    let mut grid: Vec<Vec<Vec<Cell>>> = Vec::new();
     for &way in &args.ways {
         let mut by_row = Vec::new();
         for row in &rows {

@@ -210,10 +210,13 @@ fn class_anchor(codebook: &Codebook, parts: &[String]) -> Result<Option<Tensor>>
 /// name's own words excluded (so the oracle hints at the class without spelling it). A name of
 /// several words ("golden retriever") is the mean of the words' rows, looked up in the full
 /// vocabulary where the codebook lacks them.
+/// (codebook source, codebook size, class name) -> nearest entries.
+type NeighbourMemo = Vec<((String, usize, String), Vec<usize>)>;
+
 pub fn class_neighbours(codebook: &Codebook, class_name: &str) -> Result<Vec<usize>> {
     // A grid of runs asks for the same classes again and again; reading the vocabulary's
     // rows is the slow part.
-    static MEMO: Mutex<Vec<((String, usize, String), Vec<usize>)>> = Mutex::new(Vec::new());
+    static MEMO: Mutex<NeighbourMemo> = Mutex::new(Vec::new());
     let key = (
         codebook.info().source.clone(),
         codebook.len(),
