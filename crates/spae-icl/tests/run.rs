@@ -422,6 +422,7 @@ fn generate_writes_each_layer_of_codebook_words() {
         .args([
             "generate", "--class", "unicorn", "--shots", "6", "--data", &data,
         ])
+        .args(["--llm", "local:smollm2-135m", "--no-cache"])
         .arg("--checkpoint")
         .arg(&ckpt)
         .args(["-o", "x.png"])

@@ -133,70 +133,104 @@ fn source_gguf(codebook: &Codebook) -> Result<Option<std::path::PathBuf>> {
         .then(|| Path::new(source).to_path_buf()))
 }
 
-/// The rows of the LLM vocabulary a class name reads as: each word's own entry where the
-/// vocabulary has one (the codebook keeps only its first N words; "sandal" may lie beyond
-/// them), else the pieces of a greedy longest-match split ("sand" + "al"). `None` if no row is
-/// found.
-fn class_anchor(codebook: &Codebook, parts: &[String]) -> Result<Option<Tensor>> {
+/// The LLM's own embedding rows: the checkpoint's codebook may hold projected rows (PCA to a
+/// few dims), in which no class-name anchor from the LLM file can be compared. Read once.
+struct RawRows {
+    /// Every word of the vocabulary under the checkpoint's filter, uncapped.
+    words: Codebook,
+    /// Each codebook entry's row in `words`, unprojected: (codebook len, LLM dim).
+    entries: Tensor,
+}
+
+fn raw_rows(codebook: &Codebook) -> Result<Option<std::sync::Arc<RawRows>>> {
+    static LOADED: Mutex<Option<(String, std::sync::Arc<RawRows>)>> = Mutex::new(None);
+    let key = format!("{}#{}", codebook.info().source, codebook.len());
+    if let Ok(guard) = LOADED.lock() {
+        if let Some((k, rows)) = guard.as_ref() {
+            if *k == key {
+                return Ok(Some(rows.clone()));
+            }
+        }
+    }
+    let Some(path) = source_gguf(codebook)? else {
+        return Ok(None);
+    };
+    let filter = VocabFilter {
+        max_entries: None,
+        max_token_id: None,
+        ..codebook.info().filter.clone()
+    };
+    let words = Codebook::from_gguf(&path, &filter, &Device::Cpu)?;
+    let by_token: HashMap<u32, u32> = words
+        .token_ids()
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| (t, i as u32))
+        .collect();
+    let idx: Vec<u32> = codebook
+        .token_ids()
+        .iter()
+        .map(|t| {
+            by_token
+                .get(t)
+                .copied()
+                .with_context(|| format!("codebook token {t} is not a word of {}", path.display()))
+        })
+        .collect::<Result<_>>()?;
+    let emb = words.embeddings().to_dtype(DType::F32)?;
+    let entries = emb.index_select(&Tensor::new(idx, emb.device())?, 0)?;
+    let rows = std::sync::Arc::new(RawRows { words, entries });
+    if let Ok(mut guard) = LOADED.lock() {
+        *guard = Some((key, rows.clone()));
+    }
+    Ok(Some(rows))
+}
+
+/// The row a class name reads as in `table`: each word's own entry where the vocabulary has
+/// one, else the pieces of a greedy longest-match split ("sand" + "al") from the LLM file;
+/// the mean over the name's words. `None` if nothing is found.
+fn class_anchor(table: &Codebook, gguf: Option<&Path>, parts: &[String]) -> Result<Option<Tensor>> {
     let mut rows: Vec<Tensor> = Vec::new();
     let mut missing: Vec<&String> = Vec::new();
     for part in parts {
-        match codebook.index_of_word(part) {
-            Some(i) => rows.push(codebook.embeddings().get(i)?.to_dtype(DType::F32)?),
+        match table.index_of_word(part) {
+            Some(i) => rows.push(table.embeddings().get(i)?.to_dtype(DType::F32)?),
             None => missing.push(part),
         }
     }
-    if !missing.is_empty() {
-        if let Some(path) = source_gguf(codebook)? {
-            let info = codebook.info();
-            let words = VocabFilter {
-                max_entries: None,
-                max_token_id: None,
-                ..info.filter.clone()
-            };
-            let full = Codebook::from_gguf(&path, &words, &Device::Cpu)?;
-            let mut still = Vec::new();
-            for part in missing {
-                match full.index_of_word(part) {
-                    Some(i) => rows.push(full.embeddings().get(i)?.to_dtype(DType::F32)?),
-                    None => still.push(part),
-                }
-            }
-            if !still.is_empty() {
-                // Every piece, with or without the word marker.
-                let pieces = VocabFilter {
-                    word_start: false,
-                    ascii_letters_only: false,
-                    min_len: 1,
-                    max_token_id: None,
-                    dedupe_case_insensitive: false,
-                    max_entries: None,
-                };
-                let all = Codebook::from_gguf(&path, &pieces, &Device::Cpu)?;
-                let index: HashMap<&str, usize> = all
-                    .pieces()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| (p.as_str(), i))
-                    .collect();
-                let marker = info.marker.as_str();
-                for part in still {
-                    let word = format!("{marker}{part}");
-                    let mut rest = word.as_str();
-                    while !rest.is_empty() {
-                        let cut = (1..=rest.len())
-                            .rev()
-                            .filter(|&n| rest.is_char_boundary(n))
-                            .find(|&n| index.contains_key(&rest[..n]));
-                        let Some(n) = cut else { break };
-                        rows.push(
-                            all.embeddings()
-                                .get(index[&rest[..n]])?
-                                .to_dtype(DType::F32)?,
-                        );
-                        rest = &rest[n..];
-                    }
-                }
+    if let (false, Some(path)) = (missing.is_empty(), gguf) {
+        // Every piece, with or without the word marker.
+        let pieces = VocabFilter {
+            word_start: false,
+            ascii_letters_only: false,
+            min_len: 1,
+            max_token_id: None,
+            dedupe_case_insensitive: false,
+            max_entries: None,
+        };
+        let all = Codebook::from_gguf(path, &pieces, &Device::Cpu)?;
+        let index: HashMap<&str, usize> = all
+            .pieces()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.as_str(), i))
+            .collect();
+        let marker = table.info().marker.as_str();
+        for part in missing {
+            let word = format!("{marker}{part}");
+            let mut rest = word.as_str();
+            while !rest.is_empty() {
+                let cut = (1..=rest.len())
+                    .rev()
+                    .filter(|&n| rest.is_char_boundary(n))
+                    .find(|&n| index.contains_key(&rest[..n]));
+                let Some(n) = cut else { break };
+                rows.push(
+                    all.embeddings()
+                        .get(index[&rest[..n]])?
+                        .to_dtype(DType::F32)?,
+                );
+                rest = &rest[n..];
             }
         }
     }
@@ -206,16 +240,15 @@ fn class_anchor(codebook: &Codebook, parts: &[String]) -> Result<Option<Tensor>>
     Ok(Some(Tensor::stack(&rows, 0)?.mean(0)?))
 }
 
-/// The codebook entries nearest a class name by cosine in the LLM's embedding space, the
-/// name's own words excluded (so the oracle hints at the class without spelling it). A name of
-/// several words ("golden retriever") is the mean of the words' rows, looked up in the full
-/// vocabulary where the codebook lacks them.
 /// (codebook source, codebook size, class name) -> nearest entries.
 type NeighbourMemo = Vec<((String, usize, String), Vec<usize>)>;
 
+/// The codebook entries nearest a class name by cosine in the LLM's embedding space (the
+/// LLM file's rows, not the checkpoint's projected ones, where the file is at hand), the
+/// name's own words excluded (so the oracle hints at the class without spelling it). A name of
+/// several words ("golden retriever") is the mean of the words' rows.
 pub fn class_neighbours(codebook: &Codebook, class_name: &str) -> Result<Vec<usize>> {
-    // A grid of runs asks for the same classes again and again; reading the vocabulary's
-    // rows is the slow part.
+    // A grid of runs asks for the same classes again and again.
     static MEMO: Mutex<NeighbourMemo> = Mutex::new(Vec::new());
     let key = (
         codebook.info().source.clone(),
@@ -240,13 +273,27 @@ fn nearest_to_class(codebook: &Codebook, class_name: &str) -> Result<Vec<usize>>
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
         .collect();
-    let Some(centre) = class_anchor(codebook, &parts)? else {
+    let raw = raw_rows(codebook)?;
+    let (centre, emb) = match &raw {
+        Some(r) => {
+            let gguf = source_gguf(codebook)?;
+            (
+                class_anchor(&r.words, gguf.as_deref(), &parts)?,
+                r.entries.clone(),
+            )
+        }
+        // Without the LLM file, the codebook's own rows (and only its own words) serve.
+        None => (
+            class_anchor(codebook, None, &parts)?,
+            codebook.embeddings().to_dtype(DType::F32)?,
+        ),
+    };
+    let Some(centre) = centre else {
         bail!(
             "--words oracle: no word or piece of class {class_name:?} is in the LLM vocabulary, \
              so it has no neighbours to draw from"
         );
     };
-    let emb = codebook.embeddings().to_dtype(DType::F32)?;
     let norms = emb.sqr()?.sum(D::Minus1)?.sqrt()?;
     let cos = (emb.matmul(&centre.unsqueeze(1)?)?.squeeze(1)? / norms)?;
     let cos: Vec<f32> = cos.to_vec1()?;
