@@ -372,8 +372,10 @@ pub struct RunArgs {
     pub layers: usize,
     #[arg(long, value_enum, default_value_t = WordSource::Spae)]
     pub words: WordSource,
-    /// How answers are scored; the first is the `prediction` of each result line.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "open")]
+    /// How answers are scored; the first is the `prediction` of each result line. The default
+    /// adds `constrained` to the paper's open-ended metric: a small local model often answers
+    /// with a word that is no class name (SPAE.md section 9).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "open,constrained")]
     pub scoring: Vec<Scoring>,
     /// Shorthand: score the class names' log-probabilities first (adds `constrained`).
     #[arg(long)]

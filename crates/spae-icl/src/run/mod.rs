@@ -565,7 +565,7 @@ mod tests {
             default_out(&args),
             Path::new("runs/fashion-mnist/spae-5way-3shot-r0-noind-L2-seed0-openai-compatible_http___h_1_v1_m")
         );
-        assert_eq!(args.scorings(), vec![Scoring::Open]);
+        assert_eq!(args.scorings(), vec![Scoring::Open, Scoring::Constrained]);
     }
 
     #[test]
