@@ -375,7 +375,12 @@ pub struct RunArgs {
     /// How answers are scored; the first is the `prediction` of each result line. The default
     /// adds `constrained` to the paper's open-ended metric: a small local model often answers
     /// with a word that is no class name (SPAE.md section 9).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "open,constrained")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "open,constrained"
+    )]
     pub scoring: Vec<Scoring>,
     /// Shorthand: score the class names' log-probabilities first (adds `constrained`).
     #[arg(long)]

@@ -386,7 +386,11 @@ pub fn eval_generate(args: EvalGenerateArgs) -> Result<()> {
             };
             per_method[2].push((class, example_entries[k].clone()));
         }
-        example_sets.push((examples.picked, example_entries));
+        // The examples' pixels, flat, once per class: every image of the class is compared to them.
+        let example_pixels = data
+            .batch(&examples.picked, &Device::Cpu)?
+            .flatten_from(1)?;
+        example_sets.push((example_pixels, example_entries));
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -409,10 +413,9 @@ pub fn eval_generate(args: EvalGenerateArgs) -> Result<()> {
         let mut novel = 0usize;
         let mut rmse_sum = 0.0f64;
         for (i, (class, e)) in images.iter().enumerate() {
-            let (picked, example_entries) = &example_sets[*class];
+            let (ex, example_entries) = &example_sets[*class];
             novel += (!example_entries.contains(e)) as usize;
             let img = pixels.get(i)?.flatten_all()?;
-            let ex = data.batch(picked, &Device::Cpu)?.flatten_from(1)?;
             let d = ex
                 .broadcast_sub(&img.unsqueeze(0)?)?
                 .sqr()?

@@ -115,14 +115,13 @@ pub fn load_checkpoint(arg: &CheckpointArg, device: &Device) -> Result<(SpaeMode
 /// sha256 of the checkpoint `arg` names (the built-in one's bytes when none is given), so a
 /// result file says exactly which tokenizer produced it.
 pub fn checkpoint_sha256(arg: &CheckpointArg) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let digest = match &arg.checkpoint {
-        Some(p) => {
-            Sha256::digest(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
+    match &arg.checkpoint {
+        Some(p) => crate::run::sha256_file(p),
+        None => {
+            use sha2::{Digest, Sha256};
+            Ok(hex::encode(Sha256::digest(DEFAULT_CHECKPOINT)))
         }
-        None => Sha256::digest(DEFAULT_CHECKPOINT),
-    };
-    Ok(hex::encode(digest))
+    }
 }
 
 fn load_model(arg: &CheckpointArg) -> Result<SpaeModel> {
