@@ -8,9 +8,35 @@ demo:
 tokenize:
     cargo run --release --bin spae-icl -- tokenize datasets/samples/mnist-seven.png
 
-# Table 1 (few-shot grid) on Fashion-MNIST with the local Gemma 3; `episodes` per cell.
+# Table 1 (few-shot grid) on Fashion-MNIST with the local Gemma 3; `episodes` per cell. Rows:
+# SPAE 2 and 3 layers (built-in checkpoint), the shipped LQAE-style checkpoint, oracle, random.
 table1 episodes="20":
-    cargo run --release --bin spae-icl -- table1 --task fashion-mnist --episodes {{episodes}}
+    cargo run --release --bin spae-icl -- table1 --task fashion-mnist --episodes {{episodes}} \
+        --lqae-checkpoint checkpoints/lqae-gemma3-mnist-fashion.safetensors \
+        --out eval/results/table1-fashion-mnist-gemma3-270m
+
+# Reconstruction and relevance per pyramid depth: the shipped SPAE and LQAE-style checkpoints.
+table-tokenizer:
+    cargo run --release --bin spae-icl -- table-tokenizer --checkpoint SPAE=builtin \
+        --checkpoint LQAE-style=checkpoints/lqae-gemma3-mnist-fashion.safetensors
+
+# SAQ vs RQ, semantic loss on/off, pyramid vs flat: each trained for `steps`, then scored.
+ablations steps="400" episodes="50":
+    cargo run --release --bin spae-icl -- ablations --steps {{steps}} --episodes {{episodes}}
+
+# Denoising and inpainting MNIST digits in context (10 pairs, 3 layers, 20 test images).
+image-to-image:
+    cargo run --release --bin spae-icl -- image-to-image --task denoise --out eval/results/denoise-mnist-gemma3-270m
+    cargo run --release --bin spae-icl -- image-to-image --task inpaint --out eval/results/inpaint-mnist-gemma3-270m
+
+# Retrain the shipped scorer and tokenizer (Gemma 3 vocabulary, MNIST + Fashion-MNIST) into runs/.
+train-default:
+    cargo run --release --bin spae-icl -- train-scorer --data mnist+fashion-mnist --steps 250 --batch-size 128 --lr 3e-3 --out runs/scorer.safetensors
+    cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --scorer runs/scorer.safetensors --steps 2000 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 --out runs/spae-gemma3
+
+# Retrain the shipped LQAE-style baseline: one flat 8x8 layer, no semantic loss, same budget.
+train-lqae:
+    cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --layers 8 --scorer none --steps 2000 --batch-size 32 --lr 2e-3 --warmup 100 --checkpoint-every 250 --out runs/lqae-gemma3
 
 # The test suite, as CI runs it.
 test:

@@ -81,6 +81,9 @@ pub struct ImagePair {
 pub struct ImageToImageContext {
     pub pairs: Vec<ImagePair>,
     pub query: String,
+    /// The output's words written so far (progressive decoding), empty at first. Outputs
+    /// follow "->" directly: image words carry their own leading space.
+    pub prefix: String,
 }
 
 /// The task-induction line of Frozen: "Answer with lion or vase." for two classes,

@@ -37,18 +37,19 @@ fn every_shipped_template_renders_its_context() {
         pairs: vec![
             ImagePair {
                 input: "noise noise".into(),
-                output: "seven stroke".into(),
+                output: " seven stroke".into(),
             },
             ImagePair {
                 input: "seven noise".into(),
-                output: "seven line".into(),
+                output: " seven line".into(),
             },
         ],
         query: "three noise".into(),
+        prefix: " three".into(),
     };
     assert_eq!(
         t.render("image_to_image", &i2i).unwrap(),
-        "noise noise -> seven stroke\nseven noise -> seven line\nthree noise ->"
+        "noise noise -> seven stroke\nseven noise -> seven line\nthree noise -> three"
     );
     let generation = GenerationContext {
         examples: vec![GenerationExample {

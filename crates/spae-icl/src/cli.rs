@@ -41,12 +41,21 @@ pub enum Command {
     Chat(ChatArgs),
     /// Reconstruction (PSNR, SSIM) and codebook usage per pyramid depth on a data split.
     EvalTokenizer(EvalTokenizerArgs),
+    /// Reconstruction and semantic relevance per pyramid depth for several checkpoints and
+    /// data sets, as one table (cached per checkpoint and set).
+    TableTokenizer(TableTokenizerArgs),
+    /// SAQ vs RQ, semantic loss on vs off, pyramid vs flat: each trained on the same budget,
+    /// scored on reconstruction, relevance and 2-/5-way 1-shot accuracy.
+    Ablations(AblationsArgs),
     /// Few-shot classification by a frozen LLM reading SPAE words (the Frozen protocol).
     Run(RunArgs),
     /// The paper's Table 1 grid (ways x shots x repeats x induction) for one task and LLM.
     Table1(Table1Args),
     /// A frozen LLM draws: it writes an image's words layer by layer from labelled examples.
     Generate(GenerateArgs),
+    /// Denoising or inpainting in context: corrupted -> clean pairs, then a corrupted query;
+    /// PSNR of the LLM's output beside the corrupted input and the tokenizer alone.
+    ImageToImage(ImageToImageArgs),
     /// Train the digit judge (a classifier on MNIST pixels) that scores generated images.
     TrainJudge(TrainJudgeArgs),
     /// Generated MNIST digits scored by the judge, beside random-word and copy baselines.
@@ -510,6 +519,70 @@ pub struct GenerateArgs {
     pub output: PathBuf,
 }
 
+/// What `image-to-image` undoes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Corruption {
+    /// Gaussian pixel noise (sigma = strength at the query).
+    Denoise,
+    /// A mid-grey square (side = strength x image side at the query).
+    Inpaint,
+}
+
+impl Corruption {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Denoise => "denoise",
+            Self::Inpaint => "inpaint",
+        }
+    }
+}
+
+impl std::fmt::Display for Corruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ImageToImageArgs {
+    #[arg(long, value_enum, default_value = "denoise")]
+    pub task: Corruption,
+    /// Corrupted -> clean pairs in context, from the most to the least corrupted.
+    #[arg(long, default_value_t = 10)]
+    pub pairs: usize,
+    /// Test images to restore.
+    #[arg(long, default_value_t = 20)]
+    pub count: usize,
+    /// Pyramid layers of every image in the prompt and of the output (default 3).
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Corruption of the query, in (0, 1]; the pairs go from it down to strength/pairs.
+    #[arg(long, default_value_t = 0.5)]
+    pub strength: f64,
+    /// Data, as `train --data` (pairs from the training split, queries from the test split).
+    #[arg(long, default_value = "mnist")]
+    pub data: String,
+    #[command(flatten)]
+    pub ckpt: CheckpointArg,
+    #[arg(long, default_value = "local:gemma3-270m")]
+    pub llm: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Let a local model write any token, then map its words to entries (as for an API model).
+    #[arg(long)]
+    pub unconstrained: bool,
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Default: eval/results/<task>-<data>-<llm>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct Table1Args {
     /// A `run` task: fashion-mnist, mnist, mini-imagenet, folder, frozen, sample.
@@ -551,6 +624,69 @@ pub struct Table1Args {
     /// Default: eval/results/table1-<task>-<llm>.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TableTokenizerArgs {
+    /// Checkpoints as LABEL=PATH (or PATH, labelled by its file name); `builtin` is the one
+    /// built in. Default: the built-in one.
+    #[arg(long = "checkpoint", value_name = "LABEL=PATH")]
+    pub checkpoints: Vec<String>,
+    /// Data sets, comma-separated (mnist, fashion-mnist, easy-vqa, folder:DIR).
+    #[arg(long, value_delimiter = ',', default_value = "mnist,fashion-mnist")]
+    pub data: Vec<String>,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Evaluate the first N images of each set.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+    /// Scorer for the relevance columns: `default` (built in), a path, or `none`.
+    #[arg(long, default_value = "default")]
+    pub scorer: String,
+    #[arg(long, default_value_t = 50)]
+    pub top_k: usize,
+    #[arg(long, default_value = "eval/results/tokenizer")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct AblationsArgs {
+    /// Variants, comma-separated: spae (SAQ, pyramid 1,2,4,8,8, semantic loss), rq, no-semantic,
+    /// flat (one 8x8 layer).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "spae,rq,no-semantic,flat"
+    )]
+    pub variants: Vec<String>,
+    /// Training steps of every variant: the shared budget.
+    #[arg(long, default_value_t = 400)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    #[arg(long, default_value = "mnist+fashion-mnist")]
+    pub train_data: String,
+    /// Scorer of the semantic loss and of the relevance columns.
+    #[arg(long, default_value = "default")]
+    pub scorer: String,
+    /// Test set of the reconstruction and relevance columns.
+    #[arg(long, default_value = "mnist")]
+    pub eval_data: String,
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+    /// `run` task of the few-shot columns.
+    #[arg(long, default_value = "fashion-mnist")]
+    pub task: String,
+    #[arg(long, default_value_t = 50)]
+    pub episodes: usize,
+    #[arg(long, default_value = "local:gemma3-270m")]
+    pub llm: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[arg(long, default_value = "eval/results/ablations")]
+    pub out: PathBuf,
 }
 
 /// A second paragraph for errors a user can fix by a known step.

@@ -5,14 +5,14 @@ use std::collections::HashSet;
 use anyhow::{Context, Result};
 use candle_core::Device;
 use indicatif::ProgressBar;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use spae_core::metrics::{psnr, ssim_chw};
 use spae_core::SemanticScorer;
 
 use crate::cli::{EvalTokenizerArgs, Format};
 
 /// One row of the table: quality after `depth` layers, and usage of layer `depth`'s words.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DepthRow {
     pub depth: usize,
     /// Words in the first `depth` layers.
@@ -46,11 +46,6 @@ pub fn eval_tokenizer(args: EvalTokenizerArgs) -> Result<()> {
         .context("--split")?;
     let data = crate::train::load_data(&args.data, split, cfg.in_channels, cfg.image_size)?;
     let n = args.limit.map_or(data.len(), |l| l.min(data.len()));
-    let depth = cfg.pyramid.depth();
-    let plane = cfg.in_channels * cfg.image_size * cfg.image_size;
-    let mut psnr_sum = vec![0f64; depth];
-    let mut ssim_sum = vec![0f64; depth];
-    let mut counts: Vec<std::collections::HashMap<u32, usize>> = vec![Default::default(); depth];
     let scorer = match args.scorer.as_str() {
         "none" => None,
         p => Some(
@@ -58,21 +53,76 @@ pub fn eval_tokenizer(args: EvalTokenizerArgs) -> Result<()> {
                 .with_context(|| format!("--scorer {p}"))?,
         ),
     };
+    let k = args.top_k.min(model.codebook().len());
+    let rows = depth_rows(&model, &data, n, scorer.as_ref(), k, args.batch_size)?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Text => {
+            println!("{} on {} {} images ({})", label, n, args.split, data.name);
+            print!("{}", markdown(&rows));
+        }
+    }
+    Ok(())
+}
+
+/// The table's rows in markdown.
+pub fn markdown(rows: &[DepthRow]) -> String {
+    let k = rows.first().map_or(0, |r| r.top_k);
+    let mut md = format!(
+        "| depth | tokens | PSNR (dB) | SSIM | distinct words in layer | per class | most used word (share) | mean relevance | in image's top {k} | in class's top {k} |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n"
+    );
+    for r in rows {
+        md.push_str(&format!(
+            "| {} | {} | {:.2} | {:.4} | {} | {:.1} | {} ({:.0}%) | {:.3} | {:.1}% | {:.1}% |\n",
+            r.depth,
+            r.tokens,
+            r.psnr,
+            r.ssim,
+            r.distinct_entries,
+            r.distinct_per_class,
+            r.top_word,
+            100.0 * r.top_word_share,
+            r.mean_relevance,
+            100.0 * r.top_k_hit_rate,
+            100.0 * r.class_top_k_hit_rate
+        ));
+    }
+    md
+}
+
+/// Quality and word usage per depth over the first `n` images of `data`; relevance metrics
+/// (K = `k`) when a scorer is given.
+pub fn depth_rows(
+    model: &spae_core::SpaeModel,
+    data: &spae_datasets::LabeledImages,
+    n: usize,
+    scorer: Option<&spae_core::CodebookScorer<spae_core::scorer::tower::TowerScorer>>,
+    k: usize,
+    batch_size: usize,
+) -> Result<Vec<DepthRow>> {
+    let cfg = model.config();
+    let n = n.min(data.len());
+    let depth = cfg.pyramid.depth();
+    let plane = cfg.in_channels * cfg.image_size * cfg.image_size;
+    let mut psnr_sum = vec![0f64; depth];
+    let mut ssim_sum = vec![0f64; depth];
+    let mut counts: Vec<std::collections::HashMap<u32, usize>> = vec![Default::default(); depth];
     let v = model.codebook().len();
     let classes = data.class_names.len();
-    let k = args.top_k.min(v);
+    let k = k.clamp(1, v);
     let mut rel_sum = vec![0f64; depth];
     let mut hit_sum = vec![0f64; depth];
     let mut class_rel = vec![0f64; classes * v];
     // Per layer: (image label, word index) of every token, for the class-level rates.
     let mut tokens: Vec<Vec<(u32, u32)>> = vec![Vec::new(); depth];
     let bar = ProgressBar::new(n as u64);
-    for start in (0..n).step_by(args.batch_size.max(1)) {
-        let idx: Vec<usize> = (start..(start + args.batch_size).min(n)).collect();
+    for start in (0..n).step_by(batch_size.max(1)) {
+        let idx: Vec<usize> = (start..(start + batch_size.max(1)).min(n)).collect();
         let x = data.batch(&idx, model.device())?;
         let q = model.quantize(&x, depth)?;
         let orig: Vec<f32> = x.flatten_all()?.to_vec1()?;
-        let rel: Option<Vec<Vec<f32>>> = match &scorer {
+        let rel: Option<Vec<Vec<f32>>> = match scorer {
             Some(s) => Some(s.relevance(&x)?.to_vec2()?),
             None => None,
         };
@@ -170,29 +220,5 @@ pub fn eval_tokenizer(args: EvalTokenizerArgs) -> Result<()> {
             }
         })
         .collect();
-    match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-        Format::Text => {
-            println!("{} on {} {} images ({})", label, n, args.split, data.name);
-            println!("| depth | tokens | PSNR (dB) | SSIM | distinct words in layer | per class | most used word (share) | mean relevance | in image's top {k} | in class's top {k} |");
-            println!("|---|---|---|---|---|---|---|---|---|---|");
-            for r in &rows {
-                println!(
-                    "| {} | {} | {:.2} | {:.4} | {} | {:.1} | {} ({:.0}%) | {:.3} | {:.1}% | {:.1}% |",
-                    r.depth,
-                    r.tokens,
-                    r.psnr,
-                    r.ssim,
-                    r.distinct_entries,
-                    r.distinct_per_class,
-                    r.top_word,
-                    100.0 * r.top_word_share,
-                    r.mean_relevance,
-                    100.0 * r.top_k_hit_rate,
-                    100.0 * r.class_top_k_hit_rate
-                );
-            }
-        }
-    }
-    Ok(())
+    Ok(rows)
 }

@@ -57,7 +57,26 @@ pub struct Generator {
     rt: tokio::runtime::Runtime,
 }
 
+impl Generated {
+    /// Nothing written yet, for an image of `class`.
+    pub fn empty(class: &str) -> Self {
+        Self {
+            class: class.to_string(),
+            layers: Vec::new(),
+            entries: Vec::new(),
+            exact: 0,
+            by_prefix: 0,
+            unknown: Vec::new(),
+            filled_at_random: 0,
+        }
+    }
+}
+
 impl Generator {
+    pub fn templates(&self) -> &Templates {
+        &self.templates
+    }
+
     pub fn new(
         ckpt: &crate::cli::CheckpointArg,
         llm_name: &str,
@@ -125,15 +144,7 @@ impl Generator {
         let pyramid = &self.spae.config().pyramid;
         let mut rng = StdRng::seed_from_u64(seed);
         let mut out: Vec<Generated> = (0..count)
-            .map(|_| Generated {
-                class: data.class_names[class].clone(),
-                layers: Vec::new(),
-                entries: Vec::new(),
-                exact: 0,
-                by_prefix: 0,
-                unknown: Vec::new(),
-                filled_at_random: 0,
-            })
+            .map(|_| Generated::empty(&data.class_names[class]))
             .collect();
         let ctx = GenerationContext {
             examples: picked
@@ -156,61 +167,77 @@ impl Generator {
                 let mut slots: Vec<&ImageWords> = context.iter().collect();
                 let prefix = entries_as_words(codebook, record.entries.iter().flatten().copied());
                 slots.push(&prefix);
-                let prompt = assemble(&rendered, &slots, self.form, self.llm.as_ref())?;
                 let sample_seed = seed
                     .wrapping_mul(1_000_003)
                     .wrapping_add((n * 64 + layer) as u64);
-                let params = if self.constrained {
-                    // Exactly `want` tokens, each a codebook entry.
-                    GenerateParams {
-                        max_tokens: want,
-                        temperature: self.temperature,
-                        seed: sample_seed,
-                        allowed_tokens: Some(codebook.token_ids().to_vec()),
-                        ..GenerateParams::default()
-                    }
-                } else {
-                    GenerateParams {
-                        max_tokens: want * 3 + 4,
-                        temperature: self.temperature,
-                        seed: sample_seed,
-                        stop: vec!["\n".into()],
-                        ..GenerateParams::default()
-                    }
-                };
-                let completion = self
-                    .rt
-                    .block_on(self.llm.generate(&prompt, &params))
+                self.write_layer(&rendered, &slots, want, sample_seed, &mut rng, record)
                     .with_context(|| format!("image {n}, layer {}", layer + 1))?;
-                let mut entries: Vec<usize> = if self.constrained {
-                    record.exact += completion.tokens.len();
-                    completion
-                        .tokens
-                        .iter()
-                        .filter_map(|t| self.entry_of_token.get(t).copied())
-                        .collect()
-                } else {
-                    let mapped = self.word_index.map_text(&completion.text);
-                    record.exact += mapped.exact;
-                    record.by_prefix += mapped.by_prefix;
-                    record.unknown.extend(mapped.unknown);
-                    mapped.entries
-                };
-                entries.truncate(want);
-                while entries.len() < want {
-                    entries.push(rng.gen_range(0..codebook.len()));
-                    record.filled_at_random += 1;
-                }
-                record.layers.push(
-                    entries
-                        .iter()
-                        .map(|&i| codebook.word(i).to_string())
-                        .collect(),
-                );
-                record.entries.push(entries);
             }
         }
         Ok(out)
+    }
+
+    /// The model continues `rendered` (image slots filled from `slots`) with the `want`
+    /// entries of the next layer, appended to `record`: a local model is restricted to
+    /// codebook token ids; an API model's text is mapped to entries (exact, then by prefix;
+    /// unknown words counted); a short layer is filled with random entries, also counted.
+    pub fn write_layer(
+        &self,
+        rendered: &str,
+        slots: &[&ImageWords],
+        want: usize,
+        seed: u64,
+        rng: &mut StdRng,
+        record: &mut Generated,
+    ) -> Result<()> {
+        let codebook = self.spae.codebook();
+        let prompt = assemble(rendered, slots, self.form, self.llm.as_ref())?;
+        let params = if self.constrained {
+            // Exactly `want` tokens, each a codebook entry.
+            GenerateParams {
+                max_tokens: want,
+                temperature: self.temperature,
+                seed,
+                allowed_tokens: Some(codebook.token_ids().to_vec()),
+                ..GenerateParams::default()
+            }
+        } else {
+            GenerateParams {
+                max_tokens: want * 3 + 4,
+                temperature: self.temperature,
+                seed,
+                stop: vec!["\n".into()],
+                ..GenerateParams::default()
+            }
+        };
+        let completion = self.rt.block_on(self.llm.generate(&prompt, &params))?;
+        let mut entries: Vec<usize> = if self.constrained {
+            record.exact += completion.tokens.len();
+            completion
+                .tokens
+                .iter()
+                .filter_map(|t| self.entry_of_token.get(t).copied())
+                .collect()
+        } else {
+            let mapped = self.word_index.map_text(&completion.text);
+            record.exact += mapped.exact;
+            record.by_prefix += mapped.by_prefix;
+            record.unknown.extend(mapped.unknown);
+            mapped.entries
+        };
+        entries.truncate(want);
+        while entries.len() < want {
+            entries.push(rng.gen_range(0..codebook.len()));
+            record.filled_at_random += 1;
+        }
+        record.layers.push(
+            entries
+                .iter()
+                .map(|&i| codebook.word(i).to_string())
+                .collect(),
+        );
+        record.entries.push(entries);
+        Ok(())
     }
 
     /// Pixels of pyramids given as codebook entries per layer.
@@ -474,7 +501,7 @@ pub fn eval_generate(args: EvalGenerateArgs) -> Result<()> {
 }
 
 /// The words and token ids of a pyramid's first `layers` layers.
-fn words_up_to(p: &TokenPyramid, layers: usize) -> ImageWords {
+pub(crate) fn words_up_to(p: &TokenPyramid, layers: usize) -> ImageWords {
     let (mut words, mut token_ids) = (Vec::new(), Vec::new());
     for l in p.layers.iter().take(layers) {
         words.extend(l.words.iter().cloned());
@@ -483,7 +510,7 @@ fn words_up_to(p: &TokenPyramid, layers: usize) -> ImageWords {
     ImageWords { words, token_ids }
 }
 
-fn entries_as_words(
+pub(crate) fn entries_as_words(
     codebook: &spae_core::Codebook,
     entries: impl Iterator<Item = usize>,
 ) -> ImageWords {

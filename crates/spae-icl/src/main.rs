@@ -3,16 +3,20 @@
 //! A thin binary: it parses flags, resolves defaults once, calls the library crates and owns
 //! exit codes (0 ok, 2 error). Results go to stdout, everything else to stderr.
 
+mod ablations;
 mod chat;
 mod cli;
 mod evaluate;
 mod generate;
+mod image2image;
 mod judge;
 mod llm;
+mod malloc;
 mod progress;
 mod run;
 mod scorer;
 mod table;
+mod tokenizer_table;
 mod tokens;
 mod train;
 mod vocab;
@@ -24,6 +28,7 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    malloc::keep_large_blocks_on_heap();
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.quiet);
     let result = match cli.command {
@@ -36,9 +41,12 @@ fn main() -> ExitCode {
         Command::Reconstruct(args) => tokens::reconstruct(args),
         Command::Chat(args) => chat::chat(args),
         Command::EvalTokenizer(args) => evaluate::eval_tokenizer(args),
+        Command::TableTokenizer(args) => tokenizer_table::table_tokenizer(args),
+        Command::Ablations(args) => ablations::ablations(args),
         Command::Run(args) => run::run(args),
         Command::Table1(args) => table::table1(args),
         Command::Generate(args) => generate::generate(args),
+        Command::ImageToImage(args) => image2image::image_to_image(args),
         Command::TrainJudge(args) => judge::train_judge(args),
         Command::EvalGenerate(args) => generate::eval_generate(args),
         Command::Serve(args) => llm::serve(args),

@@ -70,6 +70,16 @@ pub fn sentence_encoder(device: &Device) -> Result<SentenceEncoder> {
 const DEFAULT_SCORER: &[u8] =
     include_bytes!("../../../checkpoints/scorer-minilm-mnist-fashion.safetensors");
 
+/// SHA-256 of the scorer `spec` names (`default`: the built-in bytes), to key cached results.
+pub fn scorer_sha256(spec: &str) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    match spec {
+        "default" => Ok(hex::encode(Sha256::digest(DEFAULT_SCORER))),
+        "none" => Ok("none".into()),
+        path => crate::run::sha256_file(Path::new(path)),
+    }
+}
+
 /// A trained tower, `default` (the built-in one) or a path, with the codebook's words
 /// embedded (cached in $SPAE_HOME).
 pub fn load_scorer(spec: &str, codebook: &Codebook) -> Result<CodebookScorer<TowerScorer>> {
@@ -210,50 +220,91 @@ pub fn zero_shot(model: &impl ImageTextModel, data: &LabeledImages) -> Result<f6
 /// Per image of `data`: its `k` most relevant codebook entries (target weights from a softmax
 /// of relevance at `temperature`) and the scorer's confidence in the image's own class
 /// (softmax over the set's "a photo of a {class}" captions) **(ours)**.
-pub struct ImageTargets {
-    pub indices: Vec<u32>,
-    pub weights: Vec<f32>,
-    pub confidence: Vec<f32>,
-    pub k: usize,
-}
-
-pub fn image_targets(
-    scorer: &CodebookScorer<TowerScorer>,
-    data: &LabeledImages,
+///
+/// Computed the first time training draws an image, then kept: a run of a few hundred steps
+/// scores the images it sees instead of the whole set up front (120,000 images took minutes).
+pub struct ImageTargets<'a> {
+    scorer: &'a CodebookScorer<TowerScorer>,
+    /// (C, D) zero-shot caption embeddings of the set's classes.
+    text: Tensor,
+    scale: f64,
     k: usize,
     temperature: f64,
-) -> Result<ImageTargets> {
-    let device = Device::Cpu;
-    let text = zero_shot_captions(scorer.model(), &data.class_names)?;
-    let scale = scorer.model().tower.config().logit_scale;
-    let mut out = ImageTargets {
-        indices: Vec::with_capacity(data.len() * k),
-        weights: Vec::with_capacity(data.len() * k),
-        confidence: Vec::with_capacity(data.len()),
-        k,
-    };
-    let bar = progress(data.len() as u64);
-    bar.set_message("semantic targets");
-    for start in (0..data.len()).step_by(1024) {
-        let idx: Vec<usize> = (start..(start + 1024).min(data.len())).collect();
-        let x = data.batch(&idx, &device)?;
-        let img = scorer.model().embed_images(&x)?;
-        let rel = img.matmul(&scorer.word_embeddings().t()?)?;
-        let (top, vals) = spae_core::scorer::top_relevant(&rel, k)?;
-        let w = candle_nn_softmax(&(vals / temperature)?)?;
-        out.indices.extend(top.flatten_all()?.to_vec1::<u32>()?);
-        out.weights.extend(w.flatten_all()?.to_vec1::<f32>()?);
-        let probs = candle_nn_softmax(&(img.matmul(&text.t()?)? * scale)?)?;
+    /// image index -> (entries, weights, confidence)
+    rows: std::collections::HashMap<usize, (Vec<u32>, Vec<f32>, f32)>,
+}
+
+impl<'a> ImageTargets<'a> {
+    pub fn new(
+        scorer: &'a CodebookScorer<TowerScorer>,
+        data: &LabeledImages,
+        k: usize,
+        temperature: f64,
+    ) -> Result<Self> {
+        Ok(Self {
+            scorer,
+            text: zero_shot_captions(scorer.model(), &data.class_names)?,
+            scale: scorer.model().tower.config().logit_scale,
+            k,
+            temperature,
+            rows: Default::default(),
+        })
+    }
+
+    /// The targets of images `idx` of `data` (the set given to `new`), on `device`.
+    pub fn batch(
+        &mut self,
+        data: &LabeledImages,
+        idx: &[usize],
+        device: &Device,
+    ) -> Result<spae_core::SemanticTargets> {
+        let mut missing: Vec<usize> = idx
+            .iter()
+            .copied()
+            .filter(|i| !self.rows.contains_key(i))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            self.compute(data, &missing)?;
+        }
+        let k = self.k;
+        let mut ind = Vec::with_capacity(idx.len() * k);
+        let mut w = Vec::with_capacity(idx.len() * k);
+        let mut c = Vec::with_capacity(idx.len());
+        for i in idx {
+            let (ri, rw, rc) = &self.rows[i];
+            ind.extend_from_slice(ri);
+            w.extend_from_slice(rw);
+            c.push(*rc);
+        }
+        Ok(spae_core::SemanticTargets {
+            indices: Tensor::from_vec(ind, (idx.len(), k), device)?,
+            weights: Tensor::from_vec(w, (idx.len(), k), device)?,
+            confidence: Tensor::from_vec(c, idx.len(), device)?,
+        })
+    }
+
+    fn compute(&mut self, data: &LabeledImages, idx: &[usize]) -> Result<()> {
+        let device = Device::Cpu;
+        let x = data.batch(idx, &device)?;
+        let img = self.scorer.model().embed_images(&x)?;
+        let rel = img.matmul(&self.scorer.word_embeddings().t()?)?;
+        let (top, vals) = spae_core::scorer::top_relevant(&rel, self.k)?;
+        let w = candle_nn_softmax(&(vals / self.temperature)?)?;
+        let top: Vec<Vec<u32>> = top.to_vec2()?;
+        let w: Vec<Vec<f32>> = w.to_vec2()?;
+        let probs = candle_nn_softmax(&(img.matmul(&self.text.t()?)? * self.scale)?)?;
         let labels: Vec<u32> = idx.iter().map(|&i| data.labels[i]).collect();
         let conf = probs
             .gather(&Tensor::new(labels.as_slice(), &device)?.unsqueeze(1)?, 1)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        out.confidence.extend(conf);
-        bar.inc(idx.len() as u64);
+        for (((&i, t), w), c) in idx.iter().zip(top).zip(w).zip(conf) {
+            self.rows.insert(i, (t, w, c));
+        }
+        Ok(())
     }
-    bar.finish_and_clear();
-    Ok(out)
 }
 
 fn candle_nn_softmax(x: &Tensor) -> Result<Tensor> {

@@ -265,11 +265,7 @@ pub fn table1(args: Table1Args) -> Result<()> {
         args.episodes,
         args.seed,
         spae_label,
-        std::env::args()
-            .skip_while(|a| a != "table1")
-            .skip(1)
-            .collect::<Vec<_>>()
-            .join(" ")
+        crate::run::invocation("table1")
     );
     let mut json_cells = Vec::new();
     for scoring in &scorings {
@@ -318,7 +314,13 @@ pub fn table1(args: Table1Args) -> Result<()> {
         &out.join("table1.json"),
         &serde_json::to_string_pretty(&serde_json::json!({
             "task": args.task, "llm": args.llm, "episodes": args.episodes, "seed": args.seed,
-            "checkpoint": spae_label, "checkpoint_sha256": spae_sha, "cells": json_cells,
+            "checkpoint": spae_label, "checkpoint_sha256": spae_sha,
+            // What each entry of a cell's `accuracy` is.
+            "columns": columns.iter().map(|&c| serde_json::json!({
+                "name": COLUMN_NAMES[c], "induction": COLUMNS[c].0,
+                "shots": COLUMNS[c].1, "repeats": COLUMNS[c].2,
+            })).collect::<Vec<_>>(),
+            "cells": json_cells,
             "prompt_tokens_per_scoring_pass": prompt_tokens,
         }))?,
     )?;

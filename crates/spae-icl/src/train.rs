@@ -4,10 +4,9 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use spae_assets::AssetCache;
-use spae_core::{SemanticConfig, SemanticTargets, SpaeModel, TrainConfig, Trainer};
+use spae_core::{SemanticConfig, SpaeModel, TrainConfig, Trainer};
 use spae_datasets::{easy_vqa, fashion_mnist, image_folder, mnist, LabeledImages, Split};
 
 use crate::cli::TrainArgs;
@@ -106,17 +105,21 @@ pub fn train(args: TrainArgs) -> Result<()> {
         "training"
     );
 
-    let targets = if args.scorer == "none" {
-        None
-    } else {
-        let scorer = crate::scorer::load_scorer(&args.scorer, model.codebook())
-            .with_context(|| format!("--scorer {}", args.scorer))?;
-        Some(crate::scorer::image_targets(
-            &scorer,
+    let scorer = match args.scorer.as_str() {
+        "none" => None,
+        spec => Some(
+            crate::scorer::load_scorer(spec, model.codebook())
+                .with_context(|| format!("--scorer {spec}"))?,
+        ),
+    };
+    let mut targets = match &scorer {
+        Some(s) => Some(crate::scorer::ImageTargets::new(
+            s,
             &data,
             args.semantic_top_k,
             0.02,
-        )?)
+        )?),
+        None => None,
     };
     let mut trainer = Trainer::new(&model, cfg.clone())?;
     trainer.skip_to(start);
@@ -147,8 +150,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
     for step in start..cfg.steps {
         let idx = trainer.sample_batch(data.len(), cfg.batch_size);
         let x = data.batch(&idx, model.device())?;
-        let t = match &targets {
-            Some(t) => Some(batch_targets(t, &idx, model.device())?),
+        let t = match &mut targets {
+            Some(t) => Some(t.batch(&data, &idx, model.device())?),
             None => None,
         };
         let loss = trainer.step_with(&model, &x, t.as_ref())?;
@@ -165,26 +168,4 @@ pub fn train(args: TrainArgs) -> Result<()> {
     bar.finish();
     eprintln!("wrote {}", ckpt.display());
     Ok(())
-}
-
-/// The semantic targets of the images `idx`.
-fn batch_targets(
-    t: &crate::scorer::ImageTargets,
-    idx: &[usize],
-    device: &Device,
-) -> Result<SemanticTargets> {
-    let k = t.k;
-    let mut ind = Vec::with_capacity(idx.len() * k);
-    let mut w = Vec::with_capacity(idx.len() * k);
-    let mut c = Vec::with_capacity(idx.len());
-    for &i in idx {
-        ind.extend_from_slice(&t.indices[i * k..(i + 1) * k]);
-        w.extend_from_slice(&t.weights[i * k..(i + 1) * k]);
-        c.push(t.confidence[i]);
-    }
-    Ok(SemanticTargets {
-        indices: candle_core::Tensor::from_vec(ind, (idx.len(), k), device)?,
-        weights: candle_core::Tensor::from_vec(w, (idx.len(), k), device)?,
-        confidence: candle_core::Tensor::from_vec(c, idx.len(), device)?,
-    })
 }

@@ -239,6 +239,15 @@ fn default_out(args: &RunArgs) -> PathBuf {
 }
 
 /// `s` as a file name: ASCII letters, digits and '-' kept, anything else '_'.
+/// This process's arguments after `command`, as a result file quotes what wrote it.
+pub fn invocation(command: &str) -> String {
+    std::env::args()
+        .skip_while(|a| a != command)
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn slug(s: &str) -> String {
     s.chars()
         .map(|c| {
@@ -533,7 +542,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     ))
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
