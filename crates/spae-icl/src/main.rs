@@ -9,6 +9,7 @@ mod evaluate;
 mod generate;
 mod judge;
 mod llm;
+mod plot;
 mod progress;
 mod run;
 mod scorer;
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => llm::serve(args),
         Command::TrainScorer(args) => scorer::train_scorer(args),
         Command::ScorerReport(args) => scorer::report(args),
+        Command::Plot(command) => plot::plot(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
