@@ -68,3 +68,8 @@ eval-generate count="10" layers="3":
 # Retrain the shipped digit judge.
 train-judge:
     cargo run --release --bin spae-icl -- train-judge --epochs 8
+
+# Figures: Table 1 accuracy curves of the measured 1-shot table, and the pyramid of MNIST digits.
+plots:
+    cargo run --release --bin spae-icl -- plot table1 --results eval/results/fashion-mnist-1shot-gemma3-270m
+    cargo run --release --bin spae-icl -- plot pyramid -o eval/results/pyramid-mnist.png

@@ -67,6 +67,46 @@ pub enum Command {
     /// A scorer's zero-shot accuracy on test splits, and the codebook words it finds most
     /// relevant to each class (JSON lines).
     ScorerReport(ScorerReportArgs),
+    /// PNG figures: Table 1 accuracy curves, tokenizer quality per depth, a pyramid's images.
+    #[command(subcommand)]
+    Plot(PlotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlotCommand {
+    /// DIR/table1.json (from `table1`) -> DIR/accuracy-vs-shots.png, DIR/accuracy-vs-repeats.png.
+    Table1(PlotResultsArgs),
+    /// DIR/table-tokenizer.json -> DIR/psnr-vs-depth.png (PSNR and class hit rate per depth).
+    Depth(PlotResultsArgs),
+    /// Images beside their reconstructions at every pyramid depth, with their first-layer word.
+    Pyramid(PlotPyramidArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlotResultsArgs {
+    /// The results folder: the JSON is read from it and the PNGs written into it.
+    #[arg(long)]
+    pub results: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotPyramidArgs {
+    #[command(flatten)]
+    pub ckpt: CheckpointArg,
+    /// mnist, fashion-mnist, easy-vqa, folder:DIR, or several joined by '+'.
+    #[arg(long, default_value = "mnist")]
+    pub data: String,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Images (rows): the first of each class in split order, then the next ones.
+    #[arg(long, default_value_t = 8)]
+    pub count: usize,
+    /// Pixels per image pixel (nearest-neighbour upscaling).
+    #[arg(long, default_value_t = 4)]
+    pub scale: u32,
+    /// PNG to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -701,6 +741,13 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
                 }
                 _ => "Run `spae-icl fetch gemma3-270m` or set SPAE_HOME.".to_string(),
             });
+        }
+        if cause.downcast_ref::<crate::plot::NoFont>().is_some() {
+            return Some(
+                "Plots need a TrueType font: install DejaVu Sans (Debian: `apt-get install fonts-dejavu-core`) \
+                 or set SPAE_FONT=/path/to/font.ttf."
+                    .to_string(),
+            );
         }
         if let Some(spae_core::SpaeError::Checkpoint { .. }) =
             cause.downcast_ref::<spae_core::SpaeError>()

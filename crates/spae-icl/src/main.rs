@@ -12,6 +12,7 @@ mod image2image;
 mod judge;
 mod llm;
 mod malloc;
+mod plot;
 mod progress;
 mod run;
 mod scorer;
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => llm::serve(args),
         Command::TrainScorer(args) => scorer::train_scorer(args),
         Command::ScorerReport(args) => scorer::report(args),
+        Command::Plot(command) => plot::plot(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
