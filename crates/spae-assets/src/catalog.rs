@@ -160,6 +160,18 @@ pub const CATALOG: &[Asset] = &[
         )],
     },
     Asset {
+        name: "dejavu-sans",
+        description: "DejaVu Sans (TrueType): the text of `spae-icl plot` where no system font is found",
+        file_name: "DejaVuSans.ttf",
+        sha256: "abdc775b21b1bc470d50c97e790d276f2054b7504e56e5bd3e64f48d68582322",
+        size: 759_720,
+        parts: &[apt(
+            "fonts-dejavu-core",
+            "2.37-6",
+            "usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        )],
+    },
+    Asset {
         name: "gemma3-tokenizer-json",
         description: "Gemma 3 reference tokenizer.json (test oracle for the GGUF tokenizer)",
         file_name: "tokenizer.json",

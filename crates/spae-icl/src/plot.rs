@@ -12,6 +12,7 @@ use plotters::prelude::*;
 use serde::Deserialize;
 
 use crate::cli::{PlotCommand, PlotPyramidArgs};
+use crate::table::GRID;
 
 pub fn plot(command: PlotCommand) -> Result<()> {
     let written = match command {
@@ -66,7 +67,23 @@ fn ensure_font() -> Result<()> {
         };
         let prefix = if from_env.is_some() { "SPAE_FONT=" } else { "" };
         let mut tried = Vec::new();
+        let mut candidates = candidates;
+        if from_env.is_none() {
+            // Last: DejaVu Sans fetched (once) into the asset cache from its Debian package.
+            candidates.push(PathBuf::new());
+        }
         for path in candidates {
+            let path = if path.as_os_str().is_empty() {
+                match spae_assets::AssetCache::from_env().fetch_named("dejavu-sans") {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tried.push(format!("the asset dejavu-sans ({e})"));
+                        continue;
+                    }
+                }
+            } else {
+                path
+            };
             let bytes = match std::fs::read(&path) {
                 Ok(b) => b,
                 Err(e) => {
@@ -323,18 +340,6 @@ fn first_seen<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
 
 // ---------------------------------------------------------------------------------------------
 // plot table1
-
-/// The Table 1 grid's columns as `spae-icl table1 --columns` numbers them, with the names
-/// its table1.md headers use: (name, induction, shots, repeats).
-const GRID: [(&str, bool, usize, usize); 7] = [
-    ("no induction, 1 shot", false, 1, 0),
-    ("induction, 1 shot", true, 1, 0),
-    ("3 shots", true, 3, 0),
-    ("5 shots", true, 5, 0),
-    ("1 shot, 1 repeat", true, 1, 1),
-    ("3 repeats", true, 1, 3),
-    ("5 repeats", true, 1, 5),
-];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 struct Column {

@@ -13,30 +13,21 @@ use spae_core::SpaeModel;
 use crate::cli::{Cli, Command, Table1Args};
 use crate::run::results::ScoringSummary;
 
-/// (induction, shots, repeats) of the paper's columns, in its order.
-const COLUMNS: [(bool, usize, usize); 7] = [
-    (false, 1, 0),
-    (true, 1, 0),
-    (true, 3, 0),
-    (true, 5, 0),
-    (true, 1, 1),
-    (true, 1, 3),
-    (true, 1, 5),
-];
-
-const COLUMN_NAMES: [&str; 7] = [
-    "no induction, 1 shot",
-    "induction, 1 shot",
-    "3 shots",
-    "5 shots",
-    "1 shot, 1 repeat",
-    "3 repeats",
-    "5 repeats",
+/// The paper's columns in its order, as `--columns` numbers them: (name in table1.md,
+/// induction, shots, repeats).
+pub(crate) const GRID: [(&str, bool, usize, usize); 7] = [
+    ("no induction, 1 shot", false, 1, 0),
+    ("induction, 1 shot", true, 1, 0),
+    ("3 shots", true, 3, 0),
+    ("5 shots", true, 5, 0),
+    ("1 shot, 1 repeat", true, 1, 1),
+    ("3 repeats", true, 1, 3),
+    ("5 repeats", true, 1, 5),
 ];
 
 /// The table header for `way` and the chosen columns.
 fn header(way: usize, columns: &[usize]) -> String {
-    let names: Vec<&str> = columns.iter().map(|&c| COLUMN_NAMES[c]).collect();
+    let names: Vec<&str> = columns.iter().map(|&c| GRID[c].0).collect();
     format!(
         "| {way}-way | words per image | {} | avg |\n|---|---|{}---|\n",
         names.join(" | "),
@@ -172,14 +163,14 @@ pub fn table1(args: Table1Args) -> Result<()> {
 
     let llm = crate::llm::load(&args.llm, &args.api)?;
     let columns: Vec<usize> = if args.columns.is_empty() {
-        (0..COLUMNS.len()).collect()
+        (0..GRID.len()).collect()
     } else {
         args.columns.clone()
     };
-    if let Some(bad) = columns.iter().find(|&&c| c >= COLUMNS.len()) {
+    if let Some(bad) = columns.iter().find(|&&c| c >= GRID.len()) {
         anyhow::bail!(
             "--columns {bad}: the grid has columns 0-6 ({})",
-            COLUMN_NAMES.join("; ")
+            GRID.map(|g| g.0).join("; ")
         );
     }
     let cells = args.ways.len() * rows.len() * columns.len();
@@ -191,7 +182,7 @@ pub fn table1(args: Table1Args) -> Result<()> {
         let mut by_row = Vec::new();
         for row in &rows {
             let mut by_col = Vec::new();
-            for &(induction, shots, repeats) in columns.iter().map(|&c| &COLUMNS[c]) {
+            for &(_, induction, shots, repeats) in columns.iter().map(|&c| &GRID[c]) {
                 // Cells are keyed by the checkpoint's hash: a retrained checkpoint gets new
                 // cells instead of colliding with the old ones.
                 let dir = out.join("cells").join(format!(
@@ -302,7 +293,7 @@ pub fn table1(args: Table1Args) -> Result<()> {
     ));
     md.push_str("\n## The paper (Real-Name mini-ImageNet, open-ended)\n\n");
     for way in [2, 5] {
-        md.push_str(&header(way, &(0..COLUMNS.len()).collect::<Vec<_>>()));
+        md.push_str(&header(way, &(0..GRID.len()).collect::<Vec<_>>()));
         for (_, name, tokens, v) in PAPER.iter().filter(|p| p.0 == way) {
             let cells: Vec<String> = v.iter().map(|a| format!("{a:.1}")).collect();
             md.push_str(&format!("| {name} | {tokens} | {} |\n", cells.join(" | ")));
@@ -317,8 +308,8 @@ pub fn table1(args: Table1Args) -> Result<()> {
             "checkpoint": spae_label, "checkpoint_sha256": spae_sha,
             // What each entry of a cell's `accuracy` is.
             "columns": columns.iter().map(|&c| serde_json::json!({
-                "name": COLUMN_NAMES[c], "induction": COLUMNS[c].0,
-                "shots": COLUMNS[c].1, "repeats": COLUMNS[c].2,
+                "name": GRID[c].0, "induction": GRID[c].1,
+                "shots": GRID[c].2, "repeats": GRID[c].3,
             })).collect::<Vec<_>>(),
             "cells": json_cells,
             "prompt_tokens_per_scoring_pass": prompt_tokens,

@@ -47,3 +47,24 @@ fn plot_without_a_font_names_spae_font() {
     );
     assert!(!dir.path().join("p.png").exists());
 }
+
+#[test]
+fn the_font_asset_is_fetched_verified_and_draws() {
+    // Where no system font exists, `plot` falls back to this asset: fetch it into an empty
+    // cache (from its Debian package, sha256-checked) and draw with it alone.
+    let home = tempfile::tempdir().unwrap();
+    let out = run(bin()
+        .args(["fetch", "dejavu-sans"])
+        .env("SPAE_HOME", home.path()));
+    // `fetch` prints "NAME<TAB>PATH".
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let path = line.rsplit('\t').next().unwrap_or_default().to_string();
+    assert!(path.ends_with("DejaVuSans.ttf"), "{path}");
+    let png = home.path().join("p.png");
+    let data = format!("folder:{}", sample("fashion-mnist-test-60").display());
+    run(bin()
+        .args(["plot", "pyramid", "--data", &data, "--count", "1", "-o"])
+        .arg(&png)
+        .env("SPAE_FONT", &path));
+    assert!(image::open(&png).is_ok());
+}
