@@ -3,7 +3,9 @@
 
 mod common;
 
-use llm_client::{FinishReason, GenerateParams, KnownModel, LanguageModel, LocalModel, Prompt};
+use llm_client::{
+    FinishReason, GenerateParams, KnownModel, LanguageModel, LocalModel, ModelSpec, Prompt,
+};
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -135,6 +137,33 @@ fn cache_matches_prefix_runs(model: KnownModel) {
         let reused = cached.logits(&ids[..n], n - 1).expect("logits");
         let d = common::max_rel_diff(&reused[0], &all[n - 1]);
         assert!(d < 1e-3, "{model:?} prefix {n} with reuse: rel diff {d}");
+    }
+}
+
+/// A prompt run in chunks of a few positions gives the logits of one pass over all of it.
+#[test]
+fn chunked_prefill_equals_one_pass() {
+    let load = |chunk: usize| {
+        let options = llm_client::LoadOptions {
+            max_context: 2048,
+            prefill_chunk: chunk,
+            ..llm_client::LoadOptions::default()
+        };
+        LocalModel::load(&ModelSpec::Local(KnownModel::SmolLm2_135m), &options).expect("load")
+    };
+    let (whole, chunked) = (load(usize::MAX), load(7));
+    let text = "Few-shot: a cat is an animal. A rose is a plant. A dog is an animal. A tulip is";
+    let ids = whole.prompt_ids(&Prompt::Text(text.into())).expect("ids");
+    assert!(ids.len() > 14, "{} tokens", ids.len());
+    for from in [0, 3, 7, ids.len() - 1] {
+        let a = whole.logits(&ids, from).expect("logits");
+        let b = chunked.logits(&ids, from).expect("logits");
+        assert_eq!(a.len(), ids.len() - from);
+        assert_eq!(b.len(), a.len());
+        for (ra, rb) in a.iter().zip(&b) {
+            let d = common::max_rel_diff(ra, rb);
+            assert!(d < 1e-3, "from {from}: rel diff {d}");
+        }
     }
 }
 
