@@ -19,15 +19,16 @@ table1 episodes="20":
 table-tokenizer:
     cargo run --release --bin spae-icl -- table-tokenizer --checkpoint SPAE=builtin \
         --checkpoint LQAE-style=checkpoints/lqae-gemma3-mnist-fashion.safetensors
+    cargo run --release --bin spae-icl -- plot depth --results eval/results/tokenizer
 
 # SAQ vs RQ, semantic loss on/off, pyramid vs flat: each trained for `steps`, then scored.
-ablations steps="400" episodes="50":
+ablations steps="300" episodes="30":
     cargo run --release --bin spae-icl -- ablations --steps {{steps}} --episodes {{episodes}}
 
-# Denoising and inpainting MNIST digits in context (10 pairs, 3 layers, 20 test images).
-image-to-image:
-    cargo run --release --bin spae-icl -- image-to-image --task denoise --out eval/results/denoise-mnist-gemma3-270m
-    cargo run --release --bin spae-icl -- image-to-image --task inpaint --out eval/results/inpaint-mnist-gemma3-270m
+# Denoising and inpainting MNIST digits in context (10 pairs, 3 layers, `count` test images).
+image-to-image count="12":
+    cargo run --release --bin spae-icl -- image-to-image --task denoise --count {{count}} --out eval/results/denoise-mnist-gemma3-270m
+    cargo run --release --bin spae-icl -- image-to-image --task inpaint --count {{count}} --out eval/results/inpaint-mnist-gemma3-270m
 
 # Retrain the shipped scorer and tokenizer (Gemma 3 vocabulary, MNIST + Fashion-MNIST) into runs/.
 train-default:
@@ -63,7 +64,7 @@ report-1shot:
 
 # Digits drawn by the local Gemma 3, scored by the shipped judge beside random and copy baselines.
 eval-generate count="10" layers="3":
-    cargo run --release --bin spae-icl -- eval-generate --count {{count}} --layers {{layers}}
+    cargo run --release --bin spae-icl -- eval-generate --count {{count}} --layers {{layers}} --out eval/results/generate-mnist-gemma3-270m
 
 # Retrain the shipped digit judge.
 train-judge:
@@ -71,5 +72,6 @@ train-judge:
 
 # Figures: Table 1 accuracy curves of the measured 1-shot table, and the pyramid of MNIST digits.
 plots:
-    cargo run --release --bin spae-icl -- plot table1 --results eval/results/fashion-mnist-1shot-gemma3-270m
+    cargo run --release --bin spae-icl -- plot table1 --results eval/results/table1-fashion-mnist-gemma3-270m
+    cargo run --release --bin spae-icl -- plot depth --results eval/results/tokenizer
     cargo run --release --bin spae-icl -- plot pyramid -o eval/results/pyramid-mnist.png
