@@ -14,7 +14,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cli::{AblationsArgs, CheckpointArg, Cli, Command};
 
@@ -30,8 +30,11 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct AblationRow {
+    /// What produced the row (every setting but `--variants` and `--out`): a rerun with the
+    /// same settings reads the row instead of recomputing it.
+    settings: serde_json::Value,
     variant: String,
     change: String,
     checkpoint_sha256: String,
@@ -68,11 +71,17 @@ fn train_variant(args: &AblationsArgs, dir: &Path, flags: &[&str]) -> Result<()>
                 args.steps
             );
         }
-        if done >= args.steps {
+        let have_checkpoint = dir.join("checkpoint.safetensors").is_file();
+        if done >= args.steps && have_checkpoint {
             tracing::info!("{}: trained already ({done} steps)", dir.display());
             return Ok(());
         }
-        resume = done > 0;
+        // Without its checkpoint (result folders keep only the small files) it starts over.
+        resume = done > 0 && have_checkpoint;
+        if !have_checkpoint {
+            std::fs::remove_file(&state).with_context(|| format!("{}", state.display()))?;
+            let _ = std::fs::remove_file(dir.join("metrics.jsonl"));
+        }
     }
     let argv = train_argv(args, dir, flags, resume);
     let Command::Train(train_args) = parse(argv)? else {
@@ -122,6 +131,23 @@ fn train_argv(args: &AblationsArgs, dir: &Path, flags: &[&str], resume: bool) ->
     argv
 }
 
+/// The settings a variant's row depends on.
+fn settings(args: &AblationsArgs) -> Result<serde_json::Value> {
+    Ok(serde_json::json!({
+        "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+        "train_data": args.train_data, "scorer_sha256": crate::scorer::scorer_sha256(&args.scorer)?,
+        "eval_data": args.eval_data, "limit": args.limit, "task": args.task,
+        "episodes": args.episodes, "llm": args.llm,
+    }))
+}
+
+/// The row a finished variant left in `dir`, if its settings are these.
+fn finished_row(dir: &Path, settings: &serde_json::Value) -> Option<AblationRow> {
+    let text = std::fs::read_to_string(dir.join("row.json")).ok()?;
+    let row: AblationRow = serde_json::from_str(&text).ok()?;
+    (row.settings == *settings).then_some(row)
+}
+
 pub fn ablations(args: AblationsArgs) -> Result<()> {
     for v in &args.variants {
         if !VARIANTS.iter().any(|(n, _, _)| n == v) {
@@ -132,13 +158,20 @@ pub fn ablations(args: AblationsArgs) -> Result<()> {
         }
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
-    let llm = crate::llm::load(&args.llm, &args.api)?;
+    let settings = settings(&args)?;
+    // The model loads on first use: a rerun served from the rows loads none.
+    let mut llm: Option<Box<dyn llm_client::LanguageModel>> = None;
     let mut rows = Vec::new();
     for (name, change, flags) in VARIANTS
         .iter()
         .filter(|v| args.variants.iter().any(|n| n == v.0))
     {
         let dir = args.out.join(name);
+        if let Some(row) = finished_row(&dir, &settings) {
+            tracing::info!("ablation {name}: from {}", dir.join("row.json").display());
+            rows.push(row);
+            continue;
+        }
         let train_dir = dir.join("train");
         tracing::info!("ablation {name}: {change}");
         train_variant(&args, &train_dir, flags).with_context(|| format!("training {name}"))?;
@@ -193,14 +226,19 @@ pub fn ablations(args: AblationsArgs) -> Result<()> {
             let Command::Run(run_args) = parse(argv)? else {
                 bail!("internal: not a run command");
             };
-            let summary = crate::run::execute(&run_args, Some(llm.as_ref()))
+            if llm.is_none() {
+                llm = Some(crate::llm::load(&args.llm, &args.api)?);
+            }
+            let model = llm.as_deref();
+            let summary = crate::run::execute(&run_args, model)
                 .with_context(|| format!("{name} {way}-way run in {}", run_dir.display()))?;
             for (key, s) in summary.scorings {
                 accuracy.push((way, key, s.accuracy));
             }
         }
         let first = &eval.depths[0];
-        rows.push(AblationRow {
+        let row = AblationRow {
+            settings: settings.clone(),
             variant: name.to_string(),
             change: change.to_string(),
             checkpoint_sha256: eval.checkpoint_sha256.clone(),
@@ -211,7 +249,12 @@ pub fn ablations(args: AblationsArgs) -> Result<()> {
             layer1_class_top_k_hit_rate: first.class_top_k_hit_rate,
             layer1_distinct_per_class: first.distinct_per_class,
             accuracy,
-        });
+        };
+        crate::run::results::write_atomic(
+            &dir.join("row.json"),
+            &serde_json::to_string_pretty(&row)?,
+        )?;
+        rows.push(row);
     }
     let acc = |r: &AblationRow, way: usize, key: &str| {
         r.accuracy
