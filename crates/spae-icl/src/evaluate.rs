@@ -38,13 +38,7 @@ pub struct DepthRow {
 
 pub fn eval_tokenizer(args: EvalTokenizerArgs) -> Result<()> {
     let (model, label) = crate::tokens::load_checkpoint(&args.ckpt, &Device::Cpu)?;
-    let cfg = model.config().clone();
-    let split = args
-        .split
-        .parse()
-        .map_err(anyhow::Error::msg)
-        .context("--split")?;
-    let data = crate::train::load_data(&args.data, split, cfg.in_channels, cfg.image_size)?;
+    let data = data_for(&model, &args.data, &args.split)?;
     let n = args.limit.map_or(data.len(), |l| l.min(data.len()));
     let scorer = match args.scorer.as_str() {
         "none" => None,
@@ -63,6 +57,20 @@ pub fn eval_tokenizer(args: EvalTokenizerArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The data set `spec`'s split `split` (a name), at the size and channels `model` takes.
+pub fn data_for(
+    model: &spae_core::SpaeModel,
+    spec: &str,
+    split: &str,
+) -> Result<spae_datasets::LabeledImages> {
+    let cfg = model.config();
+    let split = split
+        .parse()
+        .map_err(anyhow::Error::msg)
+        .context("--split")?;
+    crate::train::load_data(spec, split, cfg.in_channels, cfg.image_size)
 }
 
 /// The table's rows in markdown.

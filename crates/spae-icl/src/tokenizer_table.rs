@@ -79,12 +79,7 @@ pub fn evaluate_cached(
         return Ok(row);
     }
     let (model, _) = crate::tokens::load_checkpoint(ckpt, &Device::Cpu)?;
-    let cfg = model.config().clone();
-    let split_v = split
-        .parse()
-        .map_err(anyhow::Error::msg)
-        .context("--split")?;
-    let data = crate::train::load_data(data_spec, split_v, cfg.in_channels, cfg.image_size)?;
+    let data = crate::evaluate::data_for(&model, data_spec, split)?;
     let scorer = match scorer_spec {
         "none" => None,
         spec => Some(

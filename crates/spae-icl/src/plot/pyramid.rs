@@ -40,12 +40,7 @@ pub fn plot_pyramid(args: &PlotPyramidArgs) -> Result<PathBuf> {
     ensure_font()?;
     let (model, label) = crate::tokens::load_checkpoint(&args.ckpt, &Device::Cpu)?;
     let cfg = model.config().clone();
-    let split = args
-        .split
-        .parse()
-        .map_err(anyhow::Error::msg)
-        .context("--split")?;
-    let data = crate::train::load_data(&args.data, split, cfg.in_channels, cfg.image_size)?;
+    let data = crate::evaluate::data_for(&model, &args.data, &args.split)?;
     let idx = pick_images(&data.labels, args.count);
     if idx.is_empty() {
         bail!(
