@@ -13,7 +13,9 @@ mod folder;
 mod idx;
 mod mnist;
 
-pub use easy_vqa::{easy_vqa, read_easy_vqa, EasyVqa, VqaQuestion, EASY_VQA_SHAPES};
+pub use easy_vqa::{
+    easy_vqa, read_easy_vqa, shape_colour, EasyVqa, VqaQuestion, EASY_VQA_COLOURS, EASY_VQA_SHAPES,
+};
 pub use files::{mini_imagenet, ImageFiles};
 pub use folder::image_folder;
 pub use idx::{read_idx_images, read_idx_labels};
@@ -134,6 +136,41 @@ impl LabeledImages {
         Ok(out)
     }
 
+    /// The same images at `size` x `size` (bilinear, which averages over the source pixels
+    /// when shrinking), e.g. easy-VQA's 64x64 shapes at 32x32 for a tokenizer 4x cheaper
+    /// to train.
+    pub fn resized(&self, size: usize) -> LabeledImages {
+        if size == self.size {
+            return self.clone();
+        }
+        let (s, c) = (self.size as u32, self.channels);
+        let plane = self.size * self.size;
+        let mut pixels = Vec::with_capacity(self.len() * c * size * size);
+        let mut hwc = vec![0u8; plane * c];
+        for i in 0..self.len() {
+            let chw = self.image(i);
+            for (p, px) in hwc.chunks_mut(c).enumerate() {
+                for (ch, v) in px.iter_mut().enumerate() {
+                    *v = chw[ch * plane + p];
+                }
+            }
+            let out: Vec<u8> = match c {
+                1 => resize_hwc::<image::Luma<u8>>(hwc.clone(), s, size as u32),
+                _ => resize_hwc::<image::Rgb<u8>>(hwc.clone(), s, size as u32),
+            }
+            .unwrap_or_default();
+            let small = size * size;
+            for ch in 0..c {
+                pixels.extend((0..small).map(|p| out.get(p * c + ch).copied().unwrap_or(0)));
+            }
+        }
+        LabeledImages {
+            size,
+            pixels,
+            ..self.clone()
+        }
+    }
+
     /// Images `indices` as a (B, C, S, S) f32 tensor in [0, 1].
     pub fn batch(&self, indices: &[usize], device: &Device) -> Result<Tensor> {
         let mut data = Vec::with_capacity(indices.len() * self.image_len());
@@ -147,6 +184,17 @@ impl LabeledImages {
         )?;
         Ok(t)
     }
+}
+
+/// An `s` x `s` image (interleaved channels) at `size` x `size`.
+fn resize_hwc<P: image::Pixel<Subpixel = u8> + 'static>(
+    hwc: Vec<u8>,
+    s: u32,
+    size: u32,
+) -> Option<Vec<u8>> {
+    let img = image::ImageBuffer::<P, Vec<u8>>::from_raw(s, s, hwc)?;
+    let filter = image::imageops::FilterType::Triangle;
+    Some(image::imageops::resize(&img, size, size, filter).into_raw())
 }
 
 /// Fashion-MNIST's ten classes, as single words an LLM knows.
@@ -179,4 +227,53 @@ pub fn fashion_mnist(cache: &AssetCache, split: Split) -> Result<LabeledImages> 
             .map(|s| s.to_string())
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(channels: usize, size: usize, pixels: Vec<u8>) -> LabeledImages {
+        LabeledImages {
+            name: "t".into(),
+            channels,
+            size,
+            labels: vec![0; pixels.len() / (channels * size * size)],
+            pixels,
+            class_names: vec!["a".into()],
+        }
+    }
+
+    #[test]
+    fn resized_keeps_colours_and_planes() {
+        // Two 4x4 RGB images, planar: flat (10, 20, 30), and red left half / blue right half.
+        let mut px = Vec::new();
+        for v in [10u8, 20, 30] {
+            px.extend([v; 16]);
+        }
+        let half = |l: u8, r: u8| (0..16).map(move |i| if i % 4 < 2 { l } else { r });
+        px.extend(half(200, 0));
+        px.extend(half(0, 0));
+        px.extend(half(0, 200));
+        let small = set(3, 4, px).resized(2);
+        assert_eq!((small.size, small.channels, small.len()), (2, 3, 2));
+        assert_eq!(
+            small.image(0),
+            &[10, 10, 10, 10, 20, 20, 20, 20, 30, 30, 30, 30]
+        );
+        // Left column red, right column blue, in the right planes (the filter blends a
+        // little across the edge).
+        let (red, blue) = (&small.image(1)[..4], &small.image(1)[8..]);
+        assert!(
+            red[0] > 150 && red[2] > 150 && red[1] < 50 && red[3] < 50,
+            "{red:?}"
+        );
+        assert!(
+            blue[1] > 150 && blue[3] > 150 && blue[0] < 50 && blue[2] < 50,
+            "{blue:?}"
+        );
+        assert_eq!(&small.image(1)[4..8], &[0, 0, 0, 0]);
+        let gray = set(1, 4, (0..16).map(|i| (i % 4 * 50) as u8).collect()).resized(4);
+        assert_eq!(gray.pixels.len(), 16);
+    }
 }

@@ -2,7 +2,8 @@
 
 use spae_assets::AssetCache;
 use spae_datasets::{
-    easy_vqa, fashion_mnist, image_folder, mnist, read_easy_vqa, LabeledImages, Split,
+    easy_vqa, fashion_mnist, image_folder, mnist, read_easy_vqa, shape_colour, LabeledImages,
+    Split, EASY_VQA_COLOURS,
 };
 
 #[test]
@@ -73,6 +74,46 @@ fn easy_vqa_images_questions_answers() {
     );
     let unknown = test.images.labels.iter().filter(|&&l| l == 3).count();
     assert!(unknown < 50, "{unknown} images without a known shape");
+    // Colours, read off the questions the same way: image 0's "what is the red shape?".
+    assert_eq!(test.colours[0], Some(0));
+    assert_eq!(test.caption(0), "a red triangle");
+    // Colours no question settles come from pixels: that rule agrees with the questions
+    // on nearly every image whose colour they do settle.
+    assert!(test.colours.iter().all(|c| c.is_some()));
+    let centroids: Vec<[f32; 3]> = (0..EASY_VQA_COLOURS.len() as u32)
+        .map(|k| {
+            let of: Vec<[f32; 3]> = (0..test.images.len())
+                .filter(|&i| test.colours[i] == Some(k))
+                .map(|i| shape_colour(test.images.image(i), 64 * 64))
+                .collect();
+            [0, 1, 2].map(|ch| of.iter().map(|c| c[ch]).sum::<f32>() / of.len() as f32)
+        })
+        .collect();
+    let agree = (0..test.images.len())
+        .filter(|&i| {
+            let c = shape_colour(test.images.image(i), 64 * 64);
+            let nearest = (0..centroids.len())
+                .min_by(|&a, &b| {
+                    let d = |k: usize| -> f32 {
+                        (0..3).map(|ch| (centroids[k][ch] - c[ch]).powi(2)).sum()
+                    };
+                    d(a).total_cmp(&d(b))
+                })
+                .map(|k| k as u32);
+            nearest == test.colours[i]
+        })
+        .count();
+    assert!(agree > 950, "pixel colour agrees on {agree} of 1000");
+    // Every question about colour agrees with the colour read off for its image.
+    for q in &test.questions {
+        if let Some(c) = EASY_VQA_COLOURS.iter().position(|c| *c == q.answer) {
+            assert_eq!(test.colours[q.image], Some(c as u32), "{q:?}");
+        }
+    }
+    let both = test.by_colour_and_shape();
+    assert_eq!(both.class_names.len(), 25);
+    assert_eq!(both.class_names[both.labels[0] as usize], "red triangle");
+    assert_eq!(both.pixels, test.images.pixels);
     let train = easy_vqa(&cache, Split::Train).unwrap();
     assert_eq!((train.images.len(), train.questions.len()), (4_000, 38_575));
 

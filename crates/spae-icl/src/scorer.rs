@@ -36,13 +36,17 @@ pub fn templates_for(class: &str) -> [&'static str; 5] {
             "a drawing of a {}",
             "a black and white image of the number {}",
         ]
-    } else if ["circle", "rectangle", "triangle"].contains(&class) {
+    } else if ["circle", "rectangle", "triangle", "shape"]
+        .iter()
+        .any(|s| class.split(' ').next_back() == Some(s))
+    {
+        // easy-VQA: "circle", or "red circle" when labelled by colour and shape.
         [
             "a {}",
             "a drawing of a {}",
-            "a coloured {}",
+            "an image of a {}",
             "a picture of a {} shape",
-            "a simple {} on a white background",
+            "a simple {} on a plain background",
         ]
     } else {
         [
@@ -129,7 +133,8 @@ struct ZeroShot {
 
 pub fn train_scorer(args: TrainScorerArgs) -> Result<()> {
     let device = Device::Cpu;
-    let data = crate::train::load_data(&args.data, Split::Train, 1, 28)?;
+    let (channels, size) = (args.images.channels, args.images.image_size);
+    let data = crate::train::load_data(&args.data, Split::Train, channels, size)?;
     let text = sentence_encoder(&device)?;
     let table = caption_table(&text, &data.class_names)?; // (T, C, D)
     let cfg = TowerConfig::small(data.channels, text.dim(), TEXT_MODEL);
@@ -175,7 +180,7 @@ pub fn train_scorer(args: TrainScorerArgs) -> Result<()> {
     eprintln!("wrote {}", args.out.display());
     let scorer = TowerScorer { tower, text };
     for name in args.data.split('+') {
-        let test = crate::train::load_data(name, Split::Test, 1, 28)?;
+        let test = crate::train::load_data(name, Split::Test, channels, size)?;
         let acc = zero_shot(&scorer, &test)?;
         println!(
             "{}",
@@ -364,7 +369,8 @@ pub fn report(args: ScorerReportArgs) -> Result<()> {
     let codebook = spec.load(&Device::Cpu)?;
     let scorer = load_scorer(&args.scorer, &codebook)?;
     for name in args.data.split('+') {
-        let test = crate::train::load_data(name, Split::Test, 1, 28)?;
+        let (channels, size) = (args.images.channels, args.images.image_size);
+        let test = crate::train::load_data(name, Split::Test, channels, size)?;
         let acc = zero_shot(scorer.model(), &test)?;
         println!(
             "{}",

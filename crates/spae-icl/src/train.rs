@@ -12,7 +12,7 @@ use spae_datasets::{easy_vqa, fashion_mnist, image_folder, mnist, LabeledImages,
 use crate::cli::TrainArgs;
 
 /// Load data by name: `mnist`, `fashion-mnist`, `easy-vqa`, or `folder:DIR`; several joined
-/// by `+` become one set (labels shifted, class names concatenated).
+/// by `+` become one set (labels shifted, class names concatenated), at `size` x `size`.
 pub fn load_data(spec: &str, split: Split, channels: usize, size: usize) -> Result<LabeledImages> {
     check_data_spec(spec)?;
     let cache = AssetCache::from_env();
@@ -24,11 +24,13 @@ pub fn load_data(spec: &str, split: Split, channels: usize, size: usize) -> Resu
             match part {
                 "mnist" => mnist(&cache, split)?,
                 "fashion-mnist" => fashion_mnist(&cache, split)?,
-                "easy-vqa" => easy_vqa(&cache, split)?.images,
+                "easy-vqa" => easy_vqa(&cache, split)?.by_colour_and_shape(),
                 _ => unreachable!("checked by check_data_spec"),
             }
         };
-        sets.push(set);
+        // A fetched set at another side is resized to the one asked for (easy-VQA's 64x64
+        // at 32, say); the folder loader already resized.
+        sets.push(set.resized(size));
     }
     Ok(LabeledImages::concat(sets)?)
 }
