@@ -39,6 +39,20 @@ train-default:
 train-lqae:
     cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --layers 8 --scorer none --steps 2000 --batch-size 32 --lr 2e-3 --warmup 100 --checkpoint-every 250 --out runs/lqae-gemma3
 
+# Retrain the shipped easy-VQA scorer and tokenizer (colour + shape captions, 32x32 RGB) into runs/.
+train-easy-vqa:
+    cargo run --release --bin spae-icl -- train-scorer --data easy-vqa --image-size 32 --channels 3 --steps 400 --batch-size 64 --lr 3e-3 --out runs/scorer-easy-vqa.safetensors
+    cargo run --release --bin spae-icl -- train --data easy-vqa --image-size 32 --channels 3 --scorer runs/scorer-easy-vqa.safetensors --steps 1500 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 --out runs/spae-easy-vqa
+
+# Retrain the SmolLM2-vocabulary tokenizer (MNIST + Fashion-MNIST, the shipped scorer).
+train-smollm2:
+    cargo run --release --bin spae-icl -- train --vocab smollm2-135m --data mnist+fashion-mnist --scorer checkpoints/scorer-minilm-mnist-fashion.safetensors --steps 2000 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 --out runs/spae-smollm2
+
+# VQA and captioning on easy-VQA's test split by the local Gemma 3 (built-in easy-VQA tokenizer).
+eval-vqa limit="300":
+    cargo run --release --bin spae-icl -- eval-vqa --task vqa --limit {{limit}} --out eval/results/vqa-easy-vqa-gemma3-270m
+    cargo run --release --bin spae-icl -- eval-vqa --task caption --limit {{limit}} --out eval/results/caption-easy-vqa-gemma3-270m
+
 # The test suite, as CI runs it.
 test:
     cargo test --workspace

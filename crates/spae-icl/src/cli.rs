@@ -56,6 +56,14 @@ pub enum Command {
     /// Denoising or inpainting in context: corrupted -> clean pairs, then a corrupted query;
     /// PSNR of the LLM's output beside the corrupted input and the tokenizer alone.
     ImageToImage(ImageToImageArgs),
+    /// Caption images in context: captioned easy-VQA images, then each image's words.
+    Caption(CaptionArgs),
+    /// Answer a question about an image in context: answered easy-VQA questions of the same
+    /// form, then the image's words and the question.
+    Vqa(VqaArgs),
+    /// VQA or captioning accuracy over easy-VQA's test split, beside the majority-answer and
+    /// blind (question-only) baselines.
+    EvalVqa(EvalVqaArgs),
     /// Train the digit judge (a classifier on MNIST pixels) that scores generated images.
     TrainJudge(TrainJudgeArgs),
     /// Generated MNIST digits scored by the judge, beside random-word and copy baselines.
@@ -121,6 +129,19 @@ pub struct ScorerReportArgs {
     /// Words listed per class.
     #[arg(long, default_value_t = 10)]
     pub words: usize,
+    #[command(flatten)]
+    pub images: ScorerImages,
+}
+
+/// The side and channels a scorer sees images at (fetched sets are resized to the side).
+#[derive(Debug, Args, Clone, Copy)]
+pub struct ScorerImages {
+    /// Image side in pixels (easy-VQA's 64x64 shapes are resized to it).
+    #[arg(long, default_value_t = 28)]
+    pub image_size: usize,
+    /// Channels of folder:DIR images (fetched sets keep their own).
+    #[arg(long, default_value_t = 1)]
+    pub channels: usize,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +149,8 @@ pub struct TrainScorerArgs {
     /// Training data: sets joined by '+' (mnist, fashion-mnist, easy-vqa, folder:DIR).
     #[arg(long, default_value = "mnist+fashion-mnist")]
     pub data: String,
+    #[command(flatten)]
+    pub images: ScorerImages,
     #[arg(long, default_value_t = 1500)]
     pub steps: usize,
     #[arg(long, default_value_t = 128)]
@@ -557,6 +580,95 @@ pub struct GenerateArgs {
     /// PNG to write (images side by side); the words go to the same name with .json.
     #[arg(short, long)]
     pub output: PathBuf,
+}
+
+/// What `caption`, `vqa` and `eval-vqa` share: the tokenizer, the LLM, the support set.
+#[derive(Debug, Args)]
+pub struct VqaCommon {
+    /// Tokenizer checkpoint for RGB images (default: $SPAE_VQA_CHECKPOINT, else the
+    /// built-in easy-VQA one).
+    #[arg(long, env = "SPAE_VQA_CHECKPOINT")]
+    pub checkpoint: Option<PathBuf>,
+    #[arg(long, default_value = "local:gemma3-270m")]
+    pub llm: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Support items (easy-VQA training images) per prompt.
+    #[arg(long, default_value_t = 16)]
+    pub shots: usize,
+    /// Pyramid layers of every image (2: 5 words, 3: 21 words).
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    /// Seed of the support draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// A folder of templates that replace the built-in ones of the same name.
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+}
+
+impl VqaCommon {
+    pub fn ckpt(&self) -> CheckpointArg {
+        CheckpointArg {
+            checkpoint: self.checkpoint.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CaptionArgs {
+    /// Images to caption (resized to the checkpoint's side, RGB).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub common: VqaCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct VqaArgs {
+    /// The image asked about (resized to the checkpoint's side, RGB).
+    pub image: PathBuf,
+    /// The question, e.g. "what color is the shape?".
+    #[arg(long)]
+    pub question: String,
+    /// Print the model's own words up to the first period instead of the most likely of
+    /// easy-VQA's 13 answers.
+    #[arg(long)]
+    pub open: bool,
+    #[command(flatten)]
+    pub common: VqaCommon,
+}
+
+/// What `eval-vqa` evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VqaTask {
+    /// Questions with one-word answers.
+    Vqa,
+    /// Captions "a <colour> <shape>".
+    Caption,
+}
+
+impl VqaTask {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Vqa => "vqa",
+            Self::Caption => "caption",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EvalVqaArgs {
+    #[arg(long, value_enum, default_value = "vqa")]
+    pub task: VqaTask,
+    /// Test items (questions, or images for captioning), drawn with --seed.
+    #[arg(long, default_value_t = 300)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub common: VqaCommon,
+    /// Default: eval/results/<task>-easy-vqa-<llm>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// What `image-to-image` undoes.

@@ -77,6 +77,21 @@ impl Generator {
         &self.templates
     }
 
+    /// The LLM the generator asks.
+    pub fn llm(&self) -> &dyn LanguageModel {
+        self.llm.as_ref()
+    }
+
+    /// How image words reach the LLM (token ids for a local model, text for an API).
+    pub fn form(&self) -> PromptForm {
+        self.form
+    }
+
+    /// Run one LLM call to completion.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
     pub fn new(
         ckpt: &crate::cli::CheckpointArg,
         llm_name: &str,
@@ -85,7 +100,28 @@ impl Generator {
         temperature: f32,
         unconstrained: bool,
     ) -> Result<Self> {
-        let (spae, checkpoint) = crate::tokens::load_checkpoint(ckpt, &Device::Cpu)?;
+        Self::new_with_default(
+            ckpt,
+            crate::tokens::BuiltIn::MnistFashion,
+            llm_name,
+            api,
+            prompts,
+            temperature,
+            unconstrained,
+        )
+    }
+
+    /// As [`Generator::new`], with `builtin` as the checkpoint when none is given.
+    pub fn new_with_default(
+        ckpt: &crate::cli::CheckpointArg,
+        builtin: crate::tokens::BuiltIn,
+        llm_name: &str,
+        api: &crate::cli::ApiArgs,
+        prompts: Option<&std::path::Path>,
+        temperature: f32,
+        unconstrained: bool,
+    ) -> Result<Self> {
+        let (spae, checkpoint) = crate::tokens::load_checkpoint_or(ckpt, builtin, &Device::Cpu)?;
         let templates = match prompts {
             Some(dir) => Templates::with_overrides(dir)?,
             None => Templates::builtin()?,

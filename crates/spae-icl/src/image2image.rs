@@ -9,7 +9,6 @@
 //! query's words" baseline: how much the tokenizer alone cleans), of the LLM's output, and of
 //! the clean image's reconstruction at that depth (the ceiling the words allow).
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -143,20 +142,8 @@ pub fn image_to_image(args: ImageToImageArgs) -> Result<()> {
         &serde_json::json!({"count": args.count}),
     )?;
     let results_path = out.join("results.jsonl");
-    let mut done: BTreeMap<usize, ItemResult> = BTreeMap::new();
-    if let Ok(text) = std::fs::read_to_string(&results_path) {
-        for line in text.lines() {
-            // A line a killed run left half-written is dropped (and recomputed).
-            if let Ok(r) = serde_json::from_str::<ItemResult>(line) {
-                done.insert(r.item, r);
-            }
-        }
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&results_path)
-        .with_context(|| format!("opening {}", results_path.display()))?;
+    let (mut done, mut file) =
+        crate::run::results::resume_jsonl(&results_path, |r: &ItemResult| r.item)?;
 
     let plane = channels * size * size;
     let mut rng = StdRng::seed_from_u64(args.seed);

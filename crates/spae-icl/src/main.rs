@@ -21,6 +21,7 @@ mod tokenizer_table;
 mod tokens;
 mod train;
 mod vocab;
+mod vqa;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,9 @@ fn main() -> ExitCode {
         Command::Table1(args) => table::table1(args),
         Command::Generate(args) => generate::generate(args),
         Command::ImageToImage(args) => image2image::image_to_image(args),
+        Command::Caption(args) => vqa::caption(args),
+        Command::Vqa(args) => vqa::vqa(args),
+        Command::EvalVqa(args) => vqa::eval_vqa(args),
         Command::TrainJudge(args) => judge::train_judge(args),
         Command::EvalGenerate(args) => generate::eval_generate(args),
         Command::Serve(args) => llm::serve(args),

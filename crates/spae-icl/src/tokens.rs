@@ -94,18 +94,53 @@ const DEFAULT_CHECKPOINT: &[u8] =
 /// How the built-in checkpoint is named in messages.
 pub const DEFAULT_CHECKPOINT_LABEL: &str = "<built-in spae-gemma3-mnist-fashion>";
 
+/// The easy-VQA tokenizer, built in for `caption`, `vqa` and `eval-vqa`: 64x64 RGB, Gemma 3
+/// vocabulary (`checkpoints/README.md`).
+const EASY_VQA_CHECKPOINT: &[u8] =
+    include_bytes!("../../../checkpoints/spae-gemma3-easy-vqa.safetensors");
+
+/// The checkpoints built into the binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuiltIn {
+    /// MNIST + Fashion-MNIST, 28x28 gray: the default everywhere else.
+    MnistFashion,
+    /// easy-VQA, 64x64 RGB: the default of captioning and VQA.
+    EasyVqa,
+}
+
+impl BuiltIn {
+    fn bytes(self) -> &'static [u8] {
+        match self {
+            BuiltIn::MnistFashion => DEFAULT_CHECKPOINT,
+            BuiltIn::EasyVqa => EASY_VQA_CHECKPOINT,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            BuiltIn::MnistFashion => DEFAULT_CHECKPOINT_LABEL,
+            BuiltIn::EasyVqa => "<built-in spae-gemma3-easy-vqa>",
+        }
+    }
+}
+
 /// The tokenizer to use: --checkpoint / $SPAE_CHECKPOINT, else the built-in one; with the
 /// name it goes by in messages.
 pub fn load_checkpoint(arg: &CheckpointArg, device: &Device) -> Result<(SpaeModel, String)> {
+    load_checkpoint_or(arg, BuiltIn::MnistFashion, device)
+}
+
+/// As [`load_checkpoint`], with `builtin` when none is given.
+pub fn load_checkpoint_or(
+    arg: &CheckpointArg,
+    builtin: BuiltIn,
+    device: &Device,
+) -> Result<(SpaeModel, String)> {
     let (model, label) = match &arg.checkpoint {
         Some(p) => (SpaeModel::load(p, device)?, p.display().to_string()),
         None => (
-            SpaeModel::load_bytes(
-                DEFAULT_CHECKPOINT,
-                Path::new(DEFAULT_CHECKPOINT_LABEL),
-                device,
-            )?,
-            DEFAULT_CHECKPOINT_LABEL.to_string(),
+            SpaeModel::load_bytes(builtin.bytes(), Path::new(builtin.label()), device)?,
+            builtin.label().to_string(),
         ),
     };
     tracing::debug!(?model, "loaded {label}");
@@ -115,12 +150,14 @@ pub fn load_checkpoint(arg: &CheckpointArg, device: &Device) -> Result<(SpaeMode
 /// sha256 of the checkpoint `arg` names (the built-in one's bytes when none is given), so a
 /// result file says exactly which tokenizer produced it.
 pub fn checkpoint_sha256(arg: &CheckpointArg) -> Result<String> {
+    checkpoint_sha256_or(arg, BuiltIn::MnistFashion)
+}
+
+/// As [`checkpoint_sha256`], with `builtin` when none is given.
+pub fn checkpoint_sha256_or(arg: &CheckpointArg, builtin: BuiltIn) -> Result<String> {
     match &arg.checkpoint {
         Some(p) => crate::run::sha256_file(p),
-        None => {
-            use sha2::{Digest, Sha256};
-            Ok(hex::encode(Sha256::digest(DEFAULT_CHECKPOINT)))
-        }
+        None => Ok(crate::run::sha256_hex(builtin.bytes())),
     }
 }
 

@@ -16,6 +16,15 @@ fn sample_folder() -> String {
     )
 }
 
+/// The lines of a text file the command wrote.
+fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
 fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
@@ -189,13 +198,6 @@ fn image_to_image_reports_psnr_and_resumes() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    let lines = |p: &Path| {
-        std::fs::read_to_string(p)
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect::<Vec<_>>()
-    };
     let results = out.join("results.jsonl");
     let two = lines(&results);
     assert_eq!(two.len(), 2);
@@ -232,5 +234,170 @@ fn image_to_image_reports_psnr_and_resumes() {
     assert!(
         err.contains("other settings") && err.contains("pairs"),
         "{err}"
+    );
+}
+
+/// A 32x32 RGB checkpoint on SmolLM2's vocabulary, untrained (the pipeline, not the accuracy);
+/// easy-VQA's 64x64 images are resized to it.
+fn rgb32_checkpoint(dir: &Path) -> PathBuf {
+    common::init_checkpoint(dir, "rgb32", &["--image-size", "32", "--channels", "3"])
+}
+
+#[test]
+fn eval_vqa_scores_answers_beside_baselines_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = rgb32_checkpoint(dir.path());
+    let out = dir.path().join("vqa");
+    let run = |task: &str, limit: &str, shots: &str| {
+        let mut c = bin();
+        c.args([
+            "eval-vqa", "--task", task, "--limit", limit, "--shots", shots,
+        ])
+        .args(["--llm", "local:smollm2-135m", "--no-cache", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("--out")
+        .arg(out.join(task));
+        c.output().unwrap()
+    };
+    let first = run("vqa", "3", "2");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let results = out.join("vqa/results.jsonl");
+    let three = lines(&results);
+    assert_eq!(three.len(), 3);
+    let answers = [
+        "circle",
+        "rectangle",
+        "triangle",
+        "yes",
+        "no",
+        "red",
+        "green",
+        "blue",
+        "black",
+        "gray",
+        "teal",
+        "brown",
+        "yellow",
+    ];
+    for l in &three {
+        let r: serde_json::Value = serde_json::from_str(l).unwrap();
+        let c = r["constrained"].as_str().unwrap();
+        assert!(answers.contains(&c), "{r}");
+        assert_eq!(
+            r["constrained_correct"].as_bool().unwrap(),
+            c == r["truth"].as_str().unwrap()
+        );
+        // The blind baseline answers each question with its most frequent training answer.
+        assert!(answers.contains(&r["blind"].as_str().unwrap()), "{r}");
+    }
+    let summary = read_json(&out.join("vqa/summary.json"));
+    assert_eq!(summary["kinds"][0]["kind"], "all");
+    assert_eq!(summary["kinds"][0]["items"], 3);
+    let md = std::fs::read_to_string(out.join("vqa/summary.md")).unwrap();
+    assert!(
+        md.contains("| all | 3 |") && md.contains("majority"),
+        "{md}"
+    );
+
+    // More items: the first three are kept, one is added; other settings are refused.
+    assert!(run("vqa", "4", "2").status.success());
+    let four = lines(&results);
+    assert_eq!(&four[..3], &three[..]);
+    assert_eq!(four.len(), 4);
+    let other = run("vqa", "4", "3");
+    assert_eq!(other.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("shots"));
+
+    // Captioning: one of the 24 captions when constrained.
+    let cap = run("caption", "2", "2");
+    assert!(
+        cap.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cap.stderr)
+    );
+    for l in lines(&out.join("caption/results.jsonl")) {
+        let r: serde_json::Value = serde_json::from_str(&l).unwrap();
+        let c = r["constrained"].as_str().unwrap();
+        assert!(c.starts_with("a ") && c.split(' ').count() == 3, "{r}");
+        assert_eq!(r["kind"], "caption");
+    }
+
+    // A gray tokenizer cannot read easy-VQA's colours: a clear error naming the checkpoint.
+    let small = small_checkpoint(dir.path());
+    let wrong = bin()
+        .args([
+            "vqa",
+            "--question",
+            "what color is the shape?",
+            "--llm",
+            "local:smollm2-135m",
+        ])
+        .arg(common::sample("mnist-seven.png"))
+        .arg("--checkpoint")
+        .arg(&small)
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        err.contains("small.safetensors") && err.contains("RGB"),
+        "{err}"
+    );
+}
+
+#[test]
+fn vqa_and_caption_answer_one_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = rgb32_checkpoint(dir.path());
+    let img = common::sample("mnist-seven.png");
+    let vqa = ok(bin()
+        .args([
+            "vqa",
+            "--question",
+            "What color is the shape?",
+            "--shots",
+            "3",
+        ])
+        .args(["--llm", "local:smollm2-135m", "--no-cache", "--checkpoint"])
+        .arg(&ckpt)
+        .arg(&img));
+    let vqa = String::from_utf8_lossy(&vqa.stdout);
+    let answer = vqa.trim();
+    let colours = [
+        "red", "green", "blue", "black", "gray", "teal", "brown", "yellow",
+    ];
+    // Constrained to easy-VQA's answers; three colour questions in context.
+    assert!(
+        [
+            &colours[..],
+            &["circle", "rectangle", "triangle", "yes", "no"]
+        ]
+        .concat()
+        .contains(&answer),
+        "{answer}"
+    );
+    let cap = ok(bin()
+        .args([
+            "caption",
+            "--shots",
+            "3",
+            "--llm",
+            "local:smollm2-135m",
+            "--no-cache",
+        ])
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .arg(&img)
+        .arg(&img));
+    let cap = String::from_utf8_lossy(&cap.stdout);
+    assert_eq!(cap.lines().count(), 2, "{cap}");
+    assert!(
+        cap.lines()
+            .all(|l| l.starts_with(&*img.display().to_string())),
+        "{cap}"
     );
 }

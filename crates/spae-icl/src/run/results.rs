@@ -156,6 +156,29 @@ pub fn check_identity(
     write_atomic(&path, &serde_json::to_string_pretty(&doc)?)
 }
 
+/// Items a previous run appended to the JSONL file at `path`, keyed by `key`, and the file
+/// opened for appending more. A line a killed run left half-written is dropped (and its item
+/// recomputed).
+pub fn resume_jsonl<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    key: impl Fn(&T) -> usize,
+) -> Result<(BTreeMap<usize, T>, File)> {
+    let mut done = BTreeMap::new();
+    if let Ok(text) = std::fs::read_to_string(path) {
+        for line in text.lines() {
+            if let Ok(r) = serde_json::from_str::<T>(line) {
+                done.insert(key(&r), r);
+            }
+        }
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok((done, file))
+}
+
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("partial");
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;

@@ -24,7 +24,13 @@ pub fn ok(cmd: &mut Command) -> Output {
 
 /// A small real checkpoint: SmolLM2's vocabulary (first 512 words), narrow CNN.
 pub fn small_checkpoint(dir: &Path) -> PathBuf {
-    let ckpt = dir.join("small.safetensors");
+    init_checkpoint(dir, "small", &["--widths", "8,16,16"])
+}
+
+/// An untrained checkpoint `dir/NAME.safetensors` on SmolLM2's first 512 words, with `init`
+/// flags `extra`.
+pub fn init_checkpoint(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let ckpt = dir.join(format!("{name}.safetensors"));
     ok(bin()
         .args([
             "-q",
@@ -34,7 +40,8 @@ pub fn small_checkpoint(dir: &Path) -> PathBuf {
             "--max-entries",
             "512",
         ])
-        .args(["--widths", "8,16,16", "-o"])
+        .args(extra)
+        .arg("-o")
         .arg(&ckpt));
     ckpt
 }
