@@ -478,10 +478,25 @@ pub fn eval_vqa(args: EvalVqaArgs) -> Result<()> {
     Ok(())
 }
 
-/// Accuracy (with its 95% interval) of each answerer, over all items and per answer kind.
+/// Accuracy (with its 95% interval) of each answerer, over all items and per answer kind;
+/// for captions also how often the colour and the shape alone are right.
 #[derive(Debug, Serialize)]
 struct Summary {
     kinds: Vec<KindRow>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    caption_parts: Vec<PartRow>,
+}
+
+#[derive(Debug, Serialize)]
+struct PartRow {
+    answerer: String,
+    colour: (f64, f64, f64),
+    shape: (f64, f64, f64),
+}
+
+/// Word `k` of "a <colour> <shape>".
+fn caption_word(caption: &str, k: usize) -> &str {
+    caption.split(' ').nth(k).unwrap_or("")
 }
 
 #[derive(Debug, Serialize)]
@@ -521,7 +536,32 @@ fn summarize(rows: &[&ItemResult]) -> Summary {
             out.push(row(k, rows.iter().filter(|r| &r.kind == k).collect()));
         }
     }
-    Summary { kinds: out }
+    let mut caption_parts = Vec::new();
+    if kinds == ["caption"] {
+        let answerers: [(&str, fn(&ItemResult) -> &str); 3] = [
+            ("open", |r| &r.open),
+            ("constrained", |r| &r.constrained),
+            ("majority", |r| &r.blind),
+        ];
+        for (name, said) in answerers {
+            let part = |k: usize| {
+                let right: Vec<bool> = rows
+                    .iter()
+                    .map(|r| caption_word(said(r), k) == caption_word(&r.truth, k))
+                    .collect();
+                prompt::accuracy_with_interval(&right)
+            };
+            caption_parts.push(PartRow {
+                answerer: name.to_string(),
+                colour: part(1),
+                shape: part(2),
+            });
+        }
+    }
+    Summary {
+        kinds: out,
+        caption_parts,
+    }
 }
 
 fn markdown(
@@ -592,6 +632,20 @@ fn markdown(
             pct(k.blind),
             pct(k.majority)
         ));
+    }
+    if !s.caption_parts.is_empty() {
+        md.push_str(
+            "\nThe colour and the shape alone (chance: 12.5% and 33.3%):\n\n\
+             | answerer | colour right | shape right |\n|---|---|---|\n",
+        );
+        for p in &s.caption_parts {
+            md.push_str(&format!(
+                "| {} | {} | {} |\n",
+                p.answerer,
+                pct(p.colour),
+                pct(p.shape)
+            ));
+        }
     }
     md
 }

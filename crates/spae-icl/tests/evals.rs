@@ -325,6 +325,8 @@ fn eval_vqa_scores_answers_beside_baselines_and_resumes() {
         assert!(c.starts_with("a ") && c.split(' ').count() == 3, "{r}");
         assert_eq!(r["kind"], "caption");
     }
+    let parts = read_json(&out.join("caption/summary.json"))["caption_parts"].clone();
+    assert_eq!(parts.as_array().map(Vec::len), Some(3), "{parts}");
 
     // A gray tokenizer cannot read easy-VQA's colours: a clear error naming the checkpoint.
     let small = small_checkpoint(dir.path());
