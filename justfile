@@ -18,7 +18,8 @@ table1 episodes="20":
 # Reconstruction and relevance per pyramid depth: the shipped SPAE and LQAE-style checkpoints.
 table-tokenizer:
     cargo run --release --bin spae-icl -- table-tokenizer --checkpoint SPAE=builtin \
-        --checkpoint LQAE-style=checkpoints/lqae-gemma3-mnist-fashion.safetensors
+        --checkpoint LQAE-style=checkpoints/lqae-gemma3-mnist-fashion.safetensors \
+        --checkpoint SPAE-SmolLM2=checkpoints/spae-smollm2-mnist-fashion.safetensors
     cargo run --release --bin spae-icl -- plot depth --results eval/results/tokenizer
 
 # SAQ vs RQ, semantic loss on/off, pyramid vs flat: each trained for `steps`, then scored.

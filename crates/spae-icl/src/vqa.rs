@@ -144,6 +144,12 @@ impl SupportPool {
             .collect()
     }
 
+    /// `shots` training images (at most all of them) to caption in context, drawn with `rng`.
+    pub fn captioned(&self, shots: usize, rng: &mut StdRng) -> Vec<usize> {
+        let n = self.train.images.len();
+        index::sample(rng, n, shots.min(n)).into_vec()
+    }
+
     /// The blind baseline's answer: the most frequent training answer to the same question
     /// (every test question's text occurs in training; else the overall majority).
     pub fn blind_answer(&self, question: &str) -> &str {
@@ -296,8 +302,7 @@ pub fn caption(args: CaptionArgs) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(args.common.seed);
     for path in &args.images {
         let q = query_words(&g, path, depth)?;
-        let support =
-            index::sample(&mut rng, pool.train.images.len(), args.common.shots).into_vec();
+        let support = pool.captioned(args.common.shots, &mut rng);
         let p = pool.caption_prompt(&g, &support, &q)?;
         println!("{}\t{}", path.display(), answer_open(&g, &p)?);
     }
@@ -437,8 +442,7 @@ pub fn eval_vqa(args: EvalVqaArgs) -> Result<()> {
             }
             VqaTask::Caption => {
                 let truth = test.caption(idx);
-                let support =
-                    index::sample(&mut irng, pool.train.images.len(), args.common.shots).into_vec();
+                let support = pool.captioned(args.common.shots, &mut irng);
                 let p = pool.caption_prompt(&g, &support, &test_words[k])?;
                 let open = answer_open(&g, &p)?;
                 let constrained = captions[answer_constrained(&g, &p, &captions)?].clone();
