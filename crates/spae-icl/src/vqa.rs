@@ -591,7 +591,7 @@ fn markdown(
         ),
         VqaTask::Caption => (
             "images of the test split",
-            "blind: the most frequent training caption",
+            "Blind: the most frequent training caption (the same as the majority)",
         ),
     };
     let mut md = format!(
