@@ -1,6 +1,6 @@
 //! Local backend speed: prefill tokens/s at 512 and 2048 prompt tokens, decode tokens/s, and
-//! what reusing a few-shot prefix saves. `cargo bench -p llm-client --bench local`.
-//! Compare with llama.cpp `llama-bench -t 2 -p 512,2048 -n 128` run in the same session.
+//! what reusing a few-shot prefix saves. `cargo bench --workspace --bench local`.
+//! `eval/bench-llama-cpp.sh` runs it beside llama.cpp's `llama-bench` on the same GGUF files.
 
 use std::time::Duration;
 
@@ -12,8 +12,13 @@ of examples placed in its prompt. Each example pairs an input with its answer, a
 comes last. ";
 
 fn load(model: KnownModel, reuse_prefix: bool) -> LocalModel {
+    load_with(model, reuse_prefix, true)
+}
+
+fn load_with(model: KnownModel, reuse_prefix: bool, dequantize: bool) -> LocalModel {
     let options = LoadOptions {
         reuse_prefix,
+        dequantize,
         ..LoadOptions::default()
     };
     LocalModel::load(&ModelSpec::Local(model), &options)
@@ -54,6 +59,16 @@ fn bench_model(c: &mut Criterion, which: KnownModel) {
     group.bench_function("64", |b| {
         b.iter(|| {
             let c = model.generate_tokens(&ids, &params).expect("generate");
+            assert_eq!(c.tokens.len(), 64, "generation ended early");
+        })
+    });
+    // The same with the blocks' weights left quantized (`LoadOptions::dequantize = false`):
+    // decode reads every weight once per token, so f32 blocks (the default, for exact cache
+    // reuse) read several times the bytes llama.cpp's quantized ones do.
+    let quantized = load_with(which, false, false);
+    group.bench_function("64-quantized", |b| {
+        b.iter(|| {
+            let c = quantized.generate_tokens(&ids, &params).expect("generate");
             assert_eq!(c.tokens.len(), 64, "generation ended early");
         })
     });
