@@ -498,6 +498,9 @@ struct PartRow {
     shape: (f64, f64, f64),
 }
 
+/// What one answerer said for an item.
+type Said = fn(&ItemResult) -> &str;
+
 /// Word `k` of "a <colour> <shape>".
 fn caption_word(caption: &str, k: usize) -> &str {
     caption.split(' ').nth(k).unwrap_or("")
@@ -542,7 +545,7 @@ fn summarize(rows: &[&ItemResult]) -> Summary {
     }
     let mut caption_parts = Vec::new();
     if kinds == ["caption"] {
-        let answerers: [(&str, fn(&ItemResult) -> &str); 3] = [
+        let answerers: [(&str, Said); 3] = [
             ("open", |r| &r.open),
             ("constrained", |r| &r.constrained),
             ("majority", |r| &r.blind),
