@@ -94,8 +94,8 @@ const DEFAULT_CHECKPOINT: &[u8] =
 /// How the built-in checkpoint is named in messages.
 pub const DEFAULT_CHECKPOINT_LABEL: &str = "<built-in spae-gemma3-mnist-fashion>";
 
-/// The easy-VQA tokenizer, built in for `caption`, `vqa` and `eval-vqa`: 64x64 RGB, Gemma 3
-/// vocabulary (`checkpoints/README.md`).
+/// The easy-VQA tokenizer, built in for `caption`, `vqa` and `eval-vqa`: 32x32 RGB (easy-VQA's
+/// 64x64 images resized), Gemma 3 vocabulary (`checkpoints/README.md`).
 const EASY_VQA_CHECKPOINT: &[u8] =
     include_bytes!("../../../checkpoints/spae-gemma3-easy-vqa.safetensors");
 
@@ -104,7 +104,7 @@ const EASY_VQA_CHECKPOINT: &[u8] =
 pub enum BuiltIn {
     /// MNIST + Fashion-MNIST, 28x28 gray: the default everywhere else.
     MnistFashion,
-    /// easy-VQA, 64x64 RGB: the default of captioning and VQA.
+    /// easy-VQA at 32x32 RGB: the default of captioning and VQA.
     EasyVqa,
 }
 
