@@ -18,13 +18,14 @@ table1 episodes="20":
 # Reconstruction and relevance per pyramid depth: the shipped SPAE and LQAE-style checkpoints.
 table-tokenizer:
     cargo run --release --bin spae-icl -- table-tokenizer --checkpoint SPAE=builtin \
+        --checkpoint SPAE-d64=checkpoints/spae-gemma3-mnist-fashion-d64.safetensors \
         --checkpoint LQAE-style=checkpoints/lqae-gemma3-mnist-fashion.safetensors \
         --checkpoint SPAE-SmolLM2=checkpoints/spae-smollm2-mnist-fashion.safetensors
     cargo run --release --bin spae-icl -- plot depth --results eval/results/tokenizer
 
 # SAQ vs RQ, semantic loss on/off, pyramid vs flat: each trained for `steps`, then scored.
-ablations steps="300" episodes="30":
-    cargo run --release --bin spae-icl -- ablations --steps {{steps}} --episodes {{episodes}}
+ablations steps="300" episodes="30" dim="64":
+    cargo run --release --bin spae-icl -- ablations --steps {{steps}} --episodes {{episodes}} --project-dim {{dim}}
 
 # Denoising and inpainting MNIST digits in context (10 pairs, 3 layers, `count` test images).
 image-to-image count="12":
@@ -34,20 +35,20 @@ image-to-image count="12":
 # Retrain the shipped scorer and tokenizer (Gemma 3 vocabulary, MNIST + Fashion-MNIST) into runs/.
 train-default:
     cargo run --release --bin spae-icl -- train-scorer --data mnist+fashion-mnist --steps 250 --batch-size 128 --lr 3e-3 --out runs/scorer.safetensors
-    cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --scorer runs/scorer.safetensors --steps 2000 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 --out runs/spae-gemma3
+    cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --project-dim 16 --scorer runs/scorer.safetensors --steps 4500 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 500 --out runs/spae-gemma3
 
 # Retrain the shipped LQAE-style baseline: one flat 8x8 layer, no semantic loss, same budget.
 train-lqae:
-    cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --layers 8 --scorer none --steps 2000 --batch-size 32 --lr 2e-3 --warmup 100 --checkpoint-every 250 --out runs/lqae-gemma3
+    cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --layers 8 --project-dim 64 --scorer none --steps 2000 --batch-size 32 --lr 2e-3 --warmup 100 --checkpoint-every 250 --out runs/lqae-gemma3
 
 # Retrain the shipped easy-VQA scorer and tokenizer (colour + shape captions, 32x32 RGB) into runs/.
 train-easy-vqa:
     cargo run --release --bin spae-icl -- train-scorer --data easy-vqa --image-size 32 --channels 3 --steps 400 --batch-size 64 --lr 3e-3 --out runs/scorer-easy-vqa.safetensors
-    cargo run --release --bin spae-icl -- train --data easy-vqa --image-size 32 --channels 3 --scorer runs/scorer-easy-vqa.safetensors --steps 1500 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 --out runs/spae-easy-vqa
+    cargo run --release --bin spae-icl -- train --data easy-vqa --image-size 32 --channels 3 --project-dim 64 --scorer runs/scorer-easy-vqa.safetensors --steps 1500 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 --out runs/spae-easy-vqa
 
 # Retrain the SmolLM2-vocabulary tokenizer (MNIST + Fashion-MNIST, the shipped scorer).
 train-smollm2:
-    cargo run --release --bin spae-icl -- train --vocab smollm2-135m --data mnist+fashion-mnist --scorer checkpoints/scorer-minilm-mnist-fashion.safetensors --steps 2000 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 --out runs/spae-smollm2
+    cargo run --release --bin spae-icl -- train --vocab smollm2-135m --project-dim 64 --data mnist+fashion-mnist --scorer checkpoints/scorer-minilm-mnist-fashion.safetensors --steps 2000 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 --out runs/spae-smollm2
 
 # VQA and captioning on easy-VQA's test split by the local Gemma 3 (built-in easy-VQA tokenizer).
 eval-vqa limit="300" captions="150":

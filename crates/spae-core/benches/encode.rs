@@ -1,10 +1,11 @@
 //! Encoding throughput: 28x28 images -> full token pyramid, with the default MNIST-size model
-//! (patch encoder, 4,096 entries projected to 64 dims).
+//! (patch encoder, 4,096 entries projected to 16 dims, and to 64 as before).
 //!
 //! Baselines beside it: the encoder's forward pass alone (no quantization), so the cost of
-//! SAQ's nearest-neighbour search shows; and the first release's model (convolutional
-//! encoder, 640-dim rows), the "before" of issue 5. Target (issue 5): at least 1,000 images/s
-//! for `tokenize`. No PyTorch comparison: torch is not installed here.
+//! SAQ's nearest-neighbour search shows; the first release's model (convolutional encoder,
+//! 640-dim rows), the "before" of issue 5; and the same model in PyTorch on the same cores,
+//! which `eval/bench-encode.sh` runs beside this bench (`eval/bench_encode_torch.py`).
+//! Target (issue 5): at least 1,000 images/s for `tokenize`.
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -37,17 +38,22 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("encode_28x28");
     group.sample_size(10);
     group.throughput(Throughput::Elements(BATCH as u64));
-    let model = SpaeModel::new_seeded(ModelConfig::mnist(64), codebook(4096, 64), &Device::Cpu, 0)
-        .expect("model");
-    group.bench_function("baseline: encoder forward only (patch, d=64)", |b| {
-        b.iter(|| model.encode(&images).expect("encode"))
-    });
-    group.bench_function("tokenize 5 layers (149 words), 4096 x 64", |b| {
-        b.iter(|| model.tokenize(&images, 5).expect("tokenize"))
-    });
-    group.bench_function("tokenize 2 layers (5 words), 4096 x 64", |b| {
-        b.iter(|| model.tokenize(&images, 2).expect("tokenize"))
-    });
+    // d = 16: the shipped default since session 5; d = 64: the checkpoints before it.
+    for d in [16, 64] {
+        let model =
+            SpaeModel::new_seeded(ModelConfig::mnist(d), codebook(4096, d), &Device::Cpu, 0)
+                .expect("model");
+        group.bench_function(
+            format!("baseline: encoder forward only (patch, d={d})"),
+            |b| b.iter(|| model.encode(&images).expect("encode")),
+        );
+        group.bench_function(format!("tokenize 5 layers (149 words), 4096 x {d}"), |b| {
+            b.iter(|| model.tokenize(&images, 5).expect("tokenize"))
+        });
+        group.bench_function(format!("tokenize 2 layers (5 words), 4096 x {d}"), |b| {
+            b.iter(|| model.tokenize(&images, 2).expect("tokenize"))
+        });
+    }
     let before = SpaeModel::new_seeded(
         ModelConfig::mnist_conv(640),
         codebook(4096, 640),

@@ -116,6 +116,8 @@ fn train_argv(args: &AblationsArgs, dir: &Path, flags: &[&str], resume: bool) ->
         &(args.steps / 4).max(1).to_string(),
         "--checkpoint-every",
         "100",
+        "--project-dim",
+        &args.project_dim.to_string(),
         "--out",
         &dir.display().to_string(),
     ]

@@ -20,7 +20,7 @@ use serde::Serialize;
 use spae_core::{SpaeModel, TokenPyramid};
 use spae_datasets::{LabeledImages, Split};
 
-use crate::cli::{EvalGenerateArgs, GenerateArgs};
+use crate::cli::{EvalGenerateArgs, ExampleOrder, GenerateArgs};
 use crate::run::words::ImageWords;
 use crate::run::{assemble, PromptForm};
 
@@ -308,7 +308,14 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         .with_context(|| format!("--layers {depth}"))?;
     let data = crate::train::load_data(&args.data, Split::Train, cfg.in_channels, cfg.image_size)?;
     let class = resolve_class(&args.class, &data.class_names)?;
-    let examples = draw_examples(&g.spae, &data, args.shots, depth, args.seed)?;
+    let examples = draw_examples(
+        &g.spae,
+        &data,
+        args.shots,
+        depth,
+        args.seed,
+        (args.order, class),
+    )?;
     let bar = crate::progress::bar(args.count as u64, "images");
     bar.set_message(format!("{} layers, layer by layer", depth));
     let outputs = g.draw(&data, class, &examples, args.count, depth, args.seed)?;
@@ -323,6 +330,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         "class": data.class_names[class],
         "shots": args.shots,
         "examples": picked,
+        "order": args.order,
         "layers": depth,
         "temperature": args.temperature,
         "seed": args.seed,
@@ -348,21 +356,33 @@ pub struct Examples {
     pub pyramids: Vec<TokenPyramid>,
 }
 
-/// `shots` training images drawn at random (all classes), and their pyramids.
+/// `shots` training images drawn at random (all classes), in `order` for `class`, and their
+/// pyramids.
 fn draw_examples(
     spae: &SpaeModel,
     data: &LabeledImages,
     shots: usize,
     depth: usize,
     seed: u64,
+    order: (ExampleOrder, usize),
 ) -> Result<Examples> {
     if shots == 0 || shots > data.len() {
         bail!("--shots {shots}: between 1 and {} examples", data.len());
     }
     let mut rng = StdRng::seed_from_u64(seed);
-    let picked = index::sample(&mut rng, data.len(), shots).into_vec();
+    let mut picked = index::sample(&mut rng, data.len(), shots).into_vec();
+    order_examples(&mut picked, &data.labels, order.0, order.1);
     let pyramids = spae.tokenize(&data.batch(&picked, &Device::Cpu)?, depth)?;
     Ok(Examples { picked, pyramids })
+}
+
+/// Put the drawn examples `picked` in `order` for `class`: a stable sort on "is the requested
+/// class", so the draw is the same and only its examples move next to the line the model
+/// continues.
+fn order_examples(picked: &mut [usize], labels: &[u32], order: ExampleOrder, class: usize) {
+    if order == ExampleOrder::ClassLast {
+        picked.sort_by_key(|&i| labels[i] as usize == class);
+    }
 }
 
 /// One row of `eval-generate`'s table.
@@ -412,7 +432,7 @@ pub fn eval_generate(args: EvalGenerateArgs) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(args.seed ^ 0x5eed);
     for &class in &classes {
         let seed = args.seed.wrapping_add(class as u64 * 7919);
-        let examples = draw_examples(&g.spae, &data, args.shots, depth, seed)?;
+        let examples = draw_examples(&g.spae, &data, args.shots, depth, seed, (args.order, class))?;
         let example_entries: Vec<Vec<Vec<usize>>> = examples
             .pyramids
             .iter()
@@ -504,9 +524,14 @@ pub fn eval_generate(args: EvalGenerateArgs) -> Result<()> {
         });
     }
     let mut md = format!(
-        "Generated MNIST digits, {} per class, {} in-context examples, {} layers, {}, temperature {}; judged by a classifier trained on MNIST pixels.\n\n\
+        "Generated MNIST digits, {} per class, {} in-context examples ({}), {} layers, {}, temperature {}; judged by a classifier trained on MNIST pixels.\n\n\
          | method | images | judge says the requested digit | distinct | novel (not a copy of an example) | RMSE to nearest example | unknown words |\n|---|---|---|---|---|---|---|\n",
-        args.count, args.shots, depth, args.llm, args.temperature
+        args.count,
+        args.shots,
+        args.order.describe(),
+        depth,
+        args.llm,
+        args.temperature
     );
     for r in &rows {
         md.push_str(&format!(
@@ -527,7 +552,8 @@ pub fn eval_generate(args: EvalGenerateArgs) -> Result<()> {
         &args.out.join("eval-generate.json"),
         &serde_json::to_string_pretty(&serde_json::json!({
             "checkpoint": g.checkpoint, "llm": args.llm, "shots": args.shots, "count": args.count,
-            "layers": depth, "temperature": args.temperature, "seed": args.seed, "rows": rows,
+            "layers": depth, "temperature": args.temperature, "seed": args.seed, "order": args.order,
+            "rows": rows,
         }))?,
     )?;
     let grid: Vec<Vec<Vec<usize>>> = per_method[0].iter().map(|(_, e)| e.clone()).collect();
@@ -568,5 +594,23 @@ fn resolve_class(arg: &str, names: &[String]) -> Result<usize> {
             names.join(", "),
             names.len() - 1
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_last_moves_only_the_requested_class_and_keeps_the_draw() {
+        let labels = [3u32, 7, 1, 7, 3, 0];
+        let drawn = vec![4, 1, 0, 5, 3, 2];
+        let mut picked = drawn.clone();
+        order_examples(&mut picked, &labels, ExampleOrder::ClassLast, 7);
+        // the others in drawn order, then the sevens in drawn order
+        assert_eq!(picked, vec![4, 0, 5, 2, 1, 3]);
+        let mut same = drawn.clone();
+        order_examples(&mut same, &labels, ExampleOrder::Random, 7);
+        assert_eq!(same, drawn);
     }
 }

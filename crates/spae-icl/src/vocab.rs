@@ -39,6 +39,7 @@ impl VocabSpec {
             max_token_id: self.max_token_id,
             max_entries: self.max_entries,
             dedupe_case_insensitive: !self.keep_case_duplicates,
+            include: self.include_words.clone(),
             ..VocabFilter::default()
         }
     }

@@ -150,6 +150,26 @@ fn vocab_reports_filtered_sizes() {
     assert_eq!(v["vocab_size"], 49152);
     assert_eq!(v["entries"], 24839);
     assert_eq!(v["dim"], 576);
+
+    // A task's label words kept past the cap; a word the vocabulary lacks is an error.
+    let out = run(bin()
+        .args(["-q", "vocab", "--vocab", "smollm2-135m", "--format", "json"])
+        .args([
+            "--max-entries",
+            "50",
+            "--include-words",
+            "triangle,rectangle",
+        ]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["entries"], 52);
+    let out = bin()
+        .args(["-q", "vocab", "--vocab", "smollm2-135m"])
+        .args(["--max-entries", "50", "--include-words", "triangle,zqxwv"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("zqxwv") && !err.contains("triangle"), "{err}");
 }
 
 #[test]

@@ -417,6 +417,7 @@ fn generate_writes_each_layer_of_codebook_words() {
         }
         assert_eq!(doc["constrained_to_codebook"], name == "constrained");
         assert_eq!(doc["examples"].as_array().unwrap().len(), 6);
+        assert_eq!(doc["order"], "random");
     }
     let out = bin()
         .args([
@@ -457,6 +458,7 @@ fn eval_generate_scores_the_llm_beside_its_baselines() {
     let rows = doc["rows"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
     assert_eq!(names, ["llm", "random words", "copy an example"]);
+    assert_eq!(doc["order"], "random");
     for r in rows {
         assert_eq!(r["images"], 10, "{r}");
         let acc = r["judge_accuracy"].as_f64().unwrap();

@@ -63,6 +63,11 @@ pub struct VocabFilter {
     pub dedupe_case_insensitive: bool,
     /// Keep at most this many entries, in token-id order (bounds nearest-neighbour cost).
     pub max_entries: Option<usize>,
+    /// Words kept beyond `max_entries` and `max_token_id` (lowercase, marker excluded), so a
+    /// task's own label words ("triangle", "teal") can be words of the first layer even when
+    /// they are not among the most frequent **(ours)**. They still pass the per-entry rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
 }
 
 impl Default for VocabFilter {
@@ -74,6 +79,7 @@ impl Default for VocabFilter {
             max_token_id: None,
             dedupe_case_insensitive: true,
             max_entries: None,
+            include: Vec::new(),
         }
     }
 }
@@ -127,7 +133,41 @@ impl VocabFilter {
                 break;
             }
         }
+        if !self.include.is_empty() {
+            let mut have: HashSet<String> = kept
+                .iter()
+                .map(|&id| marker.strip(&pieces[id]).to_lowercase())
+                .collect();
+            let wanted: HashSet<String> = self.include.iter().map(|w| w.to_lowercase()).collect();
+            for (id, piece) in pieces.iter().enumerate() {
+                let word = marker.strip(piece).to_lowercase();
+                // The lowest id of each wanted word, case-insensitive like the dedupe.
+                if wanted.contains(&word)
+                    && is_normal(id)
+                    && self.accepts(piece, marker)
+                    && have.insert(word)
+                {
+                    kept.push(id);
+                }
+            }
+            kept.sort_unstable();
+        }
         kept
+    }
+
+    /// The `include` words that no entry of `pieces` provides (not a whole-word token, or
+    /// rejected by the per-entry rules).
+    pub fn missing_includes(&self, pieces: &[String], marker: WordMarker) -> Vec<String> {
+        let present: HashSet<String> = pieces
+            .iter()
+            .filter(|p| self.accepts(p, marker))
+            .map(|p| marker.strip(p).to_lowercase())
+            .collect();
+        self.include
+            .iter()
+            .filter(|w| !present.contains(&w.to_lowercase()))
+            .cloned()
+            .collect()
     }
 }
 
@@ -182,6 +222,36 @@ mod tests {
             capped.select(&pieces, WordMarker::SentencePiece, |_| true),
             vec![1, 3]
         );
+    }
+
+    #[test]
+    fn include_keeps_label_words_past_the_cap() {
+        let pieces: Vec<String> = [
+            "\u{2581}the",
+            "\u{2581}and",
+            "\u{2581}circle",
+            "\u{2581}Triangle",
+            "\u{2581}triangle",
+            "tri",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let f = VocabFilter {
+            max_entries: Some(2),
+            include: vec!["triangle".into(), "Circle".into(), "teal".into()],
+            ..VocabFilter::default()
+        };
+        let sp = WordMarker::SentencePiece;
+        // the two most frequent, then each included word once (its lowest id), in id order
+        assert_eq!(f.select(&pieces, sp, |_| true), vec![0, 1, 2, 3]);
+        assert_eq!(f.missing_includes(&pieces, sp), vec!["teal".to_string()]);
+        // an included word already among the kept ones is not added twice
+        let g = VocabFilter {
+            include: vec!["and".into()],
+            ..f
+        };
+        assert_eq!(g.select(&pieces, sp, |_| true), vec![0, 1]);
     }
 
     #[test]

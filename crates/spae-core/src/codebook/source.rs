@@ -52,6 +52,7 @@ pub(super) fn from_gguf(path: &Path, filter: &VocabFilter, device: &Device) -> R
             .as_ref()
             .is_none_or(|t| t.get(i) == Some(&GGUF_NORMAL_TOKEN))
     });
+    check_includes(filter, &pieces, marker, path)?;
     if kept.is_empty() {
         return Err(SpaeError::EmptyCodebook {
             path: path.to_path_buf(),
@@ -120,6 +121,7 @@ pub(super) fn from_hf_dir(dir: &Path, filter: &VocabFilter, device: &Device) -> 
     let kept = filter.select(&pieces, marker, |i| {
         !special.contains(&i) && !pieces[i].is_empty()
     });
+    check_includes(filter, &pieces, marker, &tok_path)?;
     if kept.is_empty() {
         return Err(SpaeError::EmptyCodebook {
             path: tok_path,
@@ -226,4 +228,23 @@ fn read_tokenizer_json(path: &Path) -> Result<(Vec<String>, std::collections::Ha
         pieces[id] = p;
     }
     Ok((pieces, special))
+}
+
+/// Every word the filter must include is a whole-word entry of this vocabulary.
+fn check_includes(
+    filter: &VocabFilter,
+    pieces: &[String],
+    marker: WordMarker,
+    path: &Path,
+) -> Result<()> {
+    let missing = filter.missing_includes(pieces, marker);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(SpaeError::Config(format!(
+        "{}: no whole-word entry for {} (words to include must be single tokens of this \
+         vocabulary that pass the filter)",
+        path.display(),
+        missing.join(", ")
+    )))
 }

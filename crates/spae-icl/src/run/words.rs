@@ -158,6 +158,7 @@ fn raw_rows(codebook: &Codebook) -> Result<Option<std::sync::Arc<RawRows>>> {
     let filter = VocabFilter {
         max_entries: None,
         max_token_id: None,
+        include: Vec::new(),
         ..codebook.info().filter.clone()
     };
     let words = Codebook::from_gguf(&path, &filter, &Device::Cpu)?;
@@ -207,6 +208,7 @@ fn class_anchor(table: &Codebook, gguf: Option<&Path>, parts: &[String]) -> Resu
             max_token_id: None,
             dedupe_case_insensitive: false,
             max_entries: None,
+            include: Vec::new(),
         };
         let all = Codebook::from_gguf(path, &pieces, &Device::Cpu)?;
         let index: HashMap<&str, usize> = all
