@@ -37,6 +37,13 @@ train-default:
     cargo run --release --bin spae-icl -- train-scorer --data mnist+fashion-mnist --steps 250 --batch-size 128 --lr 3e-3 --out runs/scorer.safetensors
     cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --project-dim 16 --scorer runs/scorer.safetensors --steps 4500 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 500 --out runs/spae-gemma3
 
+# The projection probe of checkpoints/README.md: 600 steps at 8, 16, 32, 64 dims, scored on MNIST test.
+probe-project-dim:
+    for d in 8 16 32 64; do \
+        cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --project-dim $d --scorer checkpoints/scorer-minilm-mnist-fashion.safetensors --steps 600 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 600 --out runs/probe-d$d && \
+        cargo run --release --bin spae-icl -- eval-tokenizer --checkpoint runs/probe-d$d/checkpoint.safetensors --data mnist --split test --limit 500 --scorer checkpoints/scorer-minilm-mnist-fashion.safetensors; \
+    done
+
 # Retrain the shipped LQAE-style baseline: one flat 8x8 layer, no semantic loss, same budget.
 train-lqae:
     cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --layers 8 --project-dim 64 --scorer none --steps 2000 --batch-size 32 --lr 2e-3 --warmup 100 --checkpoint-every 250 --out runs/lqae-gemma3
