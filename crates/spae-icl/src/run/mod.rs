@@ -102,7 +102,10 @@ pub fn execute(args: &RunArgs, llm: Option<&dyn LanguageModel>) -> Result<RunSum
         "max_tokens": args.max_tokens,
         "content_free": CONTENT_FREE,
     });
-    let out = args.out.clone().unwrap_or_else(|| default_out(args));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(args, &checkpoint_hash));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let invocation = serde_json::json!({
         "checkpoint": ckpt,
@@ -219,7 +222,9 @@ pub fn execute(args: &RunArgs, llm: Option<&dyn LanguageModel>) -> Result<RunSum
 }
 
 /// `runs/<task>/<settings>`: one directory per setting, so reruns resume and settings never mix.
-fn default_out(args: &RunArgs) -> PathBuf {
+/// The settings name the tokenizer by its checkpoint's hash, so a new checkpoint (a new built-in
+/// one after an upgrade) starts its own directory instead of meeting the old one's results.
+fn default_out(args: &RunArgs, checkpoint_sha256: &str) -> PathBuf {
     let llm = slug(&args.llm);
     let words = serde_json::to_value(args.words)
         .ok()
@@ -228,13 +233,14 @@ fn default_out(args: &RunArgs) -> PathBuf {
     Path::new("runs")
         .join(task::task_name(args.task))
         .join(format!(
-            "{words}-{}way-{}shot-r{}-{}-L{}-seed{}-{llm}",
+            "{words}-{}way-{}shot-r{}-{}-L{}-seed{}-{llm}-ckpt{}",
             args.way,
             args.shots,
             args.repeats,
             if args.induction() { "ind" } else { "noind" },
             args.layers,
-            args.seed
+            args.seed,
+            checkpoint_sha256.get(..8).unwrap_or(checkpoint_sha256)
         ))
 }
 
@@ -571,8 +577,8 @@ mod tests {
             panic!("not run")
         };
         assert_eq!(
-            default_out(&args),
-            Path::new("runs/fashion-mnist/spae-5way-3shot-r0-noind-L2-seed0-openai-compatible_http___h_1_v1_m")
+            default_out(&args, "414ea9e04a1f0000"),
+            Path::new("runs/fashion-mnist/spae-5way-3shot-r0-noind-L2-seed0-openai-compatible_http___h_1_v1_m-ckpt414ea9e0")
         );
         assert_eq!(args.scorings(), vec![Scoring::Open, Scoring::Constrained]);
     }
