@@ -155,17 +155,22 @@ impl VocabFilter {
         kept
     }
 
-    /// The `include` words that no entry of `pieces` provides (not a whole-word token, or
-    /// rejected by the per-entry rules).
-    pub fn missing_includes(&self, pieces: &[String], marker: WordMarker) -> Vec<String> {
-        let present: HashSet<String> = pieces
+    /// The `include` words that [`VocabFilter::select`] could not keep: no entry of `pieces`
+    /// among `kept` (its result) spells them, because the vocabulary has no whole-word,
+    /// normal token for them.
+    pub fn missing_includes(
+        &self,
+        pieces: &[String],
+        marker: WordMarker,
+        kept: &[usize],
+    ) -> Vec<String> {
+        let have: HashSet<String> = kept
             .iter()
-            .filter(|p| self.accepts(p, marker))
-            .map(|p| marker.strip(p).to_lowercase())
+            .map(|&id| marker.strip(&pieces[id]).to_lowercase())
             .collect();
         self.include
             .iter()
-            .filter(|w| !present.contains(&w.to_lowercase()))
+            .filter(|w| !have.contains(&w.to_lowercase()))
             .cloned()
             .collect()
     }
@@ -244,8 +249,12 @@ mod tests {
         };
         let sp = WordMarker::SentencePiece;
         // the two most frequent, then each included word once (its lowest id), in id order
-        assert_eq!(f.select(&pieces, sp, |_| true), vec![0, 1, 2, 3]);
-        assert_eq!(f.missing_includes(&pieces, sp), vec!["teal".to_string()]);
+        let kept = f.select(&pieces, sp, |_| true);
+        assert_eq!(kept, vec![0, 1, 2, 3]);
+        assert_eq!(
+            f.missing_includes(&pieces, sp, &kept),
+            vec!["teal".to_string()]
+        );
         // an included word already among the kept ones is not added twice
         let g = VocabFilter {
             include: vec!["and".into()],

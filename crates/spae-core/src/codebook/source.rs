@@ -52,7 +52,7 @@ pub(super) fn from_gguf(path: &Path, filter: &VocabFilter, device: &Device) -> R
             .as_ref()
             .is_none_or(|t| t.get(i) == Some(&GGUF_NORMAL_TOKEN))
     });
-    check_includes(filter, &pieces, marker, path)?;
+    check_includes(filter, &pieces, marker, &kept, path)?;
     if kept.is_empty() {
         return Err(SpaeError::EmptyCodebook {
             path: path.to_path_buf(),
@@ -121,7 +121,7 @@ pub(super) fn from_hf_dir(dir: &Path, filter: &VocabFilter, device: &Device) -> 
     let kept = filter.select(&pieces, marker, |i| {
         !special.contains(&i) && !pieces[i].is_empty()
     });
-    check_includes(filter, &pieces, marker, &tok_path)?;
+    check_includes(filter, &pieces, marker, &kept, &tok_path)?;
     if kept.is_empty() {
         return Err(SpaeError::EmptyCodebook {
             path: tok_path,
@@ -235,9 +235,10 @@ fn check_includes(
     filter: &VocabFilter,
     pieces: &[String],
     marker: WordMarker,
+    kept: &[usize],
     path: &Path,
 ) -> Result<()> {
-    let missing = filter.missing_includes(pieces, marker);
+    let missing = filter.missing_includes(pieces, marker, kept);
     if missing.is_empty() {
         return Ok(());
     }
