@@ -9,6 +9,7 @@
 pub mod checkpoint;
 pub mod codebook;
 mod error;
+mod im2col;
 pub mod imageio;
 pub mod metrics;
 pub mod model;

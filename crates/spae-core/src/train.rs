@@ -21,6 +21,11 @@ pub struct TrainConfig {
     /// Peak learning rate, reached after `warmup` steps, then cosine decay to 10% of it.
     pub lr: f64,
     pub warmup: usize,
+    /// Share of steps that decode the full pyramid **(ours)**; the others draw their depth
+    /// uniformly (progressive depth). The full depth is what reconstructs best and what a
+    /// uniform draw trains least often: 1 step in D.
+    #[serde(default)]
+    pub full_depth_share: f64,
     pub weight_decay: f64,
     /// Commitment weight beta in beta * ||z - sg(zhat)||^2 (the VQ-VAE value, 0.25).
     pub commitment: f64,
@@ -74,6 +79,7 @@ impl Default for TrainConfig {
             batch_size: 64,
             lr: 1e-3,
             warmup: 100,
+            full_depth_share: 0.0,
             weight_decay: 1e-4,
             commitment: 0.25,
             seed: 0,
@@ -176,9 +182,11 @@ impl Trainer {
             .collect()
     }
 
-    /// Depth for this step, uniform over the pyramid's layers (progressive depth).
+    /// Depth for this step (see [`depth_from_draw`]): one draw per step, so
+    /// [`Trainer::skip_to`] replays the stream.
     fn sample_depth(&mut self, max: usize) -> usize {
-        1 + (self.next_u64() % max as u64) as usize
+        let u = self.next_u64();
+        depth_from_draw(u, self.cfg.full_depth_share, max)
     }
 
     /// One optimisation step on `images` (B, C, S, S) in [0, 1], without semantic targets.
@@ -237,6 +245,17 @@ impl Trainer {
         self.step += 1;
         Ok(out)
     }
+}
+
+/// The full depth `max` with probability `full_depth_share`, else uniform over 1..=max
+/// (progressive depth), from one 64-bit draw `u`: its top 53 bits are the coin, its low 32
+/// the uniform depth.
+fn depth_from_draw(u: u64, full_depth_share: f64, max: usize) -> usize {
+    let coin = (u >> 11) as f64 / (1u64 << 53) as f64;
+    if coin < full_depth_share {
+        return max;
+    }
+    1 + ((u & 0xFFFF_FFFF) % max.max(1) as u64) as usize
 }
 
 /// Mean over images of confidence x cross-entropy, averaged over the positions of the first
@@ -303,6 +322,31 @@ fn semantic_loss(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_depth_share_biases_the_sampled_depth() {
+        let count_full = |share: f64| {
+            // The trainer's generator (xorshift64*), seeded.
+            let mut rng = 0x5DEE_CE66_D1CE_5EEDu64;
+            let depths: Vec<usize> = (0..4000)
+                .map(|_| {
+                    rng ^= rng >> 12;
+                    rng ^= rng << 25;
+                    rng ^= rng >> 27;
+                    depth_from_draw(rng.wrapping_mul(0x2545_F491_4F6C_DD1D), share, 5)
+                })
+                .collect();
+            assert!(depths.iter().all(|d| (1..=5).contains(d)));
+            assert!(
+                (1..5).all(|d| depths.contains(&d)),
+                "every depth still drawn"
+            );
+            depths.iter().filter(|&&d| d == 5).count() as f64 / 4000.0
+        };
+        assert!((count_full(0.0) - 0.2).abs() < 0.03);
+        // 0.5 + 0.5 * 1/5 of the steps.
+        assert!((count_full(0.5) - 0.6).abs() < 0.03);
+    }
 
     #[test]
     fn schedule_warms_up_then_decays_to_a_tenth() {

@@ -279,6 +279,10 @@ pub struct TrainArgs {
     pub lr: f64,
     #[arg(long, default_value_t = 100)]
     pub warmup: usize,
+    /// Share of steps that decode the full pyramid; the rest draw a depth uniformly from
+    /// 1..=D (progressive depth). 0 draws every step's depth uniformly.
+    #[arg(long, default_value_t = 0.0)]
+    pub full_depth_share: f64,
     /// Write the checkpoint every N steps (atomically) and at the end.
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: usize,

@@ -58,6 +58,12 @@ struct TrainState {
 
 pub fn train(args: TrainArgs) -> Result<()> {
     check_data_spec(&args.data)?;
+    if !(0.0..=1.0).contains(&args.full_depth_share) {
+        bail!(
+            "--full-depth-share {}: expected a share between 0 and 1",
+            args.full_depth_share
+        );
+    }
     let device = crate::device(&args.device)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
     let ckpt = args.out.join("checkpoint.safetensors");
@@ -67,6 +73,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         batch_size: args.batch_size,
         lr: args.lr,
         warmup: args.warmup,
+        full_depth_share: args.full_depth_share,
         seed: args.model.seed,
         semantic: (args.scorer != "none").then_some(SemanticConfig {
             layers: args.semantic_layers,

@@ -216,7 +216,7 @@ fn train_and_resume_on_an_image_folder() {
         }
     }
     let out = dir.path().join("run");
-    let train = |steps: &str, resume: bool| {
+    let train = |steps: &str, resume: bool, extra: &[&str]| {
         let mut cmd = bin();
         cmd.args([
             "-q",
@@ -245,12 +245,23 @@ fn train_and_resume_on_an_image_folder() {
         if resume {
             cmd.arg("--resume");
         }
-        run(&mut cmd);
+        run(cmd.args(extra));
     };
-    train("4", false);
+    // Every step of the first run at the full depth (5 layers).
+    train("4", false, &["--full-depth-share", "1"]);
     let lines = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
     assert_eq!(lines(&out.join("metrics.jsonl")), 4);
-    train("6", true);
+    let depths: Vec<u64> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["depth"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(depths, [5, 5, 5, 5]);
+    train("6", true, &[]);
     assert_eq!(lines(&out.join("metrics.jsonl")), 6);
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
@@ -278,6 +289,13 @@ fn train_and_resume_on_an_image_folder() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("folder:DIR"));
+    let bad = bin()
+        .args(["train", "--full-depth-share", "1.5", "--out"])
+        .arg(dir.path().join("x"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--full-depth-share 1.5"));
 }
 
 #[test]
