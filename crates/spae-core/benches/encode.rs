@@ -6,10 +6,18 @@
 //! 640-dim rows), the "before" of issue 5; and the same model in PyTorch on the same cores,
 //! which `eval/bench-encode.sh` runs beside this bench (`eval/bench_encode_torch.py`).
 //! Target (issue 5): at least 1,000 images/s for `tokenize`.
+//!
+//! `train_step`: one optimisation step of the default model at the shipped recipe's batch of
+//! 32, and the 3x3 convolution's im2col forward + backward at the decoder's largest shape,
+//! the custom op (`spae_core::patch::im2col3`) against the candle-op path it replaced
+//! (`im2col3_views`, the baseline).
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use spae_core::{Codebook, CodebookInfo, ModelConfig, SpaeModel, VocabFilter, WordMarker};
+use spae_core::patch::{im2col3, im2col3_views};
+use spae_core::{
+    Codebook, CodebookInfo, ModelConfig, SpaeModel, TrainConfig, Trainer, VocabFilter, WordMarker,
+};
 
 fn codebook(v: usize, d: usize) -> Codebook {
     let info = CodebookInfo {
@@ -67,5 +75,49 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+fn bench_train_step(c: &mut Criterion) {
+    const BATCH: usize = 32;
+    let mut group = c.benchmark_group("train_step");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(BATCH as u64));
+    // The decoder's 8x8 grid at width 128: gradients flow back through im2col.
+    let x = candle_core::Var::randn(0f32, 1.0, (BATCH, 8, 8, 128), &Device::Cpu).expect("grid");
+    let r = Tensor::randn(0f32, 1.0, (BATCH * 64, 9 * 128), &Device::Cpu).expect("weights");
+    type Im2col = fn(&Tensor) -> candle_core::Result<Tensor>;
+    let paths: [(&str, Im2col); 2] = [
+        ("im2col 3x3 fwd+bwd, custom op (32x8x8x128)", im2col3),
+        (
+            "baseline: im2col 3x3 fwd+bwd, candle views (32x8x8x128)",
+            im2col3_views,
+        ),
+    ];
+    for (name, f) in paths {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let cols = f(x.as_tensor()).expect("im2col");
+                (cols * &r)
+                    .and_then(|y| y.sum_all()?.backward())
+                    .expect("backward")
+            })
+        });
+    }
+    let model = SpaeModel::new_seeded(ModelConfig::mnist(16), codebook(4096, 16), &Device::Cpu, 0)
+        .expect("model");
+    let images = Tensor::rand(0f32, 1f32, (BATCH, 1, 28, 28), &Device::Cpu).expect("images");
+    let mut trainer = Trainer::new(
+        &model,
+        TrainConfig {
+            batch_size: BATCH,
+            full_depth_share: 1.0,
+            ..Default::default()
+        },
+    )
+    .expect("trainer");
+    group.bench_function("train step at full depth, patch model d=16", |b| {
+        b.iter(|| trainer.step(&model, &images).expect("step"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_train_step);
 criterion_main!(benches);

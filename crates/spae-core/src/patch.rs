@@ -79,25 +79,29 @@ impl Conv3 {
 impl Module for Conv3 {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, h, w, _) = x.dims4()?;
-        let cols = if x.device().is_cpu() && x.dtype() == DType::F32 {
-            // One loop each way (`crate::im2col`): the view-based path below spends most of a
-            // training step's backward pass outside the matmul.
-            x.contiguous()?.apply_op1(Im2col3)?
-        } else {
-            im2col_views(x)?
-        };
-        let y = self.lin.forward(&cols)?;
+        let y = self.lin.forward(&im2col3(x)?)?;
         let cout = y.dims()[1];
         y.reshape((b, h, w, cout))
     }
 }
 
-/// The (b*h*w, 9c) im2col matrix of a 3x3, padding-1 convolution from candle ops alone, for
-/// devices without [`Im2col3`]. Pad to (b, h+2, w+2, c) (plus one spare row so every shift
+/// The (b*h*w, 9c) im2col matrix of a 3x3, padding-1 convolution of a channels-last
+/// (b, h, w, c) grid, over (dy, dx, c). On CPU in f32 the custom op of `crate::im2col` (one
+/// loop forward, one backward); elsewhere [`im2col3_views`].
+pub fn im2col3(x: &Tensor) -> candle_core::Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.contiguous()?.apply_op1(Im2col3)
+    } else {
+        im2col3_views(x)
+    }
+}
+
+/// [`im2col3`] from candle ops alone (pad, nine shifted views, concatenation): the path on
+/// devices without the custom op, and the one before it on CPU. Pad to (b, h+2, w+2, c) (plus one spare row so every shift
 /// stays in range) and flatten the grid: the input of output (i, j) under shift (dy, dx) is
 /// flat position (i*wp + j) + (dy*wp + dx), so each shift is one contiguous slice of h*wp
 /// positions (outputs on the padded width; the 2 extra columns are dropped).
-fn im2col_views(x: &Tensor) -> candle_core::Result<Tensor> {
+pub fn im2col3_views(x: &Tensor) -> candle_core::Result<Tensor> {
     let (b, h, w, c) = x.dims4()?;
     let wp = w + 2;
     let p = x
@@ -309,7 +313,7 @@ mod tests {
         let dev = Device::Cpu;
         let x = candle_core::Var::randn(0f32, 1.0, (2, 5, 4, 3), &dev).unwrap();
         let ours = x.as_tensor().apply_op1(Im2col3).unwrap();
-        let theirs = im2col_views(x.as_tensor()).unwrap();
+        let theirs = im2col3_views(x.as_tensor()).unwrap();
         assert_eq!(ours.dims(), &[40, 27]);
         let diff = max_abs_diff;
         assert_eq!(diff(&ours, &theirs), 0.0);

@@ -248,14 +248,19 @@ impl Trainer {
 }
 
 /// The full depth `max` with probability `full_depth_share`, else uniform over 1..=max
-/// (progressive depth), from one 64-bit draw `u`: its top 53 bits are the coin, its low 32
-/// the uniform depth.
+/// (progressive depth), from one 64-bit draw `u`. Without a share the depth is u mod max, the
+/// stream of every run before the share existed (so their recipes retrain identically); with
+/// one, the top 53 bits are the coin and the low 32 bits give the uniform depth.
 fn depth_from_draw(u: u64, full_depth_share: f64, max: usize) -> usize {
+    let max = max.max(1) as u64;
+    if full_depth_share <= 0.0 {
+        return 1 + (u % max) as usize;
+    }
     let coin = (u >> 11) as f64 / (1u64 << 53) as f64;
     if coin < full_depth_share {
-        return max;
+        return max as usize;
     }
-    1 + ((u & 0xFFFF_FFFF) % max.max(1) as u64) as usize
+    1 + ((u & 0xFFFF_FFFF) % max) as usize
 }
 
 /// Mean over images of confidence x cross-entropy, averaged over the positions of the first
@@ -344,6 +349,10 @@ mod tests {
             depths.iter().filter(|&&d| d == 5).count() as f64 / 4000.0
         };
         assert!((count_full(0.0) - 0.2).abs() < 0.03);
+        // Without a share, the draw of the runs before it: u mod D + 1.
+        for u in [0u64, 7, u64::MAX, 0x1234_5678_9ABC_DEF0] {
+            assert_eq!(depth_from_draw(u, 0.0, 5), 1 + (u % 5) as usize);
+        }
         // 0.5 + 0.5 * 1/5 of the steps.
         assert!((count_full(0.5) - 0.6).abs() < 0.03);
     }

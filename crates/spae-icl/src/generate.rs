@@ -551,7 +551,9 @@ pub fn eval_generate(args: EvalGenerateArgs) -> Result<()> {
     crate::run::results::write_atomic(
         &args.out.join("eval-generate.json"),
         &serde_json::to_string_pretty(&serde_json::json!({
-            "checkpoint": g.checkpoint, "llm": args.llm, "shots": args.shots, "count": args.count,
+            "checkpoint": g.checkpoint,
+            "checkpoint_sha256": crate::tokens::checkpoint_sha256(&args.ckpt)?,
+            "llm": args.llm, "shots": args.shots, "count": args.count,
             "layers": depth, "temperature": args.temperature, "seed": args.seed, "order": args.order,
             "rows": rows,
         }))?,

@@ -459,6 +459,11 @@ fn eval_generate_scores_the_llm_beside_its_baselines() {
     let names: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
     assert_eq!(names, ["llm", "random words", "copy an example"]);
     assert_eq!(doc["order"], "random");
+    let sha = {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(std::fs::read(&ckpt).unwrap()))
+    };
+    assert_eq!(doc["checkpoint_sha256"], sha.as_str());
     for r in rows {
         assert_eq!(r["images"], 10, "{r}");
         let acc = r["judge_accuracy"].as_f64().unwrap();
