@@ -18,6 +18,7 @@ table1 episodes="20":
 # Reconstruction and relevance per pyramid depth: the shipped SPAE and LQAE-style checkpoints.
 table-tokenizer:
     cargo run --release --bin spae-icl -- table-tokenizer --checkpoint SPAE=builtin \
+        --checkpoint SPAE-fd=checkpoints/spae-gemma3-mnist-fashion-fd.safetensors \
         --checkpoint SPAE-d64=checkpoints/spae-gemma3-mnist-fashion-d64.safetensors \
         --checkpoint LQAE-style=checkpoints/lqae-gemma3-mnist-fashion.safetensors \
         --checkpoint SPAE-SmolLM2=checkpoints/spae-smollm2-mnist-fashion.safetensors
@@ -37,11 +38,22 @@ train-default:
     cargo run --release --bin spae-icl -- train-scorer --data mnist+fashion-mnist --steps 250 --batch-size 128 --lr 3e-3 --out runs/scorer.safetensors
     cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --project-dim 16 --scorer runs/scorer.safetensors --steps 4500 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 500 --out runs/spae-gemma3
 
+# Train the full-depth variant of checkpoints/README.md (not built in): half the steps at full depth, 10,000 steps.
+train-fd:
+    cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --project-dim 16 --scorer checkpoints/scorer-minilm-mnist-fashion.safetensors --steps 10000 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --full-depth-share 0.5 --checkpoint-every 500 --out runs/spae-gemma3-fd
+
 # The projection probe of checkpoints/README.md: 600 steps at 8, 16, 32, 64 dims, scored on MNIST test.
 probe-project-dim:
     for d in 8 16 32 64; do \
         cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --project-dim $d --scorer checkpoints/scorer-minilm-mnist-fashion.safetensors --steps 600 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 600 --out runs/probe-d$d && \
         cargo run --release --bin spae-icl -- eval-tokenizer --checkpoint runs/probe-d$d/checkpoint.safetensors --data mnist --split test --limit 500 --scorer checkpoints/scorer-minilm-mnist-fashion.safetensors; \
+    done
+
+# The full-depth share probe of checkpoints/README.md: 600 steps with 0 and half the steps at full depth.
+probe-full-depth-share:
+    for s in 0 0.5; do \
+        cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --project-dim 16 --scorer checkpoints/scorer-minilm-mnist-fashion.safetensors --steps 600 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --full-depth-share $s --checkpoint-every 600 --out runs/probe-share$s && \
+        cargo run --release --bin spae-icl -- eval-tokenizer --checkpoint runs/probe-share$s/checkpoint.safetensors --data mnist --split test --limit 500 --scorer checkpoints/scorer-minilm-mnist-fashion.safetensors; \
     done
 
 # Retrain the shipped LQAE-style baseline: one flat 8x8 layer, no semantic loss, same budget.
@@ -88,6 +100,11 @@ report-1shot:
 # Digits drawn by the local Gemma 3, scored by the shipped judge beside random and copy baselines.
 eval-generate count="10" layers="3":
     cargo run --release --bin spae-icl -- eval-generate --count {{count}} --layers {{layers}} --out eval/results/generate-mnist-gemma3-270m
+
+# The built-in tokenizer against the full-depth variant, seeds 0 and 1 (eval/README.md).
+eval-generate-fd:
+    cargo run --release --bin spae-icl -- eval-generate --count 10 --layers 3 --seed 1 --out eval/results/generate-mnist-gemma3-270m-seed1
+    for s in 0 1; do cargo run --release --bin spae-icl -- eval-generate --count 10 --layers 3 --seed $s --checkpoint checkpoints/spae-gemma3-mnist-fashion-fd.safetensors --out eval/results/generate-mnist-gemma3-270m-fd-seed$s; done
 
 # Retrain the shipped digit judge.
 train-judge:
