@@ -6,7 +6,7 @@
 //! gradient is padded back to the full grid and summed, nine full-size copies per layer.
 //! Here the forward pass writes the (positions, 9c) matrix in one loop and the backward pass
 //! scatter-adds its gradient back in one loop. CPU and f32 only; other devices keep the
-//! candle-op path (`patch::Conv3`).
+//! candle-op path (`patch::im2col3_views`).
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};

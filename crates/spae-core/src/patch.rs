@@ -3,8 +3,9 @@
 //!
 //! candle's CPU convolution is slow at a few channels, and its backward pass (a direct
 //! transposed convolution) dominated training: a step of the conv model took seconds. Here a
-//! 3x3 convolution on a channels-last grid is nine shifted views concatenated and one matmul,
-//! so forward and backward both run in the gemm kernel. The image is cut into p x p patches
+//! 3x3 convolution on a channels-last grid is an im2col matrix (nine shifted views side by
+//! side; on CPU one custom op, `crate::im2col`) and one matmul, so forward and backward run
+//! mostly in the gemm kernel. The image is cut into p x p patches
 //! (space-to-depth) that land on the G x G grid directly; the decoder goes back by two
 //! depth-to-space steps (2x, then p/2 x) with a finer residual stage in between.
 
@@ -97,10 +98,11 @@ pub fn im2col3(x: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// [`im2col3`] from candle ops alone (pad, nine shifted views, concatenation): the path on
-/// devices without the custom op, and the one before it on CPU. Pad to (b, h+2, w+2, c) (plus one spare row so every shift
-/// stays in range) and flatten the grid: the input of output (i, j) under shift (dy, dx) is
-/// flat position (i*wp + j) + (dy*wp + dx), so each shift is one contiguous slice of h*wp
-/// positions (outputs on the padded width; the 2 extra columns are dropped).
+/// devices without the custom op, and the one before it on CPU. Pad to (b, h+2, w+2, c) (plus
+/// one spare row so every shift stays in range) and flatten the grid: the input of output
+/// (i, j) under shift (dy, dx) is flat position (i*wp + j) + (dy*wp + dx), so each shift is one
+/// contiguous slice of h*wp positions (outputs on the padded width; the 2 extra columns are
+/// dropped).
 pub fn im2col3_views(x: &Tensor) -> candle_core::Result<Tensor> {
     let (b, h, w, c) = x.dims4()?;
     let wp = w + 2;
