@@ -8,7 +8,6 @@
 //! scatter-adds its gradient back in one loop. CPU and f32 only; other devices keep the
 //! candle-op path (`patch::im2col3_views`).
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 /// (b, h, w, c) -> (b*h*w, 9c): row (n, i, j) holds x[n, i+dy-1, j+dx-1, :] for
@@ -26,20 +25,14 @@ struct Col2im3 {
     c: usize,
 }
 
-fn f32_slice<'a>(
+/// The f32 values a contiguous CPU tensor's `layout` covers in `storage` (also the
+/// quantizer's argmin); an error names `op` otherwise.
+pub(crate) fn contiguous_f32<'a>(
     storage: &'a CpuStorage,
     layout: &Layout,
     op: &str,
 ) -> candle_core::Result<&'a [f32]> {
-    let data = match storage {
-        CpuStorage::F32(v) => v.as_slice(),
-        other => {
-            return Err(candle_core::Error::Msg(format!(
-                "{op}: expected f32, got {:?}",
-                other.dtype()
-            )))
-        }
-    };
+    let data = storage.as_slice::<f32>()?;
     match layout.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
         None => Err(candle_core::Error::Msg(format!(
@@ -89,7 +82,7 @@ impl CustomOp1 for Im2col3 {
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, h, w, c) = layout.shape().dims4()?;
-        let x = f32_slice(storage, layout, self.name())?;
+        let x = contiguous_f32(storage, layout, self.name())?;
         let mut out = vec![0f32; b * h * w * 9 * c];
         each_tap(b, h, w, c, |col, cell| {
             out[col..col + c].copy_from_slice(&x[cell..cell + c])
@@ -130,7 +123,7 @@ impl CustomOp1 for Col2im3 {
                 b * h * w
             )));
         }
-        let g = f32_slice(storage, layout, self.name())?;
+        let g = contiguous_f32(storage, layout, self.name())?;
         let mut out = vec![0f32; b * h * w * c];
         each_tap(b, h, w, c, |col, cell| {
             for (o, v) in out[cell..cell + c].iter_mut().zip(&g[col..col + c]) {

@@ -69,17 +69,15 @@ fn argmin_rows_cpu(scores: &Tensor, out: &mut Vec<u32>) -> Result<()> {
     let (_, v) = scores.dims2()?;
     let scores = scores.contiguous()?;
     let (storage, layout) = scores.storage_and_layout();
-    let slice = match &*storage {
-        candle_core::Storage::Cpu(cpu) => cpu.as_slice::<f32>()?,
+    let data = match &*storage {
+        candle_core::Storage::Cpu(cpu) => {
+            crate::im2col::contiguous_f32(cpu, layout, "argmin_rows_cpu")?
+        }
         _ => {
             return Err(SpaeError::Config(
                 "argmin_rows_cpu on a non-CPU tensor".into(),
             ))
         }
-    };
-    let data = match layout.contiguous_offsets() {
-        Some((a, b)) => &slice[a..b],
-        None => return Err(SpaeError::Config("scores are not contiguous".into())),
     };
     for row in data.chunks_exact(v) {
         let mut best = 0usize;
