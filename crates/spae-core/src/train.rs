@@ -26,6 +26,12 @@ pub struct TrainConfig {
     /// uniform draw trains least often: 1 step in D.
     #[serde(default)]
     pub full_depth_share: f64,
+    /// Train the decoder alone **(ours)**: the encoder (and so every image's words) stays as
+    /// it is, and only reconstruction drives the step (commitment and the semantic loss act
+    /// on the encoder). A second phase after a full run sharpens the pictures the words
+    /// decode to without changing a word.
+    #[serde(default)]
+    pub freeze_encoder: bool,
     pub weight_decay: f64,
     /// Commitment weight beta in beta * ||z - sg(zhat)||^2 (the VQ-VAE value, 0.25).
     pub commitment: f64,
@@ -80,6 +86,7 @@ impl Default for TrainConfig {
             lr: 1e-3,
             warmup: 100,
             full_depth_share: 0.0,
+            freeze_encoder: false,
             weight_decay: 1e-4,
             commitment: 0.25,
             seed: 0,
@@ -135,7 +142,12 @@ pub struct Trainer {
 
 impl Trainer {
     pub fn new(model: &SpaeModel, cfg: TrainConfig) -> Result<Self> {
-        let vars = model.named_vars().into_iter().map(|(_, v)| v).collect();
+        let vars = model
+            .named_vars()
+            .into_iter()
+            .filter(|(name, _)| !(cfg.freeze_encoder && name.starts_with("encoder.")))
+            .map(|(_, v)| v)
+            .collect();
         let opt = AdamW::new(
             vars,
             ParamsAdamW {
@@ -208,8 +220,14 @@ impl Trainer {
         self.opt.set_learning_rate(lr);
         let images = images.to_device(model.device())?;
         let z = model.encode(&images)?;
+        // A frozen encoder: no gradient reaches it, and the losses that only move it are off.
+        let z = if self.cfg.freeze_encoder {
+            z.detach()
+        } else {
+            z
+        };
         let sem = match (&self.cfg.semantic, targets) {
-            (Some(c), Some(t)) if c.layers > 0 => Some((c.clone(), t)),
+            (Some(c), Some(t)) if c.layers > 0 && !self.cfg.freeze_encoder => Some((c.clone(), t)),
             _ => None,
         };
         let q_depth = sem
@@ -222,7 +240,11 @@ impl Trainer {
         let decoded = model.decode(&straight_through(&z, zhat)?)?;
         let recon = (decoded - &images)?.sqr()?.mean_all()?;
         let commit = (&z - zhat)?.sqr()?.sum(D::Minus1)?.mean_all()?;
-        let mut total = (&recon + (&commit * self.cfg.commitment)?)?;
+        let mut total = if self.cfg.freeze_encoder {
+            recon.clone()
+        } else {
+            (&recon + (&commit * self.cfg.commitment)?)?
+        };
         let (mut semantic, mut sem_w) = (0f32, 0f64);
         if let Some((c, t)) = sem {
             self.semantic_steps += 1;

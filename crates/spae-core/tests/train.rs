@@ -110,3 +110,61 @@ fn training_reduces_reconstruction_loss() {
         .unwrap();
     assert!(diff > 1e-4, "encoder did not train");
 }
+
+/// Every variable's values, by name.
+fn snapshot(model: &SpaeModel) -> Vec<(String, Vec<f32>)> {
+    model
+        .named_vars()
+        .into_iter()
+        .map(|(n, v)| (n, v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_frozen_encoder_keeps_every_word_and_trains_the_decoder() {
+    let model = SpaeModel::new_seeded(small_cfg(), codebook(256, 16), &Device::Cpu, 0).unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let probe = batch(&mut rng, 4);
+    let words = |m: &SpaeModel| -> Vec<String> {
+        m.tokenize(&probe, 5)
+            .unwrap()
+            .iter()
+            .map(|p| p.to_text())
+            .collect()
+    };
+    let before_words = words(&model);
+    let before = snapshot(&model);
+    let tcfg = TrainConfig {
+        steps: 60,
+        batch_size: 8,
+        lr: 3e-3,
+        warmup: 10,
+        full_depth_share: 1.0,
+        freeze_encoder: true,
+        ..Default::default()
+    };
+    let mut trainer = Trainer::new(&model, tcfg).unwrap();
+    let mut losses = Vec::new();
+    for _ in 0..60 {
+        let l = trainer.step(&model, &batch(&mut rng, 8)).unwrap();
+        assert!(l.total == l.recon, "only reconstruction counts: {l:?}");
+        losses.push(l.recon);
+    }
+    let after = snapshot(&model);
+    for ((name, a), (_, b)) in before.iter().zip(&after) {
+        if name.starts_with("encoder.") {
+            assert_eq!(a, b, "{name} moved with the encoder frozen");
+        }
+    }
+    assert!(
+        before
+            .iter()
+            .zip(&after)
+            .any(|((n, a), (_, b))| n.starts_with("decoder.") && a != b),
+        "the decoder did not train"
+    );
+    assert_eq!(words(&model), before_words);
+    let first: f32 = losses[..10].iter().sum::<f32>() / 10.0;
+    let last: f32 = losses[50..].iter().sum::<f32>() / 10.0;
+    assert!(last < first, "recon loss {first} -> {last}");
+}

@@ -290,8 +290,16 @@ pub struct TrainArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Continue from the checkpoint and step count in --out (optimizer moments restart).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "init")]
     pub resume: bool,
+    /// Start from this checkpoint's weights (its model shape and codebook; the model flags
+    /// are not used) on a new schedule, e.g. a second phase with --freeze-encoder.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Train the decoder only: the encoder, and so every image's words, stay as in --init
+    /// (or the run being resumed); reconstruction is the only loss.
+    #[arg(long)]
+    pub freeze_encoder: bool,
     /// cpu, or cuda (a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,

@@ -64,6 +64,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
             args.full_depth_share
         );
     }
+    if args.freeze_encoder && args.init.is_none() && !args.resume {
+        bail!("--freeze-encoder keeps a trained encoder: give it one with --init CHECKPOINT (or --resume)");
+    }
     let device = crate::device(&args.device)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
     let ckpt = args.out.join("checkpoint.safetensors");
@@ -74,8 +77,10 @@ pub fn train(args: TrainArgs) -> Result<()> {
         lr: args.lr,
         warmup: args.warmup,
         full_depth_share: args.full_depth_share,
+        freeze_encoder: args.freeze_encoder,
         seed: args.model.seed,
-        semantic: (args.scorer != "none").then_some(SemanticConfig {
+        // The semantic loss moves only the encoder.
+        semantic: (args.scorer != "none" && !args.freeze_encoder).then_some(SemanticConfig {
             layers: args.semantic_layers,
             weight: args.semantic_weight,
             ramp_steps: args.semantic_ramp,
@@ -90,6 +95,10 @@ pub fn train(args: TrainArgs) -> Result<()> {
         )
         .with_context(|| format!("{}", state_path.display()))?;
         (SpaeModel::load(&ckpt, &device)?, state.step)
+    } else if let Some(init) = &args.init {
+        let model =
+            SpaeModel::load(init, &device).with_context(|| format!("--init {}", init.display()))?;
+        (model, 0)
     } else {
         (crate::tokens::build_on(&args.model, &device)?, 0)
     };
@@ -115,6 +124,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     );
 
     let scorer = match args.scorer.as_str() {
+        _ if cfg.semantic.is_none() => None,
         "none" => None,
         spec => Some(
             crate::scorer::load_scorer(spec, model.codebook())

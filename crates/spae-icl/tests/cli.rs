@@ -281,6 +281,48 @@ fn train_and_resume_on_an_image_folder() {
         .arg("--checkpoint")
         .arg(out.join("checkpoint.safetensors")));
 
+    // A second phase from that checkpoint with the encoder frozen: the decoder trains, and
+    // no image's words change.
+    let phase2 = dir.path().join("phase2");
+    run(bin()
+        .args(["-q", "train", "--freeze-encoder", "--init"])
+        .arg(out.join("checkpoint.safetensors"))
+        .arg("--data")
+        .arg(format!("folder:{}", data.display()))
+        .args(["--steps", "3", "--batch-size", "4", "--warmup", "1", "--out"])
+        .arg(&phase2));
+    let phase2_metrics = std::fs::read_to_string(phase2.join("metrics.jsonl")).unwrap();
+    assert_eq!(phase2_metrics.lines().count(), 3);
+    for l in phase2_metrics.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["total"], v["recon"], "reconstruction only: {l}");
+    }
+    let words = |ckpt: &Path| {
+        run(bin()
+            .args(["tokenize", "--format", "json"])
+            .arg(sample("mnist-three.png"))
+            .arg(sample("mnist-seven.png"))
+            .arg("--checkpoint")
+            .arg(ckpt))
+        .stdout
+    };
+    assert_eq!(
+        words(&out.join("checkpoint.safetensors")),
+        words(&phase2.join("checkpoint.safetensors"))
+    );
+    assert_ne!(
+        std::fs::read(out.join("checkpoint.safetensors")).unwrap(),
+        std::fs::read(phase2.join("checkpoint.safetensors")).unwrap(),
+        "the decoder trained"
+    );
+    let bad = bin()
+        .args(["train", "--freeze-encoder", "--out"])
+        .arg(dir.path().join("x"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--init"));
+
     // A bad data spec says what is accepted.
     let bad = bin()
         .args(["train", "--data", "cifar", "--out"])
