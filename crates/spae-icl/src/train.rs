@@ -123,12 +123,15 @@ pub fn train(args: TrainArgs) -> Result<()> {
         "training"
     );
 
-    let scorer = match args.scorer.as_str() {
-        _ if cfg.semantic.is_none() => None,
-        "none" => None,
-        spec => Some(
-            crate::scorer::load_scorer(spec, model.codebook())
-                .with_context(|| format!("--scorer {spec}"))?,
+    if args.freeze_encoder {
+        tracing::info!("encoder frozen: the decoder trains on reconstruction alone (no semantic loss, no commitment)");
+    }
+    // `cfg.semantic` is set exactly when a scorer is named and the encoder trains.
+    let scorer = match &cfg.semantic {
+        None => None,
+        Some(_) => Some(
+            crate::scorer::load_scorer(&args.scorer, model.codebook())
+                .with_context(|| format!("--scorer {}", args.scorer))?,
         ),
     };
     let mut targets = match &scorer {

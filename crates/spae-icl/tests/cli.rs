@@ -289,7 +289,15 @@ fn train_and_resume_on_an_image_folder() {
         .arg(out.join("checkpoint.safetensors"))
         .arg("--data")
         .arg(format!("folder:{}", data.display()))
-        .args(["--steps", "3", "--batch-size", "4", "--warmup", "1", "--out"])
+        .args([
+            "--steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--warmup",
+            "1",
+            "--out",
+        ])
         .arg(&phase2));
     let phase2_metrics = std::fs::read_to_string(phase2.join("metrics.jsonl")).unwrap();
     assert_eq!(phase2_metrics.lines().count(), 3);
