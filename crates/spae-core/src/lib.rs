@@ -23,7 +23,7 @@ pub mod train;
 pub use codebook::{Codebook, CodebookInfo, VocabFilter, WordMarker};
 pub(crate) use error::io_err;
 pub use error::{Result, SpaeError};
-pub use model::ModelConfig;
+pub use model::{DecoderInput, ModelConfig};
 pub use pyramid::PyramidConfig;
 pub use quantizer::{Quantized, QuantizerKind, SaqQuantizer};
 pub use scorer::{CodebookScorer, ImageTextModel, SemanticScorer};

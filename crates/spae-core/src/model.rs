@@ -40,6 +40,33 @@ pub struct ModelConfig {
     /// `channels` and `res_blocks` are unused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch: Option<PatchConfig>,
+    /// What the decoder reads: SAQ's running mean (the paper's) or every layer's words side by
+    /// side. Checkpoints without the field read the mean.
+    #[serde(default, skip_serializing_if = "DecoderInput::is_mean")]
+    pub decoder_input: DecoderInput,
+}
+
+/// The decoder's input at depth l **(ours: `Layers`)**.
+///
+/// `Mean` is the paper's zhat_l = (E_1 + ... + E_l) / l (`crate::quantizer`): one d-dim vector
+/// per grid position, in which the decoder cannot tell which layer a word came from. `Layers`
+/// puts the upsampled E_1..E_L in L slots of d dims (slot k > l zero) scaled by the same 1/l,
+/// so the decoder sees each layer's word apart. A `Layers` decoder whose first linear map
+/// repeats a `Mean` decoder's weights in every slot computes exactly what that decoder
+/// computes ([`crate::SpaeModel::with_decoder_input`]): a trained mean decoder widens without
+/// losing anything, and its words stay the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecoderInput {
+    #[default]
+    Mean,
+    Layers,
+}
+
+impl DecoderInput {
+    pub fn is_mean(&self) -> bool {
+        *self == DecoderInput::Mean
+    }
 }
 
 impl ModelConfig {
@@ -68,6 +95,7 @@ impl ModelConfig {
                 fine_width: 48,
                 fine_blocks: 1,
             }),
+            decoder_input: DecoderInput::Mean,
         }
     }
 
@@ -92,6 +120,14 @@ impl ModelConfig {
         match &self.patch {
             Some(p) => self.pyramid.grid * p.patch,
             None => self.pyramid.grid * self.downsample(),
+        }
+    }
+
+    /// Channels of the decoder's input: d, or d per pyramid layer for [`DecoderInput::Layers`].
+    pub fn decoder_in_dim(&self) -> usize {
+        match self.decoder_input {
+            DecoderInput::Mean => self.embed_dim,
+            DecoderInput::Layers => self.embed_dim * self.pyramid.depth(),
         }
     }
 
@@ -132,6 +168,9 @@ impl ModelConfig {
         }
         if self.embed_dim == 0 {
             return bad("embed_dim must be at least 1".into());
+        }
+        if self.decoder_input == DecoderInput::Layers && self.patch.is_none() {
+            return bad("decoder_input \"layers\" needs the patch decoder".into());
         }
         self.pyramid.validate()?;
         if self.canvas() < self.image_size {

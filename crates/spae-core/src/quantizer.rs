@@ -131,6 +131,8 @@ pub struct Quantized {
     pub indices: Vec<Tensor>,
     /// Per depth l = 1..: zhat_l, (B, G, G, d).
     pub recon: Vec<Tensor>,
+    /// Per layer: its chosen embeddings E_l upsampled to (B, G, G, d).
+    pub layers: Vec<Tensor>,
 }
 
 /// Quantizes an encoder grid into a token pyramid of frozen codebook entries.
@@ -190,6 +192,7 @@ impl SaqQuantizer {
         let mut out = Quantized {
             indices: Vec::with_capacity(depth),
             recon: Vec::with_capacity(depth),
+            layers: Vec::with_capacity(depth),
         };
         for layer in 0..depth {
             let l = (layer + 1) as f64;
@@ -206,16 +209,20 @@ impl SaqQuantizer {
                 .embeddings()
                 .index_select(&idx, 0)?
                 .reshape((b, s, s, d))?;
-            sum = (sum + upsample(&e, self.pyramid.stride(layer))?)?;
-            out.recon.push(self.finish(&sum, l)?);
+            let up = upsample(&e, self.pyramid.stride(layer))?;
+            sum = (sum + &up)?;
+            out.layers.push(up);
+            out.recon.push(self.finish(&sum, layer + 1)?);
             out.indices.push(idx.reshape((b, s, s))?);
         }
         Ok(out)
     }
 
-    fn finish(&self, sum: &Tensor, l: f64) -> Result<Tensor> {
+    /// zhat_l from S_l, the sum of the first l layers: S_l / l (SAQ) or S_l (RQ). Linear in
+    /// `sum`, so it also scales one layer's E_l as zhat_l scales it.
+    pub fn finish(&self, sum: &Tensor, l: usize) -> Result<Tensor> {
         Ok(match self.kind {
-            QuantizerKind::Saq => (sum / l)?,
+            QuantizerKind::Saq => (sum / l as f64)?,
             QuantizerKind::Rq => sum.clone(),
         })
     }
@@ -223,8 +230,26 @@ impl SaqQuantizer {
     /// zhat at depth `indices.len()` from per-layer indices (B, s_l, s_l): the inverse of
     /// [`SaqQuantizer::quantize`]'s indices.
     pub fn dequantize(&self, indices: &[Tensor], codebook: &Codebook) -> Result<Tensor> {
+        let layers = self.dequantize_layers(indices, codebook)?;
+        let mut sum = layers[0].clone();
+        for up in &layers[1..] {
+            sum = (sum + up)?;
+        }
+        self.finish(&sum, layers.len())
+    }
+
+    /// Each layer's embeddings upsampled to (B, G, G, d) ([`Quantized::layers`]) from
+    /// per-layer indices (B, s_l, s_l).
+    pub fn dequantize_layers(
+        &self,
+        indices: &[Tensor],
+        codebook: &Codebook,
+    ) -> Result<Vec<Tensor>> {
+        if indices.is_empty() {
+            return Err(SpaeError::Tokens("no layers to decode".into()));
+        }
         self.pyramid.check_depth(indices.len())?;
-        let mut sum: Option<Tensor> = None;
+        let mut layers = Vec::with_capacity(indices.len());
         for (layer, idx) in indices.iter().enumerate() {
             let (b, s, s2) = idx.dims3()?;
             if s != self.pyramid.side(layer) || s2 != s {
@@ -240,15 +265,8 @@ impl SaqQuantizer {
                     .embeddings()
                     .index_select(&flat, 0)?
                     .reshape((b, s, s, codebook.dim()))?;
-            let up = upsample(&e, self.pyramid.stride(layer))?;
-            sum = Some(match sum {
-                Some(acc) => (acc + up)?,
-                None => up,
-            });
+            layers.push(upsample(&e, self.pyramid.stride(layer))?);
         }
-        match sum {
-            Some(s) => self.finish(&s, indices.len() as f64),
-            None => Err(SpaeError::Tokens("no layers to decode".into())),
-        }
+        Ok(layers)
     }
 }

@@ -7,9 +7,10 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use crate::codebook::Codebook;
-use crate::model::{Decoder, Encoder, ModelConfig};
+use crate::model::{Decoder, DecoderInput, Encoder, ModelConfig};
 use crate::patch::{PatchDecoder, PatchEncoder};
 use crate::quantizer::{Quantized, SaqQuantizer};
+use crate::train::straight_through;
 use crate::{Result, SpaeError};
 
 /// One layer of one image's token pyramid, row-major over its s x s positions.
@@ -175,7 +176,7 @@ impl SpaeModel {
                 AnyDecoder::Patch(PatchDecoder::new(
                     pc,
                     cfg.in_channels,
-                    cfg.embed_dim,
+                    cfg.decoder_in_dim(),
                     vb.pp("decoder"),
                 )?),
             ),
@@ -401,15 +402,160 @@ impl SpaeModel {
                 &self.device,
             )?);
         }
-        let zhat = self.quantizer.dequantize(&indices, &self.codebook)?;
-        Ok(self.decode(&zhat)?.clamp(0f32, 1f32)?)
+        let layers = self.quantizer.dequantize_layers(&indices, &self.codebook)?;
+        let input = self.decoder_input_from_layers(&layers, None)?;
+        Ok(self.decode(&input)?.clamp(0f32, 1f32)?)
     }
 
     /// Images -> tokens of `depth` layers -> images, clamped to [0, 1].
     pub fn reconstruct(&self, images: &Tensor, depth: usize) -> Result<Tensor> {
         let q = self.quantize(images, depth)?;
-        let zhat = &q.recon[depth - 1];
-        Ok(self.decode(zhat)?.clamp(0f32, 1f32)?)
+        Ok(self
+            .decode(&self.decoder_input(&q, depth, None)?)?
+            .clamp(0f32, 1f32)?)
+    }
+
+    /// What the decoder reads at `depth` (`ModelConfig::decoder_input`): zhat_depth, or the
+    /// first `depth` layers' embeddings side by side in the pyramid's slots, scaled like zhat.
+    /// `z` (the encoder's grid) adds the straight-through estimator's z - sg(z) to every word
+    /// that is present, so training passes the decoder's gradient on to the encoder.
+    pub fn decoder_input(&self, q: &Quantized, depth: usize, z: Option<&Tensor>) -> Result<Tensor> {
+        self.cfg.pyramid.check_depth(depth)?;
+        if depth > q.recon.len() {
+            return Err(SpaeError::Config(format!(
+                "decoding depth {depth}, but only {} layers were quantized",
+                q.recon.len()
+            )));
+        }
+        match self.cfg.decoder_input {
+            DecoderInput::Mean => match z {
+                Some(z) => straight_through(z, &q.recon[depth - 1]),
+                None => Ok(q.recon[depth - 1].clone()),
+            },
+            DecoderInput::Layers => self.decoder_input_from_layers(&q.layers[..depth], z),
+        }
+    }
+
+    /// [`SpaeModel::decoder_input`] from per-layer embeddings (`Quantized::layers`).
+    fn decoder_input_from_layers(&self, layers: &[Tensor], z: Option<&Tensor>) -> Result<Tensor> {
+        let depth = layers.len();
+        self.cfg.pyramid.check_depth(depth)?;
+        if self.cfg.decoder_input == DecoderInput::Mean {
+            let mut sum = layers[0].clone();
+            for e in &layers[1..] {
+                sum = (sum + e)?;
+            }
+            let zhat = self.quantizer.finish(&sum, depth)?;
+            return match z {
+                Some(z) => straight_through(z, &zhat),
+                None => Ok(zhat),
+            };
+        }
+        let delta = z.map(|z| z - z.detach()).transpose()?;
+        let mut slots = Vec::with_capacity(self.cfg.pyramid.depth());
+        for e in layers {
+            let e = match &delta {
+                Some(d) => (e + d)?,
+                None => e.clone(),
+            };
+            slots.push(self.quantizer.finish(&e, depth)?);
+        }
+        let zeros = layers[0].zeros_like()?;
+        slots.resize(self.cfg.pyramid.depth(), zeros);
+        Ok(Tensor::cat(&slots, 3)?)
+    }
+
+    /// This model grown to `to`, which starts out decoding every token pyramid to exactly the
+    /// same image; encoder, codebook and the words of every existing layer are untouched. `to`
+    /// may differ from this model's config only in more pyramid layers after the existing ones
+    /// (SAQ quantizes layer l from z and layers 1..l-1 alone, so later layers change no earlier
+    /// word), in more decoder blocks, and in what the decoder reads (mean -> layers):
+    /// - mean -> layers: a `Layers` slot holds E_l / l, and the mean decoder's first weight W
+    ///   in every slot gives W (E_1 + ... + E_l) / l = W zhat_l;
+    /// - a new residual block x + conv2(silu(conv1(silu(x)))) starts with conv2 at zero, the
+    ///   identity, and learns from there (conv1 keeps its fresh initialisation, so conv2's
+    ///   gradient is not zero).
+    pub fn grow_decoder(&self, to: &ModelConfig) -> Result<SpaeModel> {
+        let bad = |m: String| Err(SpaeError::Config(m));
+        let (Some(old_p), Some(new_p)) = (&self.cfg.patch, &to.patch) else {
+            return bad("only the patch decoder grows".into());
+        };
+        let p_old = &self.cfg.pyramid;
+        let p_new = &to.pyramid;
+        if p_new.grid != p_old.grid || !p_new.layers.starts_with(&p_old.layers) {
+            return bad(format!(
+                "pyramid {:?} does not extend {:?} on the same {}x{} grid",
+                p_new.layers, p_old.layers, p_old.grid, p_old.grid
+            ));
+        }
+        let same_but_decoder = ModelConfig {
+            decoder_input: self.cfg.decoder_input,
+            pyramid: p_old.clone(),
+            patch: Some(crate::patch::PatchConfig {
+                dec_blocks: old_p.dec_blocks,
+                fine_blocks: old_p.fine_blocks,
+                ..new_p.clone()
+            }),
+            ..to.clone()
+        };
+        if same_but_decoder != self.cfg {
+            return bad(
+                "a grown model keeps every setting but the pyramid's added layers, the decoder's \
+                 block counts and its input"
+                    .into(),
+            );
+        }
+        if new_p.dec_blocks < old_p.dec_blocks || new_p.fine_blocks < old_p.fine_blocks {
+            return bad(format!(
+                "decoder blocks {}+{} cannot shrink to {}+{}",
+                old_p.dec_blocks, old_p.fine_blocks, new_p.dec_blocks, new_p.fine_blocks
+            ));
+        }
+        let tile = match (self.cfg.decoder_input, to.decoder_input) {
+            (DecoderInput::Mean, DecoderInput::Layers) => p_new.depth(),
+            (DecoderInput::Mean, DecoderInput::Mean) => 1,
+            (DecoderInput::Layers, DecoderInput::Layers) if p_new.depth() == p_old.depth() => 1,
+            (a, b) => {
+                return bad(format!(
+                    "a {a:?} decoder of {} layers cannot become a {b:?} one of {}",
+                    p_old.depth(),
+                    p_new.depth()
+                ))
+            }
+        };
+        if *to == self.cfg {
+            return bad("the decoder is already this size".into());
+        }
+        let model = SpaeModel::new(to.clone(), (*self.codebook).clone(), &self.device)?;
+        let old: std::collections::HashMap<String, candle_core::Var> =
+            self.named_vars().into_iter().collect();
+        for (name, var) in model.named_vars() {
+            let value = match old.get(&name) {
+                Some(src) if name == "decoder.lin_in.weight" => {
+                    Tensor::cat(&vec![src.as_tensor().clone(); tile], 1)?
+                }
+                Some(src) => src.as_tensor().clone(),
+                None if name.contains(".conv2.") => var.as_tensor().zeros_like()?,
+                None => continue,
+            };
+            if value.dims() != var.dims() {
+                return bad(format!(
+                    "{name}: {:?} does not fit {:?}",
+                    value.dims(),
+                    var.dims()
+                ));
+            }
+            var.set(&value)?;
+        }
+        Ok(model)
+    }
+
+    /// [`SpaeModel::grow_decoder`] to the same model reading `input`.
+    pub fn with_decoder_input(&self, input: DecoderInput) -> Result<SpaeModel> {
+        self.grow_decoder(&ModelConfig {
+            decoder_input: input,
+            ..self.cfg.clone()
+        })
     }
 }
 

@@ -237,7 +237,7 @@ impl Trainer {
             .quantizer()
             .quantize(&z.detach(), model.codebook(), q_depth)?;
         let zhat = &q.recon[depth - 1];
-        let decoded = model.decode(&straight_through(&z, zhat)?)?;
+        let decoded = model.decode(&model.decoder_input(&q, depth, Some(&z))?)?;
         let recon = (decoded - &images)?.sqr()?.mean_all()?;
         let commit = (&z - zhat)?.sqr()?.sum(D::Minus1)?.mean_all()?;
         let mut total = if self.cfg.freeze_encoder {

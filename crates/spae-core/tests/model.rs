@@ -99,6 +99,7 @@ fn rgb_128x128_works() {
         quantizer: QuantizerKind::Saq,
         global_context: false,
         patch: None,
+        decoder_input: Default::default(),
     };
     let m = SpaeModel::new_seeded(cfg, codebook(64, 16), &Device::Cpu, 1).unwrap();
     let x = images(1, 3, 128);

@@ -4,7 +4,8 @@
 use candle_core::{Device, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use spae_core::{
-    Codebook, CodebookInfo, ModelConfig, SpaeModel, TrainConfig, Trainer, VocabFilter, WordMarker,
+    Codebook, CodebookInfo, DecoderInput, ModelConfig, SpaeModel, TrainConfig, Trainer,
+    VocabFilter, WordMarker,
 };
 
 fn codebook(v: usize, d: usize) -> Codebook {
@@ -100,14 +101,7 @@ fn training_reduces_reconstruction_loss() {
         .find(|(n, _)| n == "encoder.lin_in.weight")
         .unwrap()
         .1;
-    let diff: f32 = (enc.as_tensor() - enc0.as_tensor())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let diff = max_abs(enc.as_tensor(), enc0.as_tensor());
     assert!(diff > 1e-4, "encoder did not train");
 }
 
@@ -134,22 +128,7 @@ fn a_frozen_encoder_keeps_every_word_and_trains_the_decoder() {
     };
     let before_words = words(&model);
     let before = snapshot(&model);
-    let tcfg = TrainConfig {
-        steps: 60,
-        batch_size: 8,
-        lr: 3e-3,
-        warmup: 10,
-        full_depth_share: 1.0,
-        freeze_encoder: true,
-        ..Default::default()
-    };
-    let mut trainer = Trainer::new(&model, tcfg).unwrap();
-    let mut losses = Vec::new();
-    for _ in 0..60 {
-        let l = trainer.step(&model, &batch(&mut rng, 8)).unwrap();
-        assert!(l.total == l.recon, "only reconstruction counts: {l:?}");
-        losses.push(l.recon);
-    }
+    train_frozen(&model, &mut rng, 1.0);
     let after = snapshot(&model);
     for ((name, a), (_, b)) in before.iter().zip(&after) {
         if name.starts_with("encoder.") {
@@ -164,7 +143,164 @@ fn a_frozen_encoder_keeps_every_word_and_trains_the_decoder() {
         "the decoder did not train"
     );
     assert_eq!(words(&model), before_words);
+}
+
+/// 60 steps of decoder-only training with `full_depth_share`: only reconstruction counts,
+/// and it falls.
+fn train_frozen(model: &SpaeModel, rng: &mut StdRng, full_depth_share: f64) {
+    let tcfg = TrainConfig {
+        steps: 60,
+        batch_size: 8,
+        lr: 3e-3,
+        warmup: 10,
+        full_depth_share,
+        freeze_encoder: true,
+        ..Default::default()
+    };
+    let mut trainer = Trainer::new(model, tcfg).unwrap();
+    let mut losses = Vec::new();
+    for _ in 0..60 {
+        let l = trainer.step(model, &batch(rng, 8)).unwrap();
+        assert!(l.total == l.recon, "only reconstruction counts: {l:?}");
+        losses.push(l.recon);
+    }
     let first: f32 = losses[..10].iter().sum::<f32>() / 10.0;
     let last: f32 = losses[50..].iter().sum::<f32>() / 10.0;
     assert!(last < first, "recon loss {first} -> {last}");
+}
+
+fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+/// `a` and `b` reconstruct `probe` alike at depths 1..=`depth`.
+fn assert_decode_alike(a: &SpaeModel, b: &SpaeModel, probe: &Tensor, depth: usize) {
+    for d in 1..=depth {
+        let (x, y) = (
+            a.reconstruct(probe, d).unwrap(),
+            b.reconstruct(probe, d).unwrap(),
+        );
+        assert!(max_abs(&x, &y) < 1e-5, "depth {d}: {}", max_abs(&x, &y));
+    }
+}
+
+/// Widening a mean decoder to one that reads the layers apart changes nothing it decodes, at
+/// any depth and from words, and survives a checkpoint; then training the widened decoder
+/// on the frozen words lowers the loss.
+#[test]
+fn a_widened_layers_decoder_starts_where_the_mean_decoder_was_and_trains() {
+    let mean = SpaeModel::new_seeded(small_cfg(), codebook(256, 16), &Device::Cpu, 0).unwrap();
+    let wide = mean.with_decoder_input(DecoderInput::Layers).unwrap();
+    assert_eq!(wide.config().decoder_input, DecoderInput::Layers);
+    let mut rng = StdRng::seed_from_u64(8);
+    let probe = batch(&mut rng, 4);
+    for depth in 1..=5 {
+        let (a, b) = (
+            mean.reconstruct(&probe, depth).unwrap(),
+            wide.reconstruct(&probe, depth).unwrap(),
+        );
+        assert!(max_abs(&a, &b) < 1e-5, "depth {depth}: {}", max_abs(&a, &b));
+        // Not vacuous: the image depends on the depth.
+        if depth > 1 {
+            let prev = wide.reconstruct(&probe, depth - 1).unwrap();
+            assert!(
+                max_abs(&b, &prev) > 1e-3,
+                "depth {depth} decodes like {}",
+                depth - 1
+            );
+        }
+    }
+    let words = wide.tokenize(&probe, 3).unwrap();
+    assert_eq!(words, mean.tokenize(&probe, 3).unwrap());
+    let (a, b) = (
+        mean.detokenize(&words).unwrap(),
+        wide.detokenize(&words).unwrap(),
+    );
+    assert!(max_abs(&a, &b) < 1e-5);
+    assert!(wide.with_decoder_input(DecoderInput::Layers).is_err());
+    assert!(wide.with_decoder_input(DecoderInput::Mean).is_err());
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wide.safetensors");
+    wide.save(&path).unwrap();
+    let loaded = SpaeModel::load(&path, &Device::Cpu).unwrap();
+    assert_eq!(loaded.config().decoder_input, DecoderInput::Layers);
+    assert_eq!(
+        max_abs(
+            &loaded.reconstruct(&probe, 5).unwrap(),
+            &wide.reconstruct(&probe, 5).unwrap()
+        ),
+        0.0
+    );
+
+    train_frozen(&wide, &mut rng, 0.5);
+    assert_eq!(wide.tokenize(&probe, 3).unwrap(), words);
+    // The slots of layers 2..5 now carry weights of their own.
+    let w = wide
+        .named_vars()
+        .into_iter()
+        .find(|(n, _)| n == "decoder.lin_in.weight")
+        .unwrap()
+        .1;
+    let w = w.as_tensor();
+    assert_eq!(w.dims()[1], 5 * 16);
+    assert!(max_abs(&w.narrow(1, 0, 16).unwrap(), &w.narrow(1, 64, 16).unwrap()) > 1e-4);
+}
+
+/// More decoder blocks and one more full-resolution layer: depths 1..5 decode as before, the
+/// first five layers keep their words, and depth 6 refines what depth 5 had.
+#[test]
+fn growing_the_decoder_and_the_pyramid_keeps_every_image_and_word() {
+    let small = SpaeModel::new_seeded(small_cfg(), codebook(256, 16), &Device::Cpu, 0).unwrap();
+    let mut to = small.config().clone();
+    to.pyramid.layers.push(8);
+    let p = to.patch.as_mut().unwrap();
+    p.dec_blocks += 1;
+    p.fine_blocks += 1;
+    let grown = small.grow_decoder(&to).unwrap();
+    assert!(grown.num_parameters() > small.num_parameters());
+    let mut rng = StdRng::seed_from_u64(9);
+    let probe = batch(&mut rng, 4);
+    assert_decode_alike(&small, &grown, &probe, 5);
+    let five = small.tokenize(&probe, 5).unwrap();
+    let six = grown.tokenize(&probe, 6).unwrap();
+    for (a, b) in five.iter().zip(&six) {
+        assert_eq!(a.layers[..], b.layers[..5]);
+        assert_eq!(b.layers[5].indices.len(), 64);
+    }
+    // SAQ's sixth layer brings zhat closer to z: the full-depth quantization error falls.
+    let z = grown.encode(&probe).unwrap();
+    let q = grown.quantize(&probe, 6).unwrap();
+    let err = |l: usize| {
+        (&q.recon[l] - &z)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    assert!(err(5) < err(4), "{} vs {}", err(5), err(4));
+
+    // What cannot grow says why.
+    let mut shrink = small.config().clone();
+    shrink.patch.as_mut().unwrap().dec_blocks = 0;
+    let e = small.grow_decoder(&shrink).unwrap_err().to_string();
+    assert!(e.contains("shrink"), "{e}");
+    let mut other = small.config().clone();
+    other.pyramid.layers = vec![1, 2, 4, 8];
+    let e = small.grow_decoder(&other).unwrap_err().to_string();
+    assert!(e.contains("does not extend"), "{e}");
+    let mut enc = small.config().clone();
+    enc.patch.as_mut().unwrap().enc_width += 1;
+    let e = small.grow_decoder(&enc).unwrap_err().to_string();
+    assert!(e.contains("keeps every setting"), "{e}");
 }
