@@ -293,16 +293,51 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with = "init")]
     pub resume: bool,
     /// Start from this checkpoint's weights (its model shape and codebook; the model flags
-    /// are not used) on a new schedule, e.g. a second phase with --freeze-encoder.
+    /// are not used; the growth flags below are) on a new schedule, e.g. a second phase with
+    /// --freeze-encoder.
     #[arg(long)]
     pub init: Option<PathBuf>,
     /// Train the decoder only: the encoder, and so every image's words, stay as in --init
     /// (or the run being resumed); reconstruction is the only loss.
     #[arg(long)]
     pub freeze_encoder: bool,
+    /// Grow the model (from --init, or the new one) before training; every token pyramid
+    /// still decodes as before at the start, and the words of its layers stay the same.
+    #[command(flatten)]
+    pub grow: GrowArgs,
     /// cpu, or cuda (a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+}
+
+/// `spae-icl train`'s growth flags (`SpaeModel::grow_decoder`): a phase-2 decoder can be
+/// larger than the one phase 1 trained, and the pyramid deeper, without moving any word.
+#[derive(Debug, Args, Default)]
+pub struct GrowArgs {
+    /// Layers appended to the pyramid, e.g. `8` for one more full-resolution layer: SAQ
+    /// quantizes them after the others, so the words of the existing layers do not change.
+    #[arg(long, value_delimiter = ',', conflicts_with = "resume")]
+    pub add_layers: Vec<usize>,
+    /// Residual blocks of the decoder on the grid (the default model has 2); more blocks
+    /// start as the identity.
+    #[arg(long, conflicts_with = "resume")]
+    pub dec_blocks: Option<usize>,
+    /// Residual blocks of the decoder's finer stage (the default model has 1).
+    #[arg(long, conflicts_with = "resume")]
+    pub fine_blocks: Option<usize>,
+    /// What the decoder reads: `mean` (SAQ's running mean, the paper's) or `layers` (each
+    /// layer's words side by side; a mean decoder is widened to read them).
+    #[arg(long, value_parser = ["mean", "layers"], conflicts_with = "resume")]
+    pub decoder_input: Option<String>,
+}
+
+impl GrowArgs {
+    pub fn any(&self) -> bool {
+        !self.add_layers.is_empty()
+            || self.dec_blocks.is_some()
+            || self.fine_blocks.is_some()
+            || self.decoder_input.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

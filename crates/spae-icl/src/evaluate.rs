@@ -144,7 +144,7 @@ pub fn depth_rows(
         }
         for l in 0..depth {
             let y: Vec<f32> = model
-                .decode(&q.recon[l])?
+                .decode(&model.decoder_input(&q, l + 1, None)?)?
                 .clamp(0f32, 1f32)?
                 .flatten_all()?
                 .to_vec1()?;

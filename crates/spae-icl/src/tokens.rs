@@ -66,6 +66,7 @@ pub fn build_on(args: &ModelArgs, device: &Device) -> Result<SpaeModel> {
         quantizer,
         global_context: true,
         patch,
+        decoder_input: spae_core::model::DecoderInput::Mean,
     };
     Ok(SpaeModel::new_seeded(cfg, codebook, device, args.seed)?)
 }

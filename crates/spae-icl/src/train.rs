@@ -6,10 +6,10 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use spae_assets::AssetCache;
-use spae_core::{SemanticConfig, SpaeModel, TrainConfig, Trainer};
+use spae_core::{DecoderInput, SemanticConfig, SpaeModel, TrainConfig, Trainer};
 use spae_datasets::{easy_vqa, fashion_mnist, image_folder, mnist, LabeledImages, Split};
 
-use crate::cli::TrainArgs;
+use crate::cli::{GrowArgs, TrainArgs};
 
 /// Load data by name: `mnist`, `fashion-mnist`, `easy-vqa`, or `folder:DIR`; several joined
 /// by `+` become one set (labels shifted, class names concatenated), at `size` x `size`.
@@ -47,6 +47,44 @@ fn check_data_spec(spec: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `model` grown as the flags ask (`SpaeModel::grow_decoder`); unchanged without them.
+fn grow(model: SpaeModel, g: &GrowArgs) -> Result<SpaeModel> {
+    if !g.any() {
+        return Ok(model);
+    }
+    let mut to = model.config().clone();
+    to.pyramid.layers.extend_from_slice(&g.add_layers);
+    if let Some(input) = g.decoder_input.as_deref() {
+        to.decoder_input = match input {
+            "layers" => DecoderInput::Layers,
+            _ => DecoderInput::Mean,
+        };
+    }
+    if g.dec_blocks.is_some() || g.fine_blocks.is_some() {
+        let Some(p) = to.patch.as_mut() else {
+            bail!(
+                "--dec-blocks/--fine-blocks: this model has the conv decoder, which does not grow"
+            );
+        };
+        p.dec_blocks = g.dec_blocks.unwrap_or(p.dec_blocks);
+        p.fine_blocks = g.fine_blocks.unwrap_or(p.fine_blocks);
+    }
+    if to == *model.config() {
+        return Ok(model);
+    }
+    let grown = model.grow_decoder(&to).context(
+        "growing the model (--add-layers, --dec-blocks, --fine-blocks, --decoder-input)",
+    )?;
+    tracing::info!(
+        layers = ?to.pyramid.layers,
+        decoder = ?to.patch,
+        input = ?to.decoder_input,
+        parameters = grown.num_parameters(),
+        "model grown; it starts out decoding every token pyramid as before"
+    );
+    Ok(grown)
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -98,9 +136,10 @@ pub fn train(args: TrainArgs) -> Result<()> {
     } else if let Some(init) = &args.init {
         let model =
             SpaeModel::load(init, &device).with_context(|| format!("--init {}", init.display()))?;
-        (model, 0)
+        (grow(model, &args.grow)?, 0)
     } else {
-        (crate::tokens::build_on(&args.model, &device)?, 0)
+        let model = crate::tokens::build_on(&args.model, &device)?;
+        (grow(model, &args.grow)?, 0)
     };
     let mc = model.config().clone();
     let data = load_data(&args.data, Split::Train, mc.in_channels, mc.image_size)?;

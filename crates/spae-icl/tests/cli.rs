@@ -323,6 +323,64 @@ fn train_and_resume_on_an_image_folder() {
         std::fs::read(phase2.join("checkpoint.safetensors")).unwrap(),
         "the decoder trained"
     );
+    // Growing it in that phase: one more full-resolution layer and a third decoder block.
+    // The five layers every image had keep their words; the sixth is new.
+    let grown = dir.path().join("grown");
+    let grow = |extra: &[&str], out: &Path| {
+        bin()
+            .args(["-q", "train", "--freeze-encoder", "--init"])
+            .arg(phase2.join("checkpoint.safetensors"))
+            .arg("--data")
+            .arg(format!("folder:{}", data.display()))
+            .args(["--steps", "2", "--batch-size", "4", "--warmup", "1"])
+            .args(extra)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let ok = grow(&["--add-layers", "8", "--dec-blocks", "3"], &grown);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let layers = |ckpt: &Path, depth: Option<&str>| -> Vec<Vec<String>> {
+        let mut c = bin();
+        c.args(["tokenize", "--format", "json"])
+            .arg(sample("mnist-three.png"))
+            .arg("--checkpoint")
+            .arg(ckpt);
+        if let Some(d) = depth {
+            c.args(["--layers", d]);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&run(&mut c).stdout).unwrap();
+        let v = if v.is_array() { v[0].clone() } else { v };
+        v["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                l["words"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|w| w.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .collect()
+    };
+    let before = layers(&phase2.join("checkpoint.safetensors"), None);
+    let after = layers(&grown.join("checkpoint.safetensors"), None);
+    assert_eq!(before.len(), 5);
+    assert_eq!(after.len(), 6);
+    assert_eq!(after[..5], before[..]);
+    assert_eq!(after[5].len(), 64);
+    let bad = grow(&["--add-layers", "4"], &dir.path().join("bad-grow"));
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--add-layers") && err.contains("4"), "{err}");
+
     let bad = bin()
         .args(["train", "--freeze-encoder", "--out"])
         .arg(dir.path().join("x"))

@@ -17,12 +17,12 @@ fn plot_pyramid_draws_one_row_per_image_and_a_column_per_depth() {
         png.display().to_string()
     );
     let img = image::open(&png).unwrap().to_rgb8();
-    // The built-in checkpoint has 5 layers: a word column (10 + 170 px), then the original
-    // and 5 reconstructions of 28 x 4 = 112 px, each followed by a 10 px gap; a 34 px title,
+    // The built-in checkpoint has 7 layers: a word column (10 + 170 px), then the original
+    // and 7 reconstructions of 28 x 4 = 112 px, each followed by a 10 px gap; a 34 px title,
     // then per image a 34 px label strip, the image and a gap.
     assert_eq!(
         img.dimensions(),
-        (10 + 170 + 6 * (112 + 10), 34 + 2 * (34 + 112 + 10))
+        (10 + 170 + 8 * (112 + 10), 34 + 2 * (34 + 112 + 10))
     );
     let first = *img.get_pixel(0, 0);
     assert!(img.pixels().any(|p| *p != first));

@@ -54,10 +54,10 @@ pub fn plot_pyramid(args: &PlotPyramidArgs) -> Result<PathBuf> {
     let q = model.quantize(&x, depth)?;
     // columns[0]: the originals; columns[l]: decoded from the first l layers. Each (B*C*S*S).
     let mut columns: Vec<Vec<f32>> = vec![x.flatten_all()?.to_vec1()?];
-    for recon in &q.recon {
+    for l in 1..=q.recon.len() {
         columns.push(
             model
-                .decode(recon)?
+                .decode(&model.decoder_input(&q, l, None)?)?
                 .clamp(0f32, 1f32)?
                 .flatten_all()?
                 .to_vec1()?,
