@@ -34,12 +34,13 @@ image-to-image count="12":
     cargo run --release --bin spae-icl -- image-to-image --task inpaint --count {{count}} --out eval/results/inpaint-mnist-gemma3-270m
 
 # Retrain the shipped scorer and tokenizer (Gemma 3 vocabulary, MNIST + Fashion-MNIST) into runs/:
-# the paper's recipe (4,500 steps), then 7,500 decoder-only steps that keep every word (the
+# the paper's recipe (4,500 steps), then 5,000 steps that grow the pyramid by two full-resolution
+# layers and the decoder by two blocks and train the decoder alone, keeping every word (the
 # built-in checkpoint is runs/spae-gemma3-decoder/checkpoint.safetensors).
 train-default:
     cargo run --release --bin spae-icl -- train-scorer --data mnist+fashion-mnist --steps 250 --batch-size 128 --lr 3e-3 --out runs/scorer.safetensors
     cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --project-dim 16 --scorer runs/scorer.safetensors --steps 4500 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 500 --out runs/spae-gemma3
-    cargo run --release --bin spae-icl -- train --init runs/spae-gemma3/checkpoint.safetensors --freeze-encoder --data mnist+fashion-mnist --steps 7500 --batch-size 32 --lr 1e-3 --warmup 50 --full-depth-share 0.5 --checkpoint-every 500 --out runs/spae-gemma3-decoder
+    cargo run --release --bin spae-icl -- train --init runs/spae-gemma3/checkpoint.safetensors --freeze-encoder --add-layers 8,8 --dec-blocks 3 --fine-blocks 2 --data mnist+fashion-mnist --steps 5000 --batch-size 32 --lr 1e-3 --warmup 50 --full-depth-share 0.5 --checkpoint-every 500 --out runs/spae-gemma3-decoder
 
 # Train the full-depth variant of checkpoints/README.md (not built in): half the steps at full depth, 10,000 steps.
 train-fd:
@@ -57,6 +58,16 @@ probe-full-depth-share:
     for s in 0 0.5; do \
         cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --project-dim 16 --scorer checkpoints/scorer-minilm-mnist-fashion.safetensors --steps 600 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --full-depth-share $s --checkpoint-every 600 --out runs/probe-share$s && \
         cargo run --release --bin spae-icl -- eval-tokenizer --checkpoint runs/probe-share$s/checkpoint.safetensors --data mnist --split test --limit 500 --scorer checkpoints/scorer-minilm-mnist-fashion.safetensors; \
+    done
+
+# The growth probe of checkpoints/README.md: 800 decoder-only steps from session 5's built-in
+# checkpoint (taken from git), each way of growing the model against none, scored on MNIST test.
+probe-grow:
+    mkdir -p runs && git show c70fdd7:checkpoints/spae-gemma3-mnist-fashion.safetensors > runs/session5.safetensors
+    for g in "--decoder-input layers" "--fine-blocks 2" "--dec-blocks 3 --fine-blocks 2" "--add-layers 8" "--add-layers 8,8" "--add-layers 8 --dec-blocks 3 --fine-blocks 2"; do \
+        o="runs/probe-grow-$(echo $g | tr -d ' -')" && \
+        cargo run --release --bin spae-icl -- train --init runs/session5.safetensors --freeze-encoder $g --data mnist+fashion-mnist --steps 800 --batch-size 32 --lr 1e-3 --warmup 50 --full-depth-share 0.5 --checkpoint-every 800 --out $o && \
+        cargo run --release --bin spae-icl -- eval-tokenizer --checkpoint $o/checkpoint.safetensors --data mnist --split test --limit 500; \
     done
 
 # The decoder-phase probe of checkpoints/README.md: 800 decoder-only steps from session 5's built-in
@@ -114,13 +125,16 @@ report-1shot:
 eval-generate count="10" layers="3":
     cargo run --release --bin spae-icl -- eval-generate --count {{count}} --layers {{layers}} --out eval/results/generate-mnist-gemma3-270m
 
-# The built-in tokenizer against the full-depth variant and session 5's built-in (taken from git), seeds 0 and 1 (eval/README.md).
+# The built-in tokenizer against the full-depth variant and sessions 5's and 7's built-ins (taken from git), seeds 0 and 1 (eval/README.md).
 eval-generate-fd:
     cargo run --release --bin spae-icl -- eval-generate --count 10 --layers 3 --seed 1 --out eval/results/generate-mnist-gemma3-270m-seed1
     for s in 0 1; do cargo run --release --bin spae-icl -- eval-generate --count 10 --layers 3 --seed $s --checkpoint checkpoints/spae-gemma3-mnist-fashion-fd.safetensors --out eval/results/generate-mnist-gemma3-270m-fd-seed$s; done
     mkdir -p runs && git show c70fdd7:checkpoints/spae-gemma3-mnist-fashion.safetensors > runs/session5.safetensors
     cargo run --release --bin spae-icl -- eval-generate --count 10 --layers 3 --checkpoint runs/session5.safetensors --out eval/results/generate-mnist-gemma3-270m-s5
     cargo run --release --bin spae-icl -- eval-generate --count 10 --layers 3 --seed 1 --checkpoint runs/session5.safetensors --out eval/results/generate-mnist-gemma3-270m-s5-seed1
+    git show fd467c8:checkpoints/spae-gemma3-mnist-fashion.safetensors > runs/session7.safetensors
+    cargo run --release --bin spae-icl -- eval-generate --count 10 --layers 3 --checkpoint runs/session7.safetensors --out eval/results/generate-mnist-gemma3-270m-s7
+    cargo run --release --bin spae-icl -- eval-generate --count 10 --layers 3 --seed 1 --checkpoint runs/session7.safetensors --out eval/results/generate-mnist-gemma3-270m-s7-seed1
 
 # Retrain the shipped digit judge.
 train-judge:
