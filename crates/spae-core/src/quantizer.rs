@@ -230,9 +230,16 @@ impl SaqQuantizer {
     /// zhat at depth `indices.len()` from per-layer indices (B, s_l, s_l): the inverse of
     /// [`SaqQuantizer::quantize`]'s indices.
     pub fn dequantize(&self, indices: &[Tensor], codebook: &Codebook) -> Result<Tensor> {
-        let layers = self.dequantize_layers(indices, codebook)?;
-        let mut sum = layers[0].clone();
-        for up in &layers[1..] {
+        self.recon_from_layers(&self.dequantize_layers(indices, codebook)?)
+    }
+
+    /// zhat at depth `layers.len()` from the layers' upsampled embeddings ([`Quantized::layers`]).
+    pub fn recon_from_layers(&self, layers: &[Tensor]) -> Result<Tensor> {
+        let (first, rest) = layers
+            .split_first()
+            .ok_or_else(|| SpaeError::Tokens("no layers to decode".into()))?;
+        let mut sum = first.clone();
+        for up in rest {
             sum = (sum + up)?;
         }
         self.finish(&sum, layers.len())

@@ -441,11 +441,7 @@ impl SpaeModel {
         let depth = layers.len();
         self.cfg.pyramid.check_depth(depth)?;
         if self.cfg.decoder_input == DecoderInput::Mean {
-            let mut sum = layers[0].clone();
-            for e in &layers[1..] {
-                sum = (sum + e)?;
-            }
-            let zhat = self.quantizer.finish(&sum, depth)?;
+            let zhat = self.quantizer.recon_from_layers(layers)?;
             return match z {
                 Some(z) => straight_through(z, &zhat),
                 None => Ok(zhat),
