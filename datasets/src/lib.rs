@@ -12,6 +12,7 @@ mod files;
 mod folder;
 mod idx;
 mod mnist;
+mod spec;
 
 pub use easy_vqa::{
     easy_vqa, read_easy_vqa, shape_colour, EasyVqa, VqaQuestion, EASY_VQA_COLOURS, EASY_VQA_SHAPES,
@@ -20,6 +21,7 @@ pub use files::{mini_imagenet, ImageFiles};
 pub use folder::image_folder;
 pub use idx::{read_idx_images, read_idx_labels};
 pub use mnist::{mnist, read_mnist_pickle, MNIST_CLASSES};
+pub use spec::{bundled_sample, check_spec, load_spec, SPEC_HELP};
 
 use std::path::PathBuf;
 
@@ -44,6 +46,8 @@ pub enum DataError {
     Layout { path: PathBuf, reason: String },
     #[error(transparent)]
     Image(#[from] spae_core::SpaeError),
+    #[error("--data {spec:?}: {reason}")]
+    Spec { spec: String, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, DataError>;
