@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Encoding throughput of the default tokenizer's shape, ours (candle, criterion) beside the same
-# model in PyTorch on the same cores (issue 5). PyTorch is installed by pip, by package name,
-# into a virtual environment under $SPAE_HOME (about 3 GB with the libraries its wheel loads at
-# import, even on CPU); nothing of it is kept in this repository.
+# model in PyTorch on the same cores (target: at least 1,000 images/s). PyTorch is installed by
+# pip, by package name, into a virtual environment under $SPAE_HOME (about 3 GB with the libraries
+# its wheel loads at import, even on CPU); nothing of it is kept in this repository.
 #
 #   eval/bench-encode.sh [THREADS]      # default: all cores
 #

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Prefill and decode speed of our local models beside llama.cpp on the same GGUF files, threads
-# and machine (issue 3). llama.cpp is built from the llama-cpp-python source package (fetched by
-# pip, by package name), CPU only, `-march=native`, into $SPAE_HOME/llama.cpp; nothing of it is
-# kept in this repository.
+# and machine. llama.cpp is built from the llama-cpp-python source package (fetched by pip, by
+# package name), CPU only, `-march=native`, into $SPAE_HOME/llama.cpp; nothing of it is kept in
+# this repository.
 #
 #   eval/bench-llama-cpp.sh [THREADS]      # default: all cores
 #

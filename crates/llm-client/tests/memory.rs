@@ -1,4 +1,4 @@
-//! Peak memory of the local Gemma 3 270M at 4k context (issue 3: under 1.5 GB). A file of its
+//! Peak memory of the local Gemma 3 270M at 4k context (target: under 1.5 GB). A file of its
 //! own: the test process holds this one model and nothing else, so its high-water mark is the
 //! model's.
 

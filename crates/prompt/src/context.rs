@@ -75,8 +75,8 @@ pub struct ImagePair {
     pub output: String,
 }
 
-/// What `image_to_image.tera` renders: pairs ordered from noisier to cleaner (SPAE.md section 6),
-/// then the corrupted query.
+/// What `image_to_image.tera` renders: pairs ordered from noisier to cleaner (progressive
+/// in-context denoising, SPAE paper Sec. 3.3), then the corrupted query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ImageToImageContext {
     pub pairs: Vec<ImagePair>,

@@ -1,5 +1,5 @@
 //! Episode sampling for few-shot classification, the protocol of Frozen (Tsimpoukelli et al.
-//! 2021), "Real-Name mini-ImageNet" (SPAE.md section 6).
+//! 2021), "Real-Name mini-ImageNet" (SPAE paper, Sec. 4.1 and Table 1).
 //!
 //! An episode draws `way` distinct classes, `shots` distinct support items per class and one
 //! query item from one of those classes that is never one of its support items (a published peer

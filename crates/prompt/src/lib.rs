@@ -4,9 +4,10 @@
 //! the template uses but the context lacks is an error, never an empty string.
 //!
 //! Few-shot classification follows the protocol of Frozen (Tsimpoukelli et al. 2021),
-//! "Real-Name mini-ImageNet" (SPAE.md section 6): [`episode`] samples episodes, [`frozen`] reads
-//! and writes the benchmark's JSON records, [`context`] turns an episode into the typed context
-//! of `few_shot_classification.tera`, and [`score`] grades what the model answers.
+//! "Real-Name mini-ImageNet" (SPAE paper, Sec. 4.1 and Table 1): [`episode`] samples episodes,
+//! [`frozen`] reads and writes the benchmark's JSON records, [`context`] turns an episode into
+//! the typed context of `few_shot_classification.tera`, and [`score`] grades what the model
+//! answers.
 
 use std::path::{Path, PathBuf};
 

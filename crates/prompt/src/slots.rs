@@ -1,10 +1,10 @@
 //! Image slots: where a rendered prompt holds an image's words.
 //!
-//! A local model must read SPAE's image words as their exact token ids (SPAE.md section 6):
-//! tokenizing the words' text again could merge or split them differently. So a template is
-//! rendered with a slot marker in place of each image, and the caller splits the result into
-//! text segments (tokenized by the LLM's tokenizer) and image segments (spliced in as ids, or as
-//! text for an API model).
+//! A local model must read SPAE's image words as their exact token ids (each is one of the LLM's
+//! own vocabulary entries, SPAE paper Sec. 3.1): tokenizing the words' text again could merge or
+//! split them differently. So a template is rendered with a slot marker in place of each image,
+//! and the caller splits the result into text segments (tokenized by the LLM's tokenizer) and
+//! image segments (spliced in as ids, or as text for an API model).
 //!
 //! A marker is `U+E000 <index> U+E001`: private-use code points, which no template, class name
 //! or LLM word contains.

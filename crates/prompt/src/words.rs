@@ -1,5 +1,6 @@
-//! Image words an LLM writes, mapped back to codebook entries (SPAE.md section 6: words that
-//! are not codebook entries are mapped to the nearest entry or replaced, and counted).
+//! Image words an LLM writes, mapped back to codebook entries (generation, SPAE paper Sec. 3.3
+//! and 4.3): words that are not codebook entries are mapped to the nearest entry or replaced,
+//! and counted.
 
 use std::collections::HashMap;
 

@@ -3,9 +3,10 @@
 //!
 //! Baselines beside it: the encoder's forward pass alone (no quantization), so the cost of
 //! SAQ's nearest-neighbour search shows; the first release's model (convolutional encoder,
-//! 640-dim rows), the "before" of issue 5; and the same model in PyTorch on the same cores,
-//! which `eval/bench-encode.sh` runs beside this bench (`eval/bench_encode_torch.py`).
-//! Target (issue 5): at least 1,000 images/s for `tokenize`.
+//! 640-dim rows), the "before" of the throughput target below; and the same model in PyTorch
+//! on the same cores, which `eval/bench-encode.sh` runs beside this bench
+//! (`eval/bench_encode_torch.py`).
+//! Target: at least 1,000 images/s for `tokenize`.
 //!
 //! `train_step`: one optimisation step of the default model at the shipped recipe's batch of
 //! 32, and the 3x3 convolution's im2col forward + backward at the decoder's largest shape,
@@ -46,7 +47,8 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("encode_28x28");
     group.sample_size(10);
     group.throughput(Throughput::Elements(BATCH as u64));
-    // d = 16: the shipped default since session 5; d = 64: the checkpoints before it.
+    // d = 16: the shipped default since checkpoint 414ea9e04a1f; d = 64: the checkpoints before
+    // it (1bc5b08fed7b, now `checkpoints/spae-gemma3-mnist-fashion-d64.safetensors`).
     for d in [16, 64] {
         let model =
             SpaeModel::new_seeded(ModelConfig::mnist(d), codebook(4096, d), &Device::Cpu, 0)

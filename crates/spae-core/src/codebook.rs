@@ -1,4 +1,4 @@
-//! The frozen language codebook (SPAE section 3.1; `../shared/SPAE.md` section 1).
+//! The frozen language codebook (SPAE paper, Sec. 3.1).
 //!
 //! Entries are vocabulary entries of one LLM: its token id, its surface string (with the
 //! tokenizer's word-start marker) and its input-embedding row. The codebook is never

@@ -27,6 +27,12 @@ pub enum SpaeError {
     Tokens(String),
     #[error("{path}: {reason}")]
     Scorer { path: PathBuf, reason: String },
+    /// A digit judge's file that cannot be read as one.
+    #[error("{path}: {reason}")]
+    JudgeFile { path: PathBuf, reason: String },
+    /// Images or settings a digit judge cannot work with.
+    #[error("judge: {0}")]
+    Judge(String),
 }
 
 pub type Result<T> = std::result::Result<T, SpaeError>;

@@ -1,4 +1,4 @@
-//! CNN encoder and decoder of SPAE (section 3; `../shared/SPAE.md` section 4).
+//! CNN encoder and decoder of SPAE (SPAE paper, Sec. 3).
 //!
 //! The encoder maps an image to a G x G grid of d-dim vectors (d = the codebook's dim);
 //! the decoder maps any depth's reconstruction zhat_l back to pixels. Input sides that are
@@ -33,7 +33,7 @@ pub struct ModelConfig {
     pub quantizer: QuantizerKind,
     /// Add a pooled summary of the whole image to every grid position before the encoder's
     /// last convolution **(ours)**: the first layer reads a single position, and its word
-    /// should say what the whole image is (`../shared/SPAE.md` section 5).
+    /// should say what the whole image is (the semantic pyramid, SPAE paper Sec. 3.1).
     #[serde(default)]
     pub global_context: bool,
     /// The patch encoder/decoder (`crate::patch`) instead of the convolutional one; then

@@ -1,4 +1,4 @@
-//! The token pyramid and dilation subsampling (SPAE section 3.2; `../shared/SPAE.md` section 2).
+//! The token pyramid and dilation subsampling (SPAE paper, Sec. 3.1).
 //!
 //! Layer l holds s_l x s_l tokens read from the encoder's G x G grid at evenly spread
 //! positions, so the first layers are few tokens that summarise the whole image

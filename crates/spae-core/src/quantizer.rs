@@ -1,5 +1,5 @@
-//! Streaming Average Quantization (SPAE section 3.2; `../shared/SPAE.md` section 3), and
-//! residual quantization (RQ) for the ablation.
+//! Streaming Average Quantization (SPAE paper, Sec. 3.2), and residual quantization (RQ) for the
+//! ablation.
 //!
 //! With E_l the chosen embeddings of layer l upsampled to G x G and S_l = E_1 + ... + E_l:
 //! SAQ reconstructs zhat_l = S_l / l and quantizes layer l's target t_l = l*z - S_{l-1};

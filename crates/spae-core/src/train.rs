@@ -1,10 +1,10 @@
-//! Training the encoder and decoder around the frozen codebook (SPAE section 3.3;
-//! `../shared/SPAE.md` section 4).
+//! Training the encoder and decoder around the frozen codebook (the SPAE paper's training
+//! objective).
 //!
 //! Each step samples a pyramid depth per batch so that every prefix of the pyramid decodes
 //! (progressive depth); gradients reach the encoder through the straight-through estimator;
-//! a commitment term keeps z near its codes. The semantic loss (section 5) pulls the top
-//! layers' targets towards the entries a scorer finds most relevant to each image.
+//! a commitment term keeps z near its codes. The semantic loss (SPAE paper, Sec. 3.1) pulls the
+//! top layers' targets towards the entries a scorer finds most relevant to each image.
 
 use candle_core::{Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -41,7 +41,7 @@ pub struct TrainConfig {
     pub semantic: Option<SemanticConfig>,
 }
 
-/// The semantic loss (SPAE section 3.3; `../shared/SPAE.md` section 5): on each of the first
+/// The semantic loss (SPAE paper, Sec. 3.1: semantic guidance): on each of the first
 /// `layers` layers, cross-entropy between softmax_k(-||t_l(p) - e_k||^2 / tau) at every
 /// position and the image's target distribution over its most relevant entries, scaled by the
 /// scorer's confidence in the image, with its weight ramped in linearly **(ours)**.

@@ -55,7 +55,7 @@ fn gemma3_codebook_sizes_ids_and_rows() {
         &row(&cb, "sneaker")[..4],
         &[-0.035842, -0.000607, 0.024907, -0.007897],
     );
-    // Every Gemma 3 row has L2 norm ~1.03 (SPAE.md section 3: why SAQ, not RQ).
+    // Every Gemma 3 row has L2 norm ~1.03 (why SAQ, not RQ: SPAE paper, Sec. 3.2).
     let norms: Vec<f32> = cb.sq_norms().sqrt().unwrap().to_vec1().unwrap();
     assert!(
         norms.iter().all(|n| (0.9..1.2).contains(n)),

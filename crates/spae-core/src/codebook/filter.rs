@@ -1,4 +1,5 @@
-//! Which vocabulary entries become codebook entries (`../shared/SPAE.md` section 1).
+//! Which vocabulary entries become codebook entries of the frozen language codebook (SPAE
+//! paper, Sec. 3.1); the filter itself is **(ours)**.
 
 use std::collections::HashSet;
 

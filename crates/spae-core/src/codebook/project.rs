@@ -4,7 +4,7 @@
 //! it dominated both training and encoding. The words stay the LLM's own; only the space the
 //! encoder lands in shrinks: rows are centred, projected on their top principal components
 //! (found once, deterministically, by subspace iteration) and scaled to unit norm, so SAQ's
-//! premise (every entry on the same scale, `../shared/SPAE.md` section 3) still holds.
+//! premise (every entry on the same scale; SPAE paper, Sec. 3.2) still holds.
 //! Words that are close in the LLM's space stay close along the directions of most variance.
 
 use candle_core::{DType, Tensor};

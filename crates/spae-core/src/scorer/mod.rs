@@ -1,5 +1,5 @@
-//! Semantic relevance of codebook entries to images (SPAE section 3.3;
-//! `../shared/SPAE.md` section 5).
+//! Semantic relevance of codebook entries to images (semantic guidance with CLIP relevance,
+//! SPAE paper Sec. 3.1).
 //!
 //! A [`SemanticScorer`] gives every image a relevance to every codebook entry. Both scorers
 //! here are CLIP-shaped: an image embedding and a text embedding in one space, relevance =

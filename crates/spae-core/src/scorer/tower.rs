@@ -1,7 +1,8 @@
 //! The CLIP-style scorer trained here **(ours)**: a small CNN image tower aligned to a frozen
-//! sentence encoder (`../shared/SPAE.md` section 5), because no CLIP weights can be had
-//! offline. Trained contrastively on captions made from labels with several templates per
-//! class: each image against every class's caption in its template, softmax over classes.
+//! sentence encoder, standing in for the paper's CLIP relevance (SPAE paper, Sec. 3.1), because
+//! no CLIP weights can be had offline. Trained contrastively on captions made from labels with
+//! several templates per class: each image against every class's caption in its template,
+//! softmax over classes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
