@@ -175,6 +175,16 @@ impl LabeledImages {
         }
     }
 
+    /// The set as the models of `spae_core` read it (borrowed, no copy).
+    pub fn labeled_pixels(&self) -> Result<spae_core::LabeledPixels<'_>> {
+        Ok(spae_core::LabeledPixels::new(
+            &self.pixels,
+            &self.labels,
+            self.channels,
+            self.size,
+        )?)
+    }
+
     /// Images `indices` as a (B, C, S, S) f32 tensor in [0, 1].
     pub fn batch(&self, indices: &[usize], device: &Device) -> Result<Tensor> {
         let mut data = Vec::with_capacity(indices.len() * self.image_len());

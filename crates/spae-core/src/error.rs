@@ -33,6 +33,9 @@ pub enum SpaeError {
     /// Images or settings a digit judge cannot work with.
     #[error("judge: {0}")]
     Judge(String),
+    /// Pixels and labels that do not describe a set of images.
+    #[error("images: {0}")]
+    Images(String),
 }
 
 pub type Result<T> = std::result::Result<T, SpaeError>;

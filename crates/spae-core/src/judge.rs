@@ -3,7 +3,7 @@
 //! (the conditional generation of the paper, Sec. 4.3, scored without a person looking).
 //!
 //! This crate holds the model and its training; the data comes from the caller as bytes and
-//! labels ([`JudgeImages`]), so the judge does not depend on any data set loader.
+//! labels ([`LabeledPixels`]), so the judge does not depend on any data set loader.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -15,7 +15,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::{io_err, Result, SpaeError};
+use crate::{io_err, LabeledPixels, Result, SpaeError};
 
 /// The safetensors metadata key that holds a judge's [`JudgeConfig`] (JSON).
 pub const JUDGE_META: &str = "spae.judge";
@@ -42,65 +42,6 @@ impl Default for JudgeConfig {
             hidden: vec![512, 256],
             classes: 10,
         }
-    }
-}
-
-/// Labelled images as a judge reads them: bytes 0-255, `N x channels x size x size`,
-/// row-major, borrowed from whoever loaded them.
-#[derive(Debug, Clone, Copy)]
-pub struct JudgeImages<'a> {
-    pixels: &'a [u8],
-    labels: &'a [u32],
-    channels: usize,
-    size: usize,
-}
-
-impl<'a> JudgeImages<'a> {
-    /// `pixels` must hold exactly one `channels x size x size` image per label.
-    pub fn new(pixels: &'a [u8], labels: &'a [u32], channels: usize, size: usize) -> Result<Self> {
-        let image_len = channels * size * size;
-        if image_len == 0 || pixels.len() != labels.len() * image_len {
-            return Err(SpaeError::Judge(format!(
-                "{} bytes of pixels for {} labels of {channels}x{size}x{size} images",
-                pixels.len(),
-                labels.len()
-            )));
-        }
-        Ok(Self {
-            pixels,
-            labels,
-            channels,
-            size,
-        })
-    }
-
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    pub fn labels(&self) -> &[u32] {
-        self.labels
-    }
-
-    /// Images `indices` as a (B, C, S, S) f32 tensor in [0, 1] on the CPU.
-    pub fn batch(&self, indices: &[usize]) -> Result<Tensor> {
-        let n = self.channels * self.size * self.size;
-        let mut data = Vec::with_capacity(indices.len() * n);
-        for &i in indices {
-            let image = self.pixels.get(i * n..(i + 1) * n).ok_or_else(|| {
-                SpaeError::Judge(format!("image {i} of {} asked for", self.len()))
-            })?;
-            data.extend(image.iter().map(|&b| b as f32 / 255.0));
-        }
-        Ok(Tensor::from_vec(
-            data,
-            (indices.len(), self.channels, self.size, self.size),
-            &Device::Cpu,
-        )?)
     }
 }
 
@@ -223,7 +164,7 @@ fn judge_err(path: &Path, reason: impl std::fmt::Display) -> SpaeError {
 }
 
 /// Share of `data` whose label `judge` predicts.
-pub fn accuracy(judge: &DigitJudge, data: &JudgeImages) -> Result<f64> {
+pub fn accuracy(judge: &DigitJudge, data: &LabeledPixels) -> Result<f64> {
     let mut correct = 0usize;
     let all: Vec<usize> = (0..data.len()).collect();
     for chunk in all.chunks(1000) {
@@ -231,7 +172,7 @@ pub fn accuracy(judge: &DigitJudge, data: &JudgeImages) -> Result<f64> {
         correct += pred
             .iter()
             .zip(chunk)
-            .filter(|(p, &i)| **p == data.labels[i])
+            .filter(|(p, &i)| **p == data.labels()[i])
             .count();
     }
     Ok(correct as f64 / data.len().max(1) as f64)
@@ -279,14 +220,16 @@ pub struct JudgeStep {
 /// full batches only. `on_step` hears of every step.
 pub fn train_judge(
     cfg: &JudgeTrainConfig,
-    train: &JudgeImages,
+    train: &LabeledPixels,
     on_step: &mut dyn FnMut(&JudgeStep),
 ) -> Result<DigitJudge> {
     let side = cfg.judge.image_size;
-    if train.channels != 1 || train.size != side {
+    if train.channels() != 1 || train.size() != side {
         return Err(SpaeError::Judge(format!(
             "the judge reads {side}x{side} gray images; the training data is {}x{}x{}",
-            train.channels, train.size, train.size
+            train.channels(),
+            train.size(),
+            train.size()
         )));
     }
     if cfg.epochs == 0 {
@@ -324,7 +267,7 @@ pub fn train_judge(
             let progress = step as f64 / total as f64;
             opt.set_learning_rate(cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
             let x = train.batch(batch)?;
-            let y: Vec<u32> = batch.iter().map(|&i| train.labels[i]).collect();
+            let y: Vec<u32> = batch.iter().map(|&i| train.labels()[i]).collect();
             let y = Tensor::new(y, &Device::Cpu)?;
             let loss = candle_nn::loss::cross_entropy(&judge.forward(&x)?, &y)?;
             opt.backward_step(&loss)?;
@@ -404,7 +347,7 @@ mod tests {
             },
         };
         let (pixels, labels) = stripes(32, 4);
-        let data = JudgeImages::new(&pixels, &labels, 1, 4).unwrap();
+        let data = LabeledPixels::new(&pixels, &labels, 1, 4).unwrap();
         let mut steps = Vec::new();
         let judge = train_judge(&cfg, &data, &mut |s| steps.push(*s)).unwrap();
         assert_eq!(steps.len(), 80);
@@ -436,8 +379,8 @@ mod tests {
     #[test]
     fn bad_training_settings_and_data_are_refused() {
         let (pixels, labels) = stripes(4, 4);
-        assert!(JudgeImages::new(&pixels[1..], &labels, 1, 4).is_err());
-        let data = JudgeImages::new(&pixels, &labels, 1, 4).unwrap();
+        assert!(LabeledPixels::new(&pixels[1..], &labels, 1, 4).is_err());
+        let data = LabeledPixels::new(&pixels, &labels, 1, 4).unwrap();
         assert!(data.batch(&[4]).is_err());
         let small = JudgeConfig {
             image_size: 4,

@@ -20,7 +20,8 @@ use rand::rngs::StdRng;
 use rand::seq::index;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use spae_core::judge::{DigitJudge, JudgeImages, JudgeTrainConfig};
+use spae_core::judge::{DigitJudge, JudgeTrainConfig};
+use spae_core::LabeledPixels;
 use spae_core::{Codebook, SpaeModel, TokenPyramid};
 use spae_datasets::{LabeledImages, Split};
 
@@ -990,8 +991,8 @@ pub fn train_mnist_judge(cfg: &JudgeTrainConfig, out: &Path) -> Result<TrainedJu
     let side = cfg.judge.image_size;
     let train = spae_datasets::load_spec("mnist", Split::Train, 1, side)?;
     let test = spae_datasets::load_spec("mnist", Split::Test, 1, side)?;
-    fn images(set: &LabeledImages) -> Result<JudgeImages<'_>> {
-        JudgeImages::new(&set.pixels, &set.labels, set.channels, set.size)
+    fn images(set: &LabeledImages) -> Result<LabeledPixels<'_>> {
+        LabeledPixels::new(&set.pixels, &set.labels, set.channels, set.size)
             .with_context(|| format!("{} images", set.name))
     }
     let mut bar: Option<Progress> = None;
@@ -1140,7 +1141,7 @@ mod tests {
         let judge = DigitJudge::builtin().unwrap();
         let test = spae_datasets::load_spec("mnist", Split::Test, 1, 28).unwrap();
         let images =
-            JudgeImages::new(&test.pixels, &test.labels, test.channels, test.size).unwrap();
+            LabeledPixels::new(&test.pixels, &test.labels, test.channels, test.size).unwrap();
         let acc = spae_core::judge::accuracy(&judge, &images).unwrap();
         assert!(acc > 0.98, "judge accuracy {acc}");
         let claimed: serde_json::Value =

@@ -219,10 +219,11 @@ pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
                 .with_context(|| format!("--scorer {}", args.scorer))?,
         ),
     };
+    let pixels = data.labeled_pixels()?;
     let mut targets = match &scorer {
-        Some(s) => Some(crate::scorer::ImageTargets::new(
+        Some(s) => Some(spae_core::scorer::training::ImageTargets::new(
             s,
-            &data,
+            &data.class_names,
             args.semantic_top_k,
             0.02,
         )?),
@@ -253,7 +254,7 @@ pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
         let idx = trainer.sample_batch(data.len(), cfg.batch_size);
         let x = data.batch(&idx, model.device())?;
         let t = match &mut targets {
-            Some(t) => Some(t.batch(&data, &idx, model.device())?),
+            Some(t) => Some(t.batch(&pixels, &idx, model.device())?),
             None => None,
         };
         let loss = trainer.step_with(&model, &x, t.as_ref())?;

@@ -11,6 +11,7 @@
 pub mod clip;
 pub mod text;
 pub mod tower;
+pub mod training;
 
 use std::path::Path;
 

@@ -1,0 +1,279 @@
+//! Training the scorer's image tower against a frozen sentence encoder on captions made from
+//! class labels, standing in for CLIP's relevance (SPAE paper Sec. 3.1) where no CLIP weights
+//! can be had; its zero-shot accuracy; and the relevance targets of the semantic loss.
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::text::SentenceEncoder;
+use super::tower::{ImageTower, TowerConfig, TowerScorer, TowerStep, TowerTrainer};
+use super::{CodebookScorer, ImageTextModel, SemanticScorer};
+use crate::{Codebook, LabeledPixels, Result};
+
+/// Name of the frozen text tower, as recorded in scorer checkpoints.
+pub const TEXT_MODEL: &str = "all-MiniLM-L6-v2";
+
+/// The zero-shot prompt of the issue: image vs "a photo of a {class}".
+pub const ZERO_SHOT_TEMPLATE: &str = "a photo of a {}";
+
+/// Caption templates per kind of class name **(ours)**: digits are written, clothes are
+/// photographed, shapes are drawn. All sets have the same length, so a template index can be
+/// drawn once per image.
+pub fn templates_for(class: &str) -> [&'static str; 5] {
+    const DIGITS: [&str; 10] = [
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    ];
+    if DIGITS.contains(&class) {
+        [
+            "a handwritten {}",
+            "the digit {}",
+            "a photo of the number {}",
+            "a drawing of a {}",
+            "a black and white image of the number {}",
+        ]
+    } else if ["circle", "rectangle", "triangle", "shape"]
+        .iter()
+        .any(|s| class.split(' ').next_back() == Some(s))
+    {
+        // easy-VQA: "circle", or "red circle" when labelled by colour and shape.
+        [
+            "a {}",
+            "a drawing of a {}",
+            "an image of a {}",
+            "a picture of a {} shape",
+            "a simple {} on a plain background",
+        ]
+    } else {
+        [
+            "a photo of a {}",
+            "a picture of a {}",
+            "a black and white photo of a {}",
+            "a photo of a {}, a type of clothing",
+            "a small image of a {}",
+        ]
+    }
+}
+
+/// (T, C, D) caption embeddings: template t of class c.
+fn caption_table(text: &SentenceEncoder, classes: &[String]) -> Result<Tensor> {
+    let mut rows = Vec::new();
+    for t in 0..5 {
+        let caps: Vec<String> = classes
+            .iter()
+            .map(|c| templates_for(c)[t].replace("{}", c))
+            .collect();
+        let refs: Vec<&str> = caps.iter().map(String::as_str).collect();
+        rows.push(text.embed(&refs)?);
+    }
+    Ok(Tensor::stack(&rows, 0)?)
+}
+
+/// The schedule of a tower's training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TowerTrainRun {
+    pub steps: usize,
+    pub batch_size: usize,
+    /// Peak learning rate (cosine decay to a tenth).
+    pub lr: f64,
+    pub seed: u64,
+}
+
+/// Trains a new tower on `data` (labels naming `class_names`) against `text`'s embeddings of
+/// five caption templates per class; `on_step` sees every step's numbers.
+pub fn train_tower(
+    run: &TowerTrainRun,
+    data: &LabeledPixels,
+    class_names: &[String],
+    text: &SentenceEncoder,
+    on_step: &mut dyn FnMut(usize, &TowerStep) -> Result<()>,
+) -> Result<ImageTower> {
+    let device = Device::Cpu;
+    let table = caption_table(text, class_names)?; // (T, C, D)
+    let cfg = TowerConfig::small(data.channels(), text.dim(), TEXT_MODEL);
+    let tower = ImageTower::new(cfg, &device)?;
+    let mut trainer = TowerTrainer::new(&tower, run.lr)?;
+    // xorshift64*: the draws of the shipped scorer's recipe.
+    let mut rng = run.seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    for step in 0..run.steps {
+        // Cosine decay to a tenth.
+        let t = step as f64 / run.steps.max(1) as f64;
+        trainer.set_lr(run.lr * (0.1 + 0.45 * (1.0 + (std::f64::consts::PI * t).cos())));
+        let idx: Vec<usize> = (0..run.batch_size)
+            .map(|_| (next() % data.len() as u64) as usize)
+            .collect();
+        let x = data.batch(&idx)?;
+        let tmpl: Vec<u32> = (0..idx.len()).map(|_| (next() % 5) as u32).collect();
+        let captions = table.index_select(&Tensor::new(tmpl.as_slice(), &device)?, 0)?; // (B, C, D)
+        let labels: Vec<u32> = idx.iter().map(|&i| data.labels()[i]).collect();
+        let labels = Tensor::new(labels.as_slice(), &device)?;
+        let s = trainer.step(&tower, &x, &captions, &labels)?;
+        on_step(step, &s)?;
+    }
+    Ok(tower)
+}
+
+/// (C, D) embeddings of "a photo of a {class}" for each class.
+fn zero_shot_captions(model: &impl ImageTextModel, classes: &[String]) -> Result<Tensor> {
+    let caps: Vec<String> = classes
+        .iter()
+        .map(|c| ZERO_SHOT_TEMPLATE.replace("{}", c))
+        .collect();
+    let refs: Vec<&str> = caps.iter().map(String::as_str).collect();
+    model.embed_texts(&refs)
+}
+
+/// Zero-shot accuracy: each image against "a photo of a {class}" for all of its set's classes.
+pub fn zero_shot(
+    model: &impl ImageTextModel,
+    data: &LabeledPixels,
+    class_names: &[String],
+) -> Result<f64> {
+    let text = zero_shot_captions(model, class_names)?;
+    let mut correct = 0usize;
+    for start in (0..data.len()).step_by(512) {
+        let idx: Vec<usize> = (start..(start + 512).min(data.len())).collect();
+        let img = model.embed_images(&data.batch(&idx)?)?;
+        let pred: Vec<u32> = img.matmul(&text.t()?)?.argmax(1)?.to_vec1()?;
+        correct += idx
+            .iter()
+            .zip(pred)
+            .filter(|(&i, p)| data.labels()[i] == *p)
+            .count();
+    }
+    Ok(correct as f64 / data.len().max(1) as f64)
+}
+
+/// Per image of `data`: its `k` most relevant codebook entries (target weights from a softmax
+/// of relevance at `temperature`) and the scorer's confidence in the image's own class
+/// (softmax over the set's "a photo of a {class}" captions) **(ours)**.
+///
+/// Computed the first time training draws an image, then kept: a run of a few hundred steps
+/// scores the images it sees instead of the whole set up front (120,000 images took minutes).
+pub struct ImageTargets<'a> {
+    scorer: &'a CodebookScorer<TowerScorer>,
+    /// (C, D) zero-shot caption embeddings of the set's classes.
+    text: Tensor,
+    scale: f64,
+    k: usize,
+    temperature: f64,
+    /// image index -> (entries, weights, confidence)
+    rows: std::collections::HashMap<usize, (Vec<u32>, Vec<f32>, f32)>,
+}
+
+impl<'a> ImageTargets<'a> {
+    pub fn new(
+        scorer: &'a CodebookScorer<TowerScorer>,
+        class_names: &[String],
+        k: usize,
+        temperature: f64,
+    ) -> Result<Self> {
+        Ok(Self {
+            scorer,
+            text: zero_shot_captions(scorer.model(), class_names)?,
+            scale: scorer.model().tower.config().logit_scale,
+            k,
+            temperature,
+            rows: Default::default(),
+        })
+    }
+
+    /// The targets of images `idx` of `data` (the set given to `new`), on `device`.
+    pub fn batch(
+        &mut self,
+        data: &LabeledPixels,
+        idx: &[usize],
+        device: &Device,
+    ) -> Result<crate::SemanticTargets> {
+        let mut missing: Vec<usize> = idx
+            .iter()
+            .copied()
+            .filter(|i| !self.rows.contains_key(i))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            self.compute(data, &missing)?;
+        }
+        let k = self.k;
+        let mut ind = Vec::with_capacity(idx.len() * k);
+        let mut w = Vec::with_capacity(idx.len() * k);
+        let mut c = Vec::with_capacity(idx.len());
+        for i in idx {
+            let (ri, rw, rc) = &self.rows[i];
+            ind.extend_from_slice(ri);
+            w.extend_from_slice(rw);
+            c.push(*rc);
+        }
+        Ok(crate::SemanticTargets {
+            indices: Tensor::from_vec(ind, (idx.len(), k), device)?,
+            weights: Tensor::from_vec(w, (idx.len(), k), device)?,
+            confidence: Tensor::from_vec(c, idx.len(), device)?,
+        })
+    }
+
+    fn compute(&mut self, data: &LabeledPixels, idx: &[usize]) -> Result<()> {
+        let device = Device::Cpu;
+        let x = data.batch(idx)?;
+        let img = self.scorer.model().embed_images(&x)?;
+        let rel = img.matmul(&self.scorer.word_embeddings().t()?)?;
+        let (top, vals) = super::top_relevant(&rel, self.k)?;
+        let w = candle_nn_softmax(&(vals / self.temperature)?)?;
+        let top: Vec<Vec<u32>> = top.to_vec2()?;
+        let w: Vec<Vec<f32>> = w.to_vec2()?;
+        let probs = candle_nn_softmax(&(img.matmul(&self.text.t()?)? * self.scale)?)?;
+        let labels: Vec<u32> = idx.iter().map(|&i| data.labels()[i]).collect();
+        let conf = probs
+            .gather(&Tensor::new(labels.as_slice(), &device)?.unsqueeze(1)?, 1)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        for (((&i, t), w), c) in idx.iter().zip(top).zip(w).zip(conf) {
+            self.rows.insert(i, (t, w, c));
+        }
+        Ok(())
+    }
+}
+
+fn candle_nn_softmax(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(1)?;
+    let e = x.broadcast_sub(&max)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(1)?)?.to_dtype(DType::F32)?)
+}
+
+/// A class name, its most relevant codebook words, and their entry indices.
+pub type ClassWords = (String, Vec<String>, Vec<u32>);
+
+/// The `n` codebook words most relevant to the mean image embedding of each class.
+pub fn class_top_words(
+    scorer: &CodebookScorer<TowerScorer>,
+    codebook: &Codebook,
+    data: &LabeledPixels,
+    class_names: &[String],
+    n: usize,
+    per_class: usize,
+) -> Result<Vec<ClassWords>> {
+    let mut out = Vec::new();
+    for (c, name) in class_names.iter().enumerate() {
+        let idx: Vec<usize> = (0..data.len())
+            .filter(|&i| data.labels()[i] == c as u32)
+            .take(per_class)
+            .collect();
+        if idx.is_empty() {
+            continue;
+        }
+        let rel = scorer.relevance(&data.batch(&idx)?)?.mean_keepdim(0)?;
+        let (top, _) = super::top_relevant(&rel, n)?;
+        let ids: Vec<u32> = top.flatten_all()?.to_vec1()?;
+        let words = ids
+            .iter()
+            .map(|&i| codebook.word(i as usize).to_string())
+            .collect();
+        out.push((name.clone(), words, ids));
+    }
+    Ok(out)
+}
