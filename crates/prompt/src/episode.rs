@@ -4,6 +4,10 @@
 //! An episode draws `way` distinct classes, `shots` distinct support items per class and one
 //! query item from one of those classes that is never one of its support items (a published peer
 //! shipped exactly that leak). The support set is shuffled once and appears `repeats + 1` times.
+//!
+//! A pool whose items come in groups (the drawing styles of one concept, say) can keep the
+//! query's group out of the support set ([`Pool::with_groups`]): then recognising the query
+//! takes knowing the concept, not matching its pixels to a support image of the same style.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +23,8 @@ pub struct Pool {
     labels: Vec<u32>,
     class_names: Vec<String>,
     images: Option<Vec<String>>,
+    /// Each item's group; the query's group is kept out of the support set.
+    groups: Option<Vec<u32>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -48,7 +54,22 @@ impl Pool {
             labels: labels.to_vec(),
             class_names: class_names.to_vec(),
             images: None,
+            groups: None,
         })
+    }
+
+    /// Put each item in a group (one per label); episodes then draw their support items from
+    /// groups other than the query's.
+    pub fn with_groups(mut self, groups: Vec<u32>) -> Result<Self> {
+        if groups.len() != self.labels.len() {
+            return Err(PromptError::Config(format!(
+                "{} groups for {} labelled items",
+                groups.len(),
+                self.labels.len()
+            )));
+        }
+        self.groups = Some(groups);
+        Ok(self)
     }
 
     /// Name each item's image (a path or an id), one per label.
@@ -194,12 +215,73 @@ pub fn sample_episodes(pool: &Pool, cfg: &EpisodeConfig) -> Result<Vec<Episode>>
         });
     }
     let classes: Vec<(u32, Vec<usize>)> = by_class.into_iter().collect();
-    Ok((0..cfg.episodes)
+    (0..cfg.episodes)
         .map(|i| {
             let mut rng = StdRng::seed_from_u64(episode_seed(cfg.seed, i as u64));
-            draw_one(pool, &classes, cfg, &mut rng)
+            match &pool.groups {
+                None => Ok(draw_one(pool, &classes, cfg, &mut rng)),
+                Some(groups) => draw_apart(pool, groups, &classes, cfg, &mut rng),
+            }
         })
-        .collect())
+        .collect()
+}
+
+/// [`draw_one`] for a pool in groups: the query first, then every class's support items from
+/// the groups other than the query's.
+fn draw_apart(
+    pool: &Pool,
+    groups: &[u32],
+    classes: &[(u32, Vec<usize>)],
+    cfg: &EpisodeConfig,
+    rng: &mut StdRng,
+) -> Result<Episode> {
+    let mut chosen: Vec<usize> = index::sample(rng, classes.len(), cfg.way).into_vec();
+    chosen.shuffle(rng);
+    let query_class = rng.gen_range(0..cfg.way);
+    let (query_label, query_items) = &classes[chosen[query_class]];
+    let query_item = query_items[rng.gen_range(0..query_items.len())];
+    let query_group = groups[query_item];
+    let mut support = Vec::with_capacity(cfg.way * cfg.shots);
+    for &c in &chosen {
+        let (label, items) = &classes[c];
+        let others: Vec<usize> = items
+            .iter()
+            .copied()
+            .filter(|&i| groups[i] != query_group)
+            .collect();
+        let name = &pool.class_names[*label as usize];
+        if others.len() < cfg.shots {
+            return Err(PromptError::TooFewItems {
+                class: format!("{name} (outside the query's group {query_group})"),
+                have: others.len(),
+                need: cfg.shots,
+                shots: cfg.shots,
+            });
+        }
+        for p in index::sample(rng, others.len(), cfg.shots) {
+            support.push(Shot {
+                image: pool.image(others[p]),
+                label: name.clone(),
+            });
+        }
+    }
+    support.shuffle(rng);
+    let once = support.len();
+    for _ in 0..cfg.repeats {
+        support.extend_from_within(..once);
+    }
+    Ok(Episode {
+        classes: chosen
+            .iter()
+            .map(|&c| pool.class_names[classes[c].0 as usize].clone())
+            .collect(),
+        support,
+        query: Shot {
+            image: pool.image(query_item),
+            label: pool.class_names[*query_label as usize].clone(),
+        },
+        induction: cfg.induction,
+    })
 }
 
 fn draw_one(

@@ -315,3 +315,76 @@ fn a_missing_file_names_its_path() {
         "{err}"
     );
 }
+
+/// Items in groups (four drawing styles of each concept): no support item shares the query's
+/// group, every episode still has its way x shots support items, and a class with too few items
+/// outside the query's group is an error that names it.
+#[test]
+fn grouped_pools_keep_the_query_group_out_of_the_support_set() {
+    let (mut labels, mut groups) = (Vec::new(), Vec::new());
+    for c in 0..6u32 {
+        for style in 0..4u32 {
+            labels.push(c);
+            groups.push(style);
+        }
+    }
+    let names: Vec<String> = (0..6).map(|c| format!("concept{c}")).collect();
+    let pool = Pool::new(&labels, &names)
+        .unwrap()
+        .with_groups(groups.clone())
+        .unwrap();
+    let group_of = |image: &str| groups[image.parse::<usize>().unwrap()];
+    for (way, shots) in [(2, 1), (5, 1), (2, 3), (5, 3)] {
+        let cfg = EpisodeConfig {
+            way,
+            shots,
+            repeats: 0,
+            induction: true,
+            seed: 3,
+            episodes: 50,
+        };
+        let episodes = sample_episodes(&pool, &cfg).unwrap();
+        let mut query_groups = std::collections::BTreeSet::new();
+        for ep in &episodes {
+            assert_eq!(ep.support.len(), way * shots);
+            ep.validate(0).unwrap();
+            let q = group_of(&ep.query.image);
+            query_groups.insert(q);
+            assert!(ep.support.iter().all(|s| group_of(&s.image) != q), "{ep:?}");
+        }
+        assert_eq!(
+            query_groups.len(),
+            4,
+            "every style is a query style somewhere"
+        );
+    }
+    let four_shots = EpisodeConfig {
+        way: 2,
+        shots: 4,
+        repeats: 0,
+        induction: true,
+        seed: 0,
+        episodes: 1,
+    };
+    // Four items per class cannot give four shots and a query.
+    assert!(sample_episodes(&pool, &four_shots).is_err());
+    // Enough items per class, but not outside the group of a query in group 0.
+    let pool = Pool::new(&[0, 0, 0, 1, 1, 1], &names[..2])
+        .unwrap()
+        .with_groups(vec![0, 0, 1, 0, 0, 1])
+        .unwrap();
+    let cfg = EpisodeConfig {
+        way: 2,
+        shots: 2,
+        repeats: 0,
+        induction: true,
+        seed: 0,
+        episodes: 20,
+    };
+    let err = sample_episodes(&pool, &cfg).unwrap_err().to_string();
+    assert!(err.contains("outside the query's group"), "{err}");
+    assert!(Pool::new(&[0, 1], &names[..2])
+        .unwrap()
+        .with_groups(vec![0])
+        .is_err());
+}
