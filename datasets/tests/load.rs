@@ -21,6 +21,8 @@ fn fashion_mnist_both_splits() {
     let b = test.batch(&[0, 1], &candle_core::Device::Cpu).unwrap();
     assert_eq!(b.dims(), &[2, 1, 28, 28]);
     let max: f32 = b.max_all().unwrap().to_scalar().unwrap();
+    // Pixels are u8 / 255, so <= 1 exactly (255 / 255 is 1 in f32); > 0.5: these two
+    // images have bright pixels, i.e. the bytes were not read as a 0..1 range already.
     assert!(max > 0.5 && max <= 1.0);
     let train = fashion_mnist(&cache, Split::Train).unwrap();
     assert_eq!(train.len(), 60_000);
@@ -143,6 +145,9 @@ fn image_folder_layout_any_size() {
     assert_eq!(data.class_names, vec!["cat", "dog"]);
     assert_eq!(data.labels, vec![0, 0, 1, 1]);
     assert_eq!(data.image(3).len(), 3 * 32 * 32);
+    // A flat image resamples to the same flat value: a weighted mean of 40s whose weights sum
+    // to 1 within f32 roundoff, then rounded back to u8; one level allows a resampler or
+    // conversion that truncates 39.99999 instead of rounding it.
     assert!(data.image(0).iter().all(|&p| p.abs_diff(40) <= 1));
 
     // A corrupt image is an error naming the file.

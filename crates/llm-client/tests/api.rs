@@ -65,6 +65,7 @@ async fn three_503s_then_200() {
     let model = compatible(&server, &fast());
     let c = generate(&model).await.unwrap();
     assert_eq!(c.text, "ok");
+    // Exact: -0.5 is a power of two, the same in JSON text, f64 and f32.
     assert_eq!(c.logprobs, vec![-0.5, -0.5]);
     assert_eq!(server.hits(), 4);
     let usage = model.usage();
@@ -259,6 +260,7 @@ async fn score_sums_the_echoed_continuation_tokens() {
         .score(&Prompt::Text("The capital is".into()), &conts)
         .await
         .unwrap();
+    // Exact: one-token continuations of dyadic logprobs, no rounding anywhere.
     assert_eq!(scores, vec![-0.25, 0.0, -4.0]);
     let body = server.seen()[0].json();
     assert_eq!(body["echo"], true);
@@ -365,7 +367,9 @@ async fn gemini_sends_its_knobs_and_reads_candidates() {
     assert_eq!(config["topK"], 40);
     assert_eq!(config["candidateCount"], 2);
     assert_eq!(config["maxOutputTokens"], 8);
-    assert!((config["temperature"].as_f64().unwrap() - 0.7).abs() < 1e-6);
+    // The temperature is an f32: 0.7 arrives within half an f32 ulp (2^-25 ~ 3e-8) of 0.7,
+    // whether written as f32 or widened to f64; f32::EPSILON (2^-23) bounds that.
+    assert!((config["temperature"].as_f64().unwrap() - 0.7).abs() < f32::EPSILON as f64);
     assert_eq!(
         body["contents"][0]["parts"][0]["text"],
         "Capital of France?"

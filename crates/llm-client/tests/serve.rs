@@ -11,10 +11,14 @@ use llm_client::{
     Prompt,
 };
 
-/// One model for both tests (each test has its own runtime and server).
+/// One model for both tests (each test has its own runtime and server), without prefix reuse:
+/// every request is then a fresh pass, so a request served over HTTP runs the same arithmetic
+/// in the same order as the same request made directly, and must give the same bits. (With
+/// reuse, whichever request came second would recompute only the last prompt position, and
+/// agree only to `common::LOGIT_TOL`; prefix reuse has its own tests in `models.rs`.)
 fn gemma() -> Arc<LocalModel> {
     static MODEL: std::sync::OnceLock<Arc<LocalModel>> = std::sync::OnceLock::new();
-    Arc::clone(MODEL.get_or_init(|| Arc::new(common::load(KnownModel::Gemma3_270m, true))))
+    Arc::clone(MODEL.get_or_init(|| Arc::new(common::load(KnownModel::Gemma3_270m, false))))
 }
 
 async fn start(model: Arc<LocalModel>) -> String {
@@ -27,13 +31,6 @@ async fn start(model: Arc<LocalModel>) -> String {
 fn client(base: &str) -> OpenAiModel {
     let spec = ModelSpec::parse(&format!("openai-compatible:{base}#gemma3-270m")).unwrap();
     OpenAiModel::new(&spec, None, &ApiOptions::default()).unwrap()
-}
-
-fn assert_close(a: &[f32], b: &[f32], what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: {a:?} vs {b:?}");
-    for (x, y) in a.iter().zip(b) {
-        assert!((x - y).abs() < 1e-3, "{what}: {a:?} vs {b:?}");
-    }
 }
 
 async fn post(base: &str, path: &str, body: &str) -> (u16, String) {
@@ -62,20 +59,42 @@ async fn the_api_backend_matches_the_local_model() {
         let served = remote.generate(&prompt, &params).await.unwrap();
         assert_eq!(served.text, direct.text);
         assert_eq!(served.finish_reason, direct.finish_reason);
-        assert_close(&served.logprobs, &direct.logprobs, "generate logprobs");
+        // Bit for bit: the same computation (see `gemma`), and f32 logprobs
+        // survive JSON exactly (written in full, read back to the same f32).
+        assert_eq!(served.logprobs, direct.logprobs, "generate logprobs");
     }
     let prompt = Prompt::Text("The capital of France is".into());
     let conts = [" Paris".to_string(), " Rome".to_string()];
     let direct = local.score(&prompt, &conts).await.unwrap();
     let served = remote.score(&prompt, &conts).await.unwrap();
-    assert_close(&served, &direct, "score");
-    assert!(served[0] > served[1]);
+    // Not the same computation: the server scores by `echo`, one pass over prompt and
+    // continuation from position 0, `score` runs from the last prompt position; and the
+    // client sums the token logprobs in f32, `score` in f64. So equal to the bound that
+    // follows from `common::LOGIT_TOL` (2 logit bounds per token, plus the sums' rounding).
+    let ids = local.prompt_ids(&prompt).unwrap();
+    for (i, cont) in conts.iter().enumerate() {
+        let cont_ids = local.tokenize(cont).unwrap();
+        let mut all = ids.clone();
+        all.extend_from_slice(&cont_ids);
+        let rows = local.logits(&all, ids.len() - 1).unwrap();
+        // Log-probabilities are <= 0: their sum of |.| is |direct[i]|, however it splits.
+        let terms = vec![direct[i] / cont_ids.len() as f32; cont_ids.len()];
+        let bound = common::logprob_sum_bound(&rows[..cont_ids.len()], &terms);
+        assert!(
+            (served[i] - direct[i]).abs() <= bound,
+            "score of {cont:?}: served {} vs direct {}, more than {bound} apart",
+            served[i],
+            direct[i]
+        );
+    }
+    // " Paris" wins by several nats, far more than the bound.
+    assert!(served[0] > served[1], "{served:?}");
 
     let chat = [ChatMessage::user("Say hello.")];
     let direct = local.chat(&chat, &params).await.unwrap();
     let served = remote.chat(&chat, &params).await.unwrap();
     assert_eq!(served.text, direct.text);
-    assert_close(&served.logprobs, &direct.logprobs, "chat logprobs");
+    assert_eq!(served.logprobs, direct.logprobs, "chat logprobs");
     assert!(remote.usage().completion_tokens > 0);
 
     // Streaming: the pieces add up to the same text, then [DONE].

@@ -63,9 +63,12 @@ fn a_tower_learns_two_classes_against_the_frozen_encoder() {
     assert_eq!(losses.len(), 60);
     let first: f32 = losses[..10].iter().sum::<f32>() / 10.0;
     let last: f32 = losses[50..].iter().sum::<f32>() / 10.0;
+    // Seeded, so the same on every machine up to roundoff: measured 0.38 -> 0.00076, a fall
+    // of 500x; halving is the least that shows learning, with room for any CPU's roundoff.
     assert!(last < 0.5 * first, "loss {first} -> {last}");
     let scorer = TowerScorer { tower, text };
-    // Two classes: chance is 50%; separable halves are learnt outright.
+    // Two classes: chance is 50%; separable halves are learnt outright (measured: 64 of 64).
+    // Above 0.9 is at least 58 of 64, which chance (sd 4 of 64) reaches with p ~ 5e-12.
     let acc = zero_shot(&scorer, &data, &names).unwrap();
     assert!(acc > 0.9, "zero-shot accuracy {acc}");
 

@@ -62,16 +62,22 @@ fn semantic_loss_pulls_the_first_word_to_its_target() {
         "{first:?}"
     );
     // Commitment starts on the codebook's scale (the encoder output is calibrated at init).
+    // The images are random (unseeded): over 6 runs it was 0.71 to 0.91, so 10 flags only an
+    // encoder off the codebook's scale by an order of magnitude.
     assert!(first.commit < 10.0, "{first:?}");
     let mut last = first;
     for _ in 0..39 {
         last = trainer.step_with(&model, &images, Some(&targets)).unwrap();
     }
+    // Over 6 runs of random images the semantic loss fell to 3.5% to 6.2% of its first value;
+    // halving it is the least that shows the loss is being optimised.
     assert!(
         last.semantic < 0.5 * first.semantic,
         "{first:?} -> {last:?}"
     );
     let words = model.tokenize(&images, 1).unwrap();
+    // 48 of 48 images hit over 6 runs: a per-image rate of at least 0.94 (95% lower bound),
+    // at which 5 or fewer hits of 8 has probability under 1%.
     let hits = words.iter().filter(|p| p.layers[0].indices[0] == 7).count();
     assert!(
         hits >= 6,

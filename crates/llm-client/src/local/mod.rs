@@ -32,10 +32,11 @@ pub struct LoadOptions {
     pub reuse_prefix: bool,
     /// Dequantize the transformer blocks' weights to f32 at load (the embedding, which is also
     /// the output head, stays quantized). Dense weights make prefill several times faster and
-    /// the logits independent of how many tokens one forward call holds, so a reused cache
-    /// gives the same logits as a fresh run (candle 0.11.1 picks different quantized kernels
-    /// for one row and for several, which moves logits by up to ~2%). Quantized weights
-    /// use about a quarter of the memory and decode faster.
+    /// the logits nearly independent of how many tokens one forward call holds: a reused cache
+    /// gives a fresh run's logits to within one int8 level of the quantized head's input
+    /// (about 1e-3 of the row's scale; candle 0.11.1 picks different quantized kernels for one
+    /// row and for several, which moves logits by up to ~2% with quantized blocks). Quantized
+    /// weights use about a quarter of the memory and decode faster.
     pub dequantize: bool,
     /// Prompt positions per forward pass: a chunk's attention scores are (heads, chunk,
     /// context) instead of (heads, t, t). One pass over a 4k-token prompt took Gemma 3 270M's

@@ -1,10 +1,12 @@
-//! Models shared by the tests of one test binary: each loads once (about a second).
+//! Models shared by the tests of one test binary: each loads once (about a second). And the one
+//! bound, with its derivation, that every comparison of two computations of the same logits
+//! uses.
 
 #![allow(dead_code)]
 
 use std::sync::OnceLock;
 
-use llm_client::{KnownModel, LoadOptions, LocalModel, ModelSpec};
+use llm_client::{KnownModel, LanguageModel, LoadOptions, LocalModel, ModelSpec};
 
 pub fn load(model: KnownModel, reuse_prefix: bool) -> LocalModel {
     let options = LoadOptions {
@@ -28,9 +30,181 @@ pub fn smollm() -> &'static LocalModel {
     MODEL.get_or_init(|| load(KnownModel::SmolLm2_135m, true))
 }
 
-/// Largest |a - b| relative to the largest |b| of the row.
+/// `model` without prefix reuse and with one position per forward pass: every request then
+/// computes every position's logits alone, after the same cache, with the same arithmetic in
+/// the same order, whatever ran before. Equal requests give equal bits, and `score` and
+/// `generate` see the same logits (not just equal to [`LOGIT_TOL`]).
+fn load_from_scratch(model: KnownModel) -> LocalModel {
+    let options = LoadOptions {
+        max_context: 2048,
+        reuse_prefix: false,
+        prefill_chunk: 1,
+        ..LoadOptions::default()
+    };
+    LocalModel::load(&ModelSpec::Local(model), &options).expect("load")
+}
+
+pub fn gemma_from_scratch() -> &'static LocalModel {
+    static MODEL: OnceLock<LocalModel> = OnceLock::new();
+    MODEL.get_or_init(|| load_from_scratch(KnownModel::Gemma3_270m))
+}
+
+pub fn smollm_from_scratch() -> &'static LocalModel {
+    static MODEL: OnceLock<LocalModel> = OnceLock::new();
+    MODEL.get_or_init(|| load_from_scratch(KnownModel::SmolLm2_135m))
+}
+
+/// How far two computations of the same logits row (a cached prefix against a fresh run, a
+/// prompt in chunks against one pass) may differ: at most this fraction of the row's largest
+/// |logit|, for every logit. One int8 level of the output head's input: 1/127.
+///
+/// Why they differ at all. The two runs do the same arithmetic in a different order (a chunk
+/// of 7 rows and the whole prompt get different gemm tilings; a chunk's attention sums over
+/// cached keys in another order), so their hidden states differ by f32 roundoff: about 1e-6
+/// of the largest |h| after 30 layers (|dh| 1e-5..5e-5 at |h| ~ 20, measured). Through a
+/// dense f32 head that would reach the logits as is (measured: at most 4.2e-6 of the row
+/// scale). But the head is the tied embedding, kept Q8_0, and candle's CPU quantized matmul
+/// rounds its *input* to int8 too: blocks of 32 values, step s = f16(max|x| / 127), x ->
+/// round(x / s). An input within roundoff of a rounding boundary lands on the neighbouring
+/// level, a whole step away, which moves logit j by s * w_ji; a block whose f16 scale rounds
+/// the other way scales by 1 +- 2^-11. So rows differ by up to ~1e-3, not ~1e-6, by an amount
+/// that depends on the CPU's kernels: 1.19e-3 in `chunked_prefill_equals_one_pass` on an
+/// AVX-512 Xeon is one input of one row changing level (4.6e-4 in another row is an f16
+/// scale).
+///
+/// Why 1/127. A level change costs one step of a block, 1/127 of that block's largest input,
+/// times a weight: the natural unit is one int8 level of the row scale, 1/127 ~ 7.9e-3.
+/// Simulated on these tests' hidden states with the real head weights (both heads are Q8_0),
+/// adding Gaussian noise of 16 ulps of max|h| (this machine's roundoff): rows with one level
+/// change moved by at most 4.6e-3 of the row scale; at 160 ulps (several changes per row) by
+/// at most 5.5e-3; only at 1,600 ulps did 9% of rows exceed 1/127, and none 2/127.
+///
+/// Power: the check must catch cache bugs (a stale or misplaced key or value, a wrong mask or
+/// position), which move logits by a sizeable part of their scale. Measured: neighbouring
+/// positions differ by >= 0.46 of the row scale (58x; `assert_distinct_logits` asserts > 10x);
+/// dropping one early prompt token moves the last row by 8.4e-2 (10x); RoPE positions one off
+/// for cached tokens by 2.9e-2 to 0.43 in the prefix and chunk tests (4x to 54x; only 7.5e-3
+/// in the sliding-window test's repetitive text); a sliding-window mask without its offset by
+/// 0.37 (47x).
+pub const LOGIT_TOL: f32 = 1.0 / 127.0;
+
+/// Largest |x| of a row.
+pub fn abs_max(row: &[f32]) -> f32 {
+    row.iter().fold(0f32, |m, x| m.max(x.abs()))
+}
+
+/// Largest |a - b| relative to the larger of the two rows' largest |logit|.
 pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
+    let scale = abs_max(a).max(abs_max(b)).max(f32::MIN_POSITIVE);
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// The most any one logit of `row` may move between two computations: [`LOGIT_TOL`] of the
+/// row's scale.
+pub fn logit_bound(row: &[f32]) -> f32 {
+    LOGIT_TOL * abs_max(row)
+}
+
+/// Index of the largest value and its margin over the runner-up.
+pub fn top_and_margin(row: &[f32]) -> (usize, f32) {
+    let (mut best, mut top, mut second) = (0, f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for (i, &x) in row.iter().enumerate() {
+        if x > top {
+            (best, second, top) = (i, top, x);
+        } else if x > second {
+            second = x;
+        }
+    }
+    (best, top - second)
+}
+
+/// `a` and `b` are the same logits row: every logit within [`LOGIT_TOL`] of the row scale,
+/// and the same top token unless `a`'s top two are within 2 bounds of each other (each logit
+/// may move by one bound, so such a near-tie may legitimately flip). Returns the relative
+/// difference, so that callers can report the largest they saw.
+pub fn assert_same_logits(a: &[f32], b: &[f32], what: &str) -> f32 {
+    let d = max_rel_diff(a, b);
+    assert!(
+        d <= LOGIT_TOL,
+        "{what}: logits differ by {d:.3e} of the row scale, more than {LOGIT_TOL:.3e}"
+    );
+    let ((top_a, margin), (top_b, _)) = (top_and_margin(a), top_and_margin(b));
+    let bound = logit_bound(a).max(logit_bound(b));
+    assert!(
+        top_a == top_b || margin <= 2.0 * bound,
+        "{what}: top token {top_a} vs {top_b}, with a margin of {margin} > 2 x {bound}"
+    );
+    d
+}
+
+/// Negative control for [`assert_same_logits`]: two rows that must not agree (the logits of
+/// neighbouring positions, which a cache holding the wrong positions would give) are more
+/// than 10 bounds apart, so the bound is far from what a cache bug does.
+pub fn assert_distinct_logits(a: &[f32], b: &[f32], what: &str) -> f32 {
+    let d = max_rel_diff(a, b);
+    assert!(
+        d > 10.0 * LOGIT_TOL,
+        "{what}: rows that should differ are only {d:.3e} of the row scale apart \
+         (10 x the bound is {:.3e}): the bound cannot tell them apart",
+        10.0 * LOGIT_TOL
+    );
+    d
+}
+
+/// Bound on |x - y| for two sums of the log-probabilities of the same tokens, one term per row
+/// of `rows` (the logits that predict each token), computed in two ways whose logits agree to
+/// [`logit_bound`]. A log-probability is logit_j - log(sum_k exp(logit_k)); when every logit
+/// moves by at most b, log-sum-exp moves by at most b too, so each term moves by at most 2b.
+/// Summing the n terms (in f32 on one side, f64 on the other) adds at most n * 2^-24 * sum
+/// |term| (`logprobs`: one side's terms; a rounding-sized correction, negligible next to 2b).
+pub fn logprob_sum_bound(rows: &[Vec<f32>], logprobs: &[f32]) -> f32 {
+    assert_eq!(rows.len(), logprobs.len());
+    let n = rows.len() as f32;
+    let sum_abs: f32 = logprobs.iter().map(|x| x.abs()).sum();
+    rows.iter().map(|r| 2.0 * logit_bound(r)).sum::<f32>() + n * f32::EPSILON / 2.0 * sum_abs
+}
+
+/// Greedy decoding of `prompt` gave `got` where `expected` was recorded (on another machine,
+/// or with the cache in another state). Greedy ids are only determined up to the logit bound:
+/// where the top two logits are within 2 bounds of each other (a near-tie), roundoff may pick
+/// either. So the ids must be equal up to the first difference, and there the two tokens must
+/// be such a near-tie in this model's own logits after the common prefix (each of the three
+/// computations is within one bound of the others: `expected` won in one, `got` in another).
+/// Nothing after a legitimate near-tie can be compared. Returns the step of an accepted
+/// near-tie, if any.
+pub fn assert_greedy_ids(
+    model: &LocalModel,
+    prompt: &[u32],
+    expected: &[u32],
+    got: &[u32],
+    what: &str,
+) -> Option<usize> {
+    let Some(step) = expected.iter().zip(got).position(|(a, b)| a != b) else {
+        assert_eq!(got.len(), expected.len(), "{what}: {got:?} vs {expected:?}");
+        return None;
+    };
+    let mut ids = prompt.to_vec();
+    ids.extend_from_slice(&expected[..step]);
+    let row = &model.logits(&ids, ids.len() - 1).expect("logits")[0];
+    let (want, have) = (row[expected[step] as usize], row[got[step] as usize]);
+    let bound = logit_bound(row);
+    let text = |ids: &[u32]| model.detokenize(ids).unwrap_or_default();
+    assert!(
+        (want - have).abs() <= 2.0 * bound,
+        "{what}: step {step} gave {:?} ({have}) where {:?} ({want}) was pinned, not a near-tie \
+         (2 x bound = {}); got {got:?}, expected {expected:?}",
+        text(&got[step..=step]),
+        text(&expected[step..=step]),
+        2.0 * bound
+    );
+    eprintln!(
+        "{what}: near-tie at step {step} ({:?} vs {:?}, {} apart, 2 x bound {}) went the other \
+         way; the rest is not compared",
+        text(&got[step..=step]),
+        text(&expected[step..=step]),
+        (want - have).abs(),
+        2.0 * bound
+    );
+    Some(step)
 }
