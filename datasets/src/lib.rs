@@ -8,6 +8,7 @@
 //!   size (resized and centre-cropped to the model's input).
 
 mod easy_vqa;
+mod emoji;
 mod files;
 mod folder;
 mod idx;
@@ -16,6 +17,11 @@ mod spec;
 
 pub use easy_vqa::{
     easy_vqa, read_easy_vqa, shape_colour, EasyVqa, VqaQuestion, EASY_VQA_COLOURS, EASY_VQA_SHAPES,
+};
+pub use emoji::{
+    all_styles, emoji, emoji_concepts_from_json, emoji_split_concepts, emoji_split_csv,
+    emoji_split_csvs, read_emoji, read_emoji_json, EmojiConcept, EmojiSet, EmojiSplit, EmojiStyle,
+    EMOJI_BACKGROUND, EMOJI_SPLIT_SEED,
 };
 pub use files::{mini_imagenet, ImageFiles};
 pub use folder::image_folder;
@@ -138,6 +144,39 @@ impl LabeledImages {
             out.name = format!("{}+{}", out.name, s.name);
         }
         Ok(out)
+    }
+
+    /// The same images with `channels` channels: RGB to gray as `image` converts (the
+    /// luma the tokenizer's image loader also uses), gray to RGB by copying the plane.
+    pub fn with_channels(&self, channels: usize) -> LabeledImages {
+        if channels == self.channels {
+            return self.clone();
+        }
+        let plane = self.size * self.size;
+        let mut pixels = Vec::with_capacity(self.len() * channels * plane);
+        for i in 0..self.len() {
+            let chw = self.image(i);
+            match channels {
+                1 => {
+                    let side = self.size as u32;
+                    let rgb = image::RgbImage::from_fn(side, side, |x, y| {
+                        let p = (y * side + x) as usize;
+                        image::Rgb([chw[p], chw[plane + p], chw[2 * plane + p]])
+                    });
+                    pixels.extend(image::DynamicImage::ImageRgb8(rgb).to_luma8().into_raw());
+                }
+                _ => {
+                    for _ in 0..channels {
+                        pixels.extend_from_slice(&chw[..plane]);
+                    }
+                }
+            }
+        }
+        LabeledImages {
+            channels,
+            pixels,
+            ..self.clone()
+        }
     }
 
     /// The same images at `size` x `size` (bilinear, which averages over the source pixels

@@ -1,5 +1,5 @@
 //! Data named by a spec string, the way every command's `--data` takes it: `mnist`,
-//! `fashion-mnist`, `easy-vqa` (fetched), `sample` (bundled), or `folder:DIR`
+//! `fashion-mnist`, `easy-vqa`, `emoji` (fetched), `sample` (bundled), or `folder:DIR`
 //! (`DIR/<class>/*.png|jpg`); several joined by `+` become one set (labels shifted, class
 //! names concatenated).
 
@@ -14,14 +14,16 @@ mod embedded {
 }
 
 /// What a spec may name, for error messages.
-pub const SPEC_HELP: &str = "expected mnist, fashion-mnist, easy-vqa, sample, or folder:DIR \
-     with DIR/<class>/*.png|jpg, joined by '+'";
+pub const SPEC_HELP: &str = "expected mnist, fashion-mnist, easy-vqa, emoji, sample, or \
+     folder:DIR with DIR/<class>/*.png|jpg, joined by '+'";
 
 /// Rejects an unknown spec before any expensive work.
 pub fn check_spec(spec: &str) -> Result<()> {
     for part in spec.split('+') {
-        if !(matches!(part, "mnist" | "fashion-mnist" | "easy-vqa" | "sample")
-            || part.starts_with("folder:"))
+        if !(matches!(
+            part,
+            "mnist" | "fashion-mnist" | "easy-vqa" | "emoji" | "sample"
+        ) || part.starts_with("folder:"))
         {
             return Err(DataError::Spec {
                 spec: spec.to_string(),
@@ -46,6 +48,17 @@ pub fn load_spec(spec: &str, split: Split, channels: usize, size: usize) -> Resu
                 "mnist" => crate::mnist(&cache, split)?,
                 "fashion-mnist" => crate::fashion_mnist(&cache, split)?,
                 "easy-vqa" => crate::easy_vqa(&cache, split)?.by_colour_and_shape(),
+                // The train split's concepts for training, the test split's for testing: the
+                // concepts of one never appear in the other.
+                "emoji" => {
+                    let part = match split {
+                        Split::Train => crate::EmojiSplit::Train,
+                        Split::Test => crate::EmojiSplit::Test,
+                    };
+                    crate::emoji(&cache, part, &crate::all_styles(), size)?
+                        .images
+                        .with_channels(channels)
+                }
                 _ => bundled_sample(channels, size)?,
             }
         };
@@ -104,6 +117,25 @@ mod tests {
         assert_eq!(f.class_names, s.class_names);
         assert_eq!(f.labels, s.labels);
         assert_eq!(f.pixels, s.pixels);
+    }
+
+    #[test]
+    fn gray_from_rgb_is_the_luma_the_image_loader_uses() {
+        let rgb = LabeledImages {
+            name: "x".into(),
+            channels: 3,
+            size: 1,
+            pixels: vec![255, 0, 0, 0, 255, 0],
+            labels: vec![0, 0],
+            class_names: vec!["a".into()],
+        };
+        let gray = rgb.with_channels(1);
+        let luma = |r, g, b| {
+            let img = image::RgbImage::from_pixel(1, 1, image::Rgb([r, g, b]));
+            image::DynamicImage::ImageRgb8(img).to_luma8().into_raw()[0]
+        };
+        assert_eq!(gray.pixels, vec![luma(255, 0, 0), luma(0, 255, 0)]);
+        assert_eq!(gray.with_channels(3).pixels.len(), 6);
     }
 
     #[test]

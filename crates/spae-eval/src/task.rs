@@ -44,6 +44,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
     ("folder", include_str!("../../../tasks/folder.toml")),
     ("frozen", include_str!("../../../tasks/frozen.toml")),
+    ("emoji", include_str!("../../../tasks/emoji.toml")),
     (
         "easy-vqa-caption",
         include_str!("../../../tasks/easy-vqa-caption.toml"),
@@ -140,6 +141,10 @@ pub struct TaskSpec {
     pub scorings: Vec<Scoring>,
     #[serde(default)]
     pub defaults: TaskDefaults,
+    /// Draw every support image from drawing styles other than the query's (data in styles:
+    /// `emoji`), so that matching pixels of one style does not help.
+    #[serde(default)]
+    pub support_from_other_styles: bool,
     /// Where the file was read from (`None`: built in); relative paths in `data` start there.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -258,6 +263,15 @@ impl Task {
         if let Some(file) = data_spec.strip_prefix("frozen:") {
             return Self::frozen(Path::new(file), cfg);
         }
+        if data_spec == "emoji" {
+            return Self::emoji(spec, split, cfg, channels, size);
+        }
+        if spec.support_from_other_styles {
+            bail!(
+                "task {}: support_from_other_styles needs data drawn in styles (emoji), not {data_spec}",
+                spec.name
+            );
+        }
         let split: Split = split
             .parse()
             .map_err(|e: String| EvalError::msg(format!("--split: {e}")))?;
@@ -271,6 +285,36 @@ impl Task {
         let pool = Pool::new(&set.labels, &names)?.with_images(ids.clone())?;
         let episodes = prompt::sample_episodes(&pool, cfg)?;
         Ok(Self::with_ids(Images::Memory(set), episodes, ids))
+    }
+
+    /// The emoji concepts of `split` (train, val, test: disjoint concepts), every concept in
+    /// its four drawing styles; with `support_from_other_styles`, the styles are the pool's
+    /// groups.
+    fn emoji(
+        spec: &TaskSpec,
+        split: &str,
+        cfg: &EpisodeConfig,
+        channels: usize,
+        size: usize,
+    ) -> Result<Self> {
+        let part: spae_datasets::EmojiSplit = split
+            .parse()
+            .map_err(|e: String| EvalError::msg(format!("--split: {e}")))?;
+        let cache = spae_assets::AssetCache::from_env();
+        let set = spae_datasets::emoji(&cache, part, &spae_datasets::all_styles(), size)
+            .with_context(|| format!("task {}", spec.name))?;
+        let images = set.images.with_channels(channels);
+        let names = class_names(spec, &images.class_names)?;
+        let ids: Vec<String> = (0..images.len())
+            .map(|i| format!("emoji-{split}/{i}"))
+            .collect();
+        let mut pool = Pool::new(&images.labels, &names)?.with_images(ids.clone())?;
+        if spec.support_from_other_styles {
+            // A style's group is its discriminant: four distinct numbers.
+            pool = pool.with_groups(set.styles.iter().map(|&s| s as u32).collect())?;
+        }
+        let episodes = prompt::sample_episodes(&pool, cfg)?;
+        Ok(Self::with_ids(Images::Memory(images), episodes, ids))
     }
 
     /// Episodes of a Frozen-format file (real_name_mi); image paths are relative to it.
@@ -385,6 +429,49 @@ mod tests {
             err.contains("cifar-1000") && err.contains("fashion-mnist"),
             "{err}"
         );
+    }
+
+    /// The emoji task's episodes: unseen test concepts, gray at the built-in checkpoint's
+    /// 28x28, and no support image in the query's drawing style.
+    #[test]
+    fn emoji_episodes_keep_the_query_style_out_of_the_support_set() {
+        let spec = TaskSpec::resolve("emoji").unwrap();
+        assert!(spec.support_from_other_styles);
+        let cfg = EpisodeConfig {
+            way: 5,
+            shots: 2,
+            repeats: 0,
+            induction: true,
+            seed: 0,
+            episodes: 30,
+        };
+        let task = Task::open(&spec, None, "test", &cfg, 1, 28).unwrap();
+        let cache = spae_assets::AssetCache::from_env();
+        let set = spae_datasets::emoji(
+            &cache,
+            spae_datasets::EmojiSplit::Test,
+            &spae_datasets::all_styles(),
+            28,
+        )
+        .unwrap();
+        let style = |id: &str| {
+            let i: usize = id.rsplit('/').next().unwrap().parse().unwrap();
+            set.styles[i]
+        };
+        let train: Vec<_> = spae_datasets::emoji_split_concepts(spae_datasets::EmojiSplit::Train)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        for ep in &task.episodes {
+            let q = style(&ep.query.image);
+            assert!(ep.support.iter().all(|s| style(&s.image) != q), "{ep:?}");
+            assert!(ep.classes.iter().all(|c| !train.contains(c)), "{ep:?}");
+        }
+        let x = task
+            .load(&[task.episodes[0].query.image.as_str()], 1, 28)
+            .unwrap();
+        assert_eq!(x.dims(), &[1, 1, 28, 28]);
     }
 
     #[test]
