@@ -4,8 +4,10 @@
 
 use candle_core::{DType, Device, Tensor};
 use spae_core::scorer::text::SentenceEncoder;
-use spae_core::scorer::tower::TowerScorer;
-use spae_core::scorer::training::{train_tower, zero_shot, ImageTargets, TowerTrainRun};
+use spae_core::scorer::tower::{Captions, TowerScorer};
+use spae_core::scorer::training::{
+    train_tower, zero_shot, zero_shot_top_k, ImageTargets, TowerTrainRun,
+};
 use spae_core::{Codebook, CodebookInfo, CodebookScorer, LabeledPixels, VocabFilter, WordMarker};
 
 fn encoder() -> SentenceEncoder {
@@ -53,6 +55,7 @@ fn a_tower_learns_two_classes_against_the_frozen_encoder() {
         batch_size: 16,
         lr: 3e-3,
         seed: 0,
+        captions: Captions::Labels,
     };
     let mut losses = Vec::new();
     let tower = train_tower(&run, &data, &names, &text, &mut |_, s| {
@@ -69,7 +72,10 @@ fn a_tower_learns_two_classes_against_the_frozen_encoder() {
     let scorer = TowerScorer { tower, text };
     // Two classes: chance is 50%; separable halves are learnt outright (measured: 64 of 64).
     // Above 0.9 is at least 58 of 64, which chance (sd 4 of 64) reaches with p ~ 5e-12.
-    let acc = zero_shot(&scorer, &data, &names).unwrap();
+    let acc = zero_shot(&scorer, &data, &names, Captions::Labels).unwrap();
+    // With two classes the own class is always among the top two.
+    let top = zero_shot_top_k(&scorer, &data, &names, Captions::Labels, &[1, 2]).unwrap();
+    assert_eq!((top[0], top[1]), (acc, 1.0));
     assert!(acc > 0.9, "zero-shot accuracy {acc}");
 
     // The semantic loss's targets: k entries and weights per image, weights summing to 1.

@@ -10,8 +10,10 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use spae_assets::AssetCache;
 use spae_core::scorer::text::SentenceEncoder;
-use spae_core::scorer::tower::{ImageTower, TowerScorer, TowerStep};
-use spae_core::scorer::training::{class_top_words, train_tower, zero_shot, TowerTrainRun};
+use spae_core::scorer::tower::{Captions, ImageTower, TowerScorer, TowerStep};
+use spae_core::scorer::training::{
+    class_top_words, train_tower, zero_shot, zero_shot_top_k, TowerTrainRun,
+};
 use spae_core::{Codebook, CodebookScorer};
 use spae_datasets::Split;
 
@@ -112,6 +114,7 @@ pub fn train_scorer(args: &TrainScorerConfig) -> Result<Vec<ZeroShot>> {
         batch_size: args.batch_size,
         lr: args.lr,
         seed: args.seed,
+        captions: captions_for(&args.data),
     };
     let mut write_step = |step: usize, s: &TowerStep| -> spae_core::Result<()> {
         let line = serde_json::json!({"step": step, "loss": s.loss, "accuracy": s.accuracy});
@@ -141,10 +144,25 @@ pub fn train_scorer(args: &TrainScorerConfig) -> Result<Vec<ZeroShot>> {
             data: name.to_string(),
             split: "test",
             images: test.len(),
-            accuracy: zero_shot(&scorer, &test.labeled_pixels()?, &test.class_names)?,
+            accuracy: zero_shot(
+                &scorer,
+                &test.labeled_pixels()?,
+                &test.class_names,
+                run.captions,
+            )?,
         });
     }
     Ok(out)
+}
+
+/// The captions a scorer trains on for `data`: emoji are drawings of named concepts, the other
+/// sets' class names say their own kind (digits, shapes, clothes).
+pub fn captions_for(data: &str) -> Captions {
+    if data.split('+').all(|d| d == "emoji") {
+        Captions::Emoji
+    } else {
+        Captions::Labels
+    }
 }
 
 /// What `scorer_report` reads.
@@ -171,9 +189,21 @@ pub fn scorer_report(args: &ScorerReportConfig) -> Result<Vec<serde_json::Value>
     for name in args.data.split('+') {
         let (channels, size) = (args.channels, args.image_size);
         let test = spae_datasets::load_spec(name, Split::Test, channels, size)?;
-        let acc = zero_shot(scorer.model(), &test.labeled_pixels()?, &test.class_names)?;
-        lines.push(serde_json::json!({"data": name, "split": "test", "images": test.len(), "zero_shot_accuracy": acc}));
         let pixels = test.labeled_pixels()?;
+        let captions = scorer.model().tower.config().captions;
+        let acc = zero_shot_top_k(
+            scorer.model(),
+            &pixels,
+            &test.class_names,
+            captions,
+            &[1, 5],
+        )?;
+        let classes = test.class_names.len().max(1) as f64;
+        lines.push(serde_json::json!({
+            "data": name, "split": "test", "images": test.len(), "classes": test.class_names.len(),
+            "zero_shot_accuracy": acc[0], "zero_shot_top5": acc[1],
+            "chance_top1": 1.0 / classes, "chance_top5": (5.0 / classes).min(1.0),
+        }));
         let top = class_top_words(
             &scorer,
             &codebook,

@@ -33,6 +33,21 @@ pub struct TowerConfig {
     pub logit_scale: f64,
     /// Which frozen text encoder the tower was aligned to.
     pub text_model: String,
+    /// Which captions it was trained on, so zero-shot queries read like them.
+    #[serde(default)]
+    pub captions: Captions,
+}
+
+/// The caption templates a tower is trained on, and the zero-shot query that matches them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Captions {
+    /// By the kind of class name: digits are written, shapes drawn, anything else
+    /// photographed; zero-shot "a photo of a {}".
+    #[default]
+    Labels,
+    /// Emoji: drawings of named concepts; zero-shot "an emoji of a {}".
+    Emoji,
 }
 
 impl TowerConfig {
@@ -44,6 +59,7 @@ impl TowerConfig {
             embed_dim,
             logit_scale: 20.0,
             text_model: text_model.to_string(),
+            captions: Captions::Labels,
         }
     }
 }

@@ -6,20 +6,41 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::text::SentenceEncoder;
-use super::tower::{ImageTower, TowerConfig, TowerScorer, TowerStep, TowerTrainer};
+use super::tower::{Captions, ImageTower, TowerConfig, TowerScorer, TowerStep, TowerTrainer};
 use super::{CodebookScorer, ImageTextModel, SemanticScorer};
 use crate::{Codebook, LabeledPixels, Result};
 
 /// Name of the frozen text tower, as recorded in scorer checkpoints.
 pub const TEXT_MODEL: &str = "all-MiniLM-L6-v2";
 
-/// The zero-shot prompt of the issue: image vs "a photo of a {class}".
-pub const ZERO_SHOT_TEMPLATE: &str = "a photo of a {}";
+impl Captions {
+    /// The five caption templates of `class` ("{}" stands for the name) **(ours)**. All sets
+    /// have the same length, so a template index can be drawn once per image.
+    pub fn templates(self, class: &str) -> [&'static str; 5] {
+        match self {
+            Captions::Labels => templates_for(class),
+            Captions::Emoji => [
+                "an emoji of a {}",
+                "a {} emoji",
+                "a drawing of a {}",
+                "an icon of a {}",
+                "a cartoon {}",
+            ],
+        }
+    }
+
+    /// The zero-shot query: image vs this caption of every class.
+    pub fn zero_shot(self) -> &'static str {
+        match self {
+            Captions::Labels => "a photo of a {}",
+            Captions::Emoji => "an emoji of a {}",
+        }
+    }
+}
 
 /// Caption templates per kind of class name **(ours)**: digits are written, clothes are
-/// photographed, shapes are drawn. All sets have the same length, so a template index can be
-/// drawn once per image.
-pub fn templates_for(class: &str) -> [&'static str; 5] {
+/// photographed, shapes are drawn.
+fn templates_for(class: &str) -> [&'static str; 5] {
     const DIGITS: [&str; 10] = [
         "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
     ];
@@ -55,12 +76,12 @@ pub fn templates_for(class: &str) -> [&'static str; 5] {
 }
 
 /// (T, C, D) caption embeddings: template t of class c.
-fn caption_table(text: &SentenceEncoder, classes: &[String]) -> Result<Tensor> {
+fn caption_table(text: &SentenceEncoder, classes: &[String], captions: Captions) -> Result<Tensor> {
     let mut rows = Vec::new();
     for t in 0..5 {
         let caps: Vec<String> = classes
             .iter()
-            .map(|c| templates_for(c)[t].replace("{}", c))
+            .map(|c| captions.templates(c)[t].replace("{}", c))
             .collect();
         let refs: Vec<&str> = caps.iter().map(String::as_str).collect();
         rows.push(text.embed(&refs)?);
@@ -76,6 +97,7 @@ pub struct TowerTrainRun {
     /// Peak learning rate (cosine decay to a tenth).
     pub lr: f64,
     pub seed: u64,
+    pub captions: Captions,
 }
 
 /// Trains a new tower on `data` (labels naming `class_names`) against `text`'s embeddings of
@@ -88,8 +110,11 @@ pub fn train_tower(
     on_step: &mut dyn FnMut(usize, &TowerStep) -> Result<()>,
 ) -> Result<ImageTower> {
     let device = Device::Cpu;
-    let table = caption_table(text, class_names)?; // (T, C, D)
-    let cfg = TowerConfig::small(data.channels(), text.dim(), TEXT_MODEL);
+    let table = caption_table(text, class_names, run.captions)?; // (T, C, D)
+    let cfg = TowerConfig {
+        captions: run.captions,
+        ..TowerConfig::small(data.channels(), text.dim(), TEXT_MODEL)
+    };
     let tower = ImageTower::new(cfg, &device)?;
     let mut trainer = TowerTrainer::new(&tower, run.lr)?;
     // xorshift64*: the draws of the shipped scorer's recipe.
@@ -118,40 +143,63 @@ pub fn train_tower(
     Ok(tower)
 }
 
-/// (C, D) embeddings of "a photo of a {class}" for each class.
-fn zero_shot_captions(model: &impl ImageTextModel, classes: &[String]) -> Result<Tensor> {
+/// (C, D) embeddings of the zero-shot query of each class.
+fn zero_shot_captions(
+    model: &impl ImageTextModel,
+    classes: &[String],
+    captions: Captions,
+) -> Result<Tensor> {
     let caps: Vec<String> = classes
         .iter()
-        .map(|c| ZERO_SHOT_TEMPLATE.replace("{}", c))
+        .map(|c| captions.zero_shot().replace("{}", c))
         .collect();
     let refs: Vec<&str> = caps.iter().map(String::as_str).collect();
     model.embed_texts(&refs)
 }
 
-/// Zero-shot accuracy: each image against "a photo of a {class}" for all of its set's classes.
+/// Zero-shot accuracy: each image against the zero-shot query of all of its set's classes.
 pub fn zero_shot(
     model: &impl ImageTextModel,
     data: &LabeledPixels,
     class_names: &[String],
+    captions: Captions,
 ) -> Result<f64> {
-    let text = zero_shot_captions(model, class_names)?;
-    let mut correct = 0usize;
+    Ok(zero_shot_top_k(model, data, class_names, captions, &[1])?[0])
+}
+
+/// Zero-shot top-k accuracy for each k of `ks`: the share of images whose own class's query
+/// is among their k best-scoring ones.
+pub fn zero_shot_top_k(
+    model: &impl ImageTextModel,
+    data: &LabeledPixels,
+    class_names: &[String],
+    captions: Captions,
+    ks: &[usize],
+) -> Result<Vec<f64>> {
+    let text = zero_shot_captions(model, class_names, captions)?;
+    let mut hits = vec![0usize; ks.len()];
     for start in (0..data.len()).step_by(512) {
         let idx: Vec<usize> = (start..(start + 512).min(data.len())).collect();
         let img = model.embed_images(&data.batch(&idx)?)?;
-        let pred: Vec<u32> = img.matmul(&text.t()?)?.argmax(1)?.to_vec1()?;
-        correct += idx
-            .iter()
-            .zip(pred)
-            .filter(|(&i, p)| data.labels()[i] == *p)
-            .count();
+        let scores: Vec<Vec<f32>> = img.matmul(&text.t()?)?.to_vec2()?;
+        for (&i, row) in idx.iter().zip(&scores) {
+            let own = row[data.labels()[i] as usize];
+            // Rank of the own class: how many score strictly higher (ties count for it).
+            let rank = row.iter().filter(|&&x| x > own).count();
+            for (h, &k) in hits.iter_mut().zip(ks) {
+                *h += (rank < k) as usize;
+            }
+        }
     }
-    Ok(correct as f64 / data.len().max(1) as f64)
+    Ok(hits
+        .into_iter()
+        .map(|h| h as f64 / data.len().max(1) as f64)
+        .collect())
 }
 
 /// Per image of `data`: its `k` most relevant codebook entries (target weights from a softmax
 /// of relevance at `temperature`) and the scorer's confidence in the image's own class
-/// (softmax over the set's "a photo of a {class}" captions) **(ours)**.
+/// (softmax over the set's zero-shot queries) **(ours)**.
 ///
 /// Computed the first time training draws an image, then kept: a run of a few hundred steps
 /// scores the images it sees instead of the whole set up front (120,000 images took minutes).
@@ -175,7 +223,11 @@ impl<'a> ImageTargets<'a> {
     ) -> Result<Self> {
         Ok(Self {
             scorer,
-            text: zero_shot_captions(scorer.model(), class_names)?,
+            text: zero_shot_captions(
+                scorer.model(),
+                class_names,
+                scorer.model().tower.config().captions,
+            )?,
             scale: scorer.model().tower.config().logit_scale,
             k,
             temperature,
