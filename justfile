@@ -16,6 +16,23 @@ table1 episodes="20":
         --lqae-checkpoint checkpoints/lqae-gemma3-mnist-fashion.safetensors \
         --out eval/results/table1-fashion-mnist-gemma3-270m
 
+# Open-vocabulary emoji (unseen test concepts, support and query in different drawing styles),
+# induction 1 shot, 2- and 5-way, `episodes` per cell: SPAE 2 and 3 layers (built-in checkpoint),
+# oracle and random words of its codebook.
+table1-emoji episodes="100":
+    cargo run --release --bin spae-icl -- table1 --task emoji --columns 1 --ways 2,5 \
+        --episodes {{episodes}} --scoring open,constrained,calibrated \
+        --out eval/results/table1-emoji-gemma3-270m
+
+# The emoji scorer: the tower trained on the train concepts' names against the frozen MiniLM,
+# scored zero-shot on the test concepts it never saw (top-1/top-5 beside chance).
+scorer-emoji steps="400":
+    cargo run --release --bin spae-icl -- train-scorer --data emoji --image-size 32 --channels 3 \
+        --steps {{steps}} --batch-size 128 --lr 3e-3 --out runs/scorer-emoji.safetensors
+    mkdir -p eval/results/scorer-emoji
+    cargo run --release --bin spae-icl -- scorer-report --scorer runs/scorer-emoji.safetensors \
+        --data emoji --image-size 32 --channels 3 --words 8 > eval/results/scorer-emoji/report.jsonl
+
 # Reconstruction and relevance per pyramid depth: the shipped SPAE and LQAE-style checkpoints.
 table-tokenizer:
     cargo run --release --bin spae-icl -- table-tokenizer --checkpoint SPAE=builtin \
