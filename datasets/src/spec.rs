@@ -14,15 +14,15 @@ mod embedded {
 }
 
 /// What a spec may name, for error messages.
-pub const SPEC_HELP: &str = "expected mnist, fashion-mnist, easy-vqa, emoji, sample, or \
-     folder:DIR with DIR/<class>/*.png|jpg, joined by '+'";
+pub const SPEC_HELP: &str = "expected mnist, fashion-mnist, easy-vqa, emoji, emoji-val, sample, \
+     or folder:DIR with DIR/<class>/*.png|jpg, joined by '+'";
 
 /// Rejects an unknown spec before any expensive work.
 pub fn check_spec(spec: &str) -> Result<()> {
     for part in spec.split('+') {
         if !(matches!(
             part,
-            "mnist" | "fashion-mnist" | "easy-vqa" | "emoji" | "sample"
+            "mnist" | "fashion-mnist" | "easy-vqa" | "emoji" | "emoji-val" | "sample"
         ) || part.starts_with("folder:"))
         {
             return Err(DataError::Spec {
@@ -56,6 +56,13 @@ pub fn load_spec(spec: &str, split: Split, channels: usize, size: usize) -> Resu
                         Split::Test => crate::EmojiSplit::Test,
                     };
                     crate::emoji(&cache, part, &crate::all_styles(), size)?
+                        .images
+                        .with_channels(channels)
+                }
+                // The val concepts whatever the split: for choosing settings without looking
+                // at the test concepts.
+                "emoji-val" => {
+                    crate::emoji(&cache, crate::EmojiSplit::Val, &crate::all_styles(), size)?
                         .images
                         .with_channels(channels)
                 }

@@ -16,6 +16,7 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     malloc::keep_large_blocks_on_heap();
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.quiet);
     let result = match cli.command {
@@ -56,6 +57,19 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// `spae-icl scorer-report | head` ends quietly, as Unix tools do, instead of panicking when
+/// the reader closes the pipe (Rust ignores SIGPIPE, so `println!` would fail).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn quiet_on_closed_pipe() {
+    // SAFETY: restores the default action of one signal, once, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn quiet_on_closed_pipe() {}
 
 /// The compute device named by `--device`.
 pub fn device(name: &str) -> anyhow::Result<candle_core::Device> {
