@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use llm_client::{GenerateParams, LanguageModel};
-use prompt::{GenerationContext, GenerationExample, Templates, WordIndex};
+use prompt::{GenerationContext, GenerationExample, WordIndex};
 use rand::rngs::StdRng;
 use rand::seq::index;
 use rand::{Rng, SeedableRng};
@@ -29,8 +29,9 @@ use crate::bail;
 use crate::error::{Context, Result};
 use crate::fewshot::assemble;
 use crate::fewshot::words::ImageWords;
-use crate::llm::{check_vocabulary, LlmConfig, PromptForm};
+use crate::llm::{LlmConfig, PromptForm};
 use crate::progress::Progress;
+use crate::reader::Reader;
 use crate::store::{default_out, open_results, ResultStore};
 use crate::tokenizer::CheckpointRef;
 use crate::util::{sha256_hex, slug, write_atomic};
@@ -111,17 +112,11 @@ impl Generated {
 
 /// A frozen LLM and a tokenizer, set up to write images.
 pub struct Generator {
-    pub spae: SpaeModel,
-    /// How the checkpoint is named in messages and result files.
-    pub checkpoint: String,
-    llm: Box<dyn LanguageModel>,
-    templates: Templates,
-    form: PromptForm,
+    pub reader: Reader,
     constrained: bool,
     temperature: f32,
     word_index: WordIndex,
     entry_of_token: HashMap<u32, usize>,
-    rt: tokio::runtime::Runtime,
 }
 
 impl Generator {
@@ -129,24 +124,9 @@ impl Generator {
     /// (the built-in ones, `prompts` replacing those it has). A local model reads image words
     /// as exact token ids and, unless `unconstrained`, writes only codebook tokens; an API
     /// model reads and writes text.
-    pub fn new(
-        checkpoint: &CheckpointRef,
-        llm: &LlmConfig,
-        prompts: Option<&Path>,
-        temperature: f32,
-        unconstrained: bool,
-    ) -> Result<Self> {
-        let (spae, label) = checkpoint.load(&Device::Cpu)?;
-        let templates = match prompts {
-            Some(dir) => Templates::with_overrides(dir)?,
-            None => Templates::builtin()?,
-        };
-        let form = PromptForm::for_llm(llm, false)?;
-        let model = llm.load()?;
-        let codebook = spae.codebook();
-        if form == PromptForm::Tokens {
-            check_vocabulary(model.as_ref(), codebook)?;
-        }
+    pub fn new(w: &WriterConfig) -> Result<Self> {
+        let reader = Reader::load(&w.checkpoint, &w.llm, w.prompts.as_deref())?;
+        let codebook = reader.spae.codebook();
         let words: Vec<&str> = (0..codebook.len()).map(|i| codebook.word(i)).collect();
         let word_index = WordIndex::new(&words);
         let entry_of_token = codebook
@@ -156,51 +136,17 @@ impl Generator {
             .map(|(i, &t)| (t, i))
             .collect();
         Ok(Self {
-            spae,
-            checkpoint: label,
-            llm: model,
-            templates,
-            form,
-            constrained: form == PromptForm::Tokens && !unconstrained,
-            temperature,
+            constrained: reader.form == PromptForm::Tokens && !w.unconstrained,
+            reader,
+            temperature: w.temperature,
             word_index,
             entry_of_token,
-            rt: crate::util::runtime()?,
         })
-    }
-
-    pub fn templates(&self) -> &Templates {
-        &self.templates
-    }
-
-    /// The LLM the generator asks.
-    pub fn llm(&self) -> &dyn LanguageModel {
-        self.llm.as_ref()
-    }
-
-    /// How image words reach the LLM (token ids for a local model, text for an API).
-    pub fn form(&self) -> PromptForm {
-        self.form
     }
 
     /// Whether the LLM may write only codebook tokens.
     pub fn constrained(&self) -> bool {
         self.constrained
-    }
-
-    /// Run one LLM call to completion.
-    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.rt.block_on(f)
-    }
-
-    /// `layers`, checked against the checkpoint's pyramid.
-    pub fn depth(&self, layers: usize) -> Result<usize> {
-        self.spae
-            .config()
-            .pyramid
-            .check_depth(layers)
-            .with_context(|| format!("--layers {layers}"))?;
-        Ok(layers)
     }
 
     /// `count` images of `class`, written with `examples` (drawn from `data`) in context,
@@ -219,8 +165,8 @@ impl Generator {
         progress: Option<&Progress>,
     ) -> Result<Vec<Generated>> {
         let (picked, examples) = (&examples.picked, &examples.pyramids);
-        let codebook = self.spae.codebook();
-        let pyramid = &self.spae.config().pyramid;
+        let codebook = self.reader.spae.codebook();
+        let pyramid = &self.reader.spae.config().pyramid;
         let mut rng = StdRng::seed_from_u64(seed);
         let mut out: Vec<Generated> = (0..count)
             .map(|_| Generated::empty(&data.class_names[class]))
@@ -237,7 +183,7 @@ impl Generator {
             label: data.class_names[class].clone(),
             prefix: prompt::image_slot(picked.len()),
         };
-        let rendered = self.templates.render(TEMPLATE, &ctx)?;
+        let rendered = self.reader.templates.render(TEMPLATE, &ctx)?;
         for layer in 0..depth {
             let context: Vec<ImageWords> =
                 examples.iter().map(|p| words_up_to(p, layer + 1)).collect();
@@ -270,8 +216,8 @@ impl Generator {
         rng: &mut StdRng,
         record: &mut Generated,
     ) -> Result<()> {
-        let codebook = self.spae.codebook();
-        let prompt = assemble(rendered, slots, self.form, self.llm.as_ref())?;
+        let codebook = self.reader.spae.codebook();
+        let prompt = assemble(rendered, slots, self.reader.form, self.reader.llm.as_ref())?;
         let params = if self.constrained {
             // Exactly `want` tokens, each a codebook entry.
             GenerateParams {
@@ -290,7 +236,9 @@ impl Generator {
                 ..GenerateParams::default()
             }
         };
-        let completion = self.rt.block_on(self.llm.generate(&prompt, &params))?;
+        let completion = self
+            .reader
+            .block_on(self.reader.llm.generate(&prompt, &params))?;
         let mut entries: Vec<usize> = if self.constrained {
             record.exact += completion.tokens.len();
             completion
@@ -322,8 +270,8 @@ impl Generator {
 
     /// Pixels of pyramids given as codebook entries per layer.
     pub fn decode(&self, images: &[Vec<Vec<usize>>]) -> Result<Tensor> {
-        let codebook = self.spae.codebook();
-        let pyramid = &self.spae.config().pyramid;
+        let codebook = self.reader.spae.codebook();
+        let pyramid = &self.reader.spae.config().pyramid;
         let pyramids = images
             .iter()
             .map(|layers| {
@@ -332,7 +280,7 @@ impl Generator {
                 TokenPyramid::from_words(&words, codebook, &sides)
             })
             .collect::<spae_core::Result<Vec<_>>>()?;
-        Ok(self.spae.detokenize(&pyramids)?)
+        Ok(self.reader.spae.detokenize(&pyramids)?)
     }
 }
 
@@ -374,12 +322,7 @@ fn order_examples(picked: &mut [usize], labels: &[u32], order: ExampleOrder, cla
 
 /// The words and token ids of a pyramid's first `layers` layers.
 pub fn words_up_to(p: &TokenPyramid, layers: usize) -> ImageWords {
-    let (mut words, mut token_ids) = (Vec::new(), Vec::new());
-    for l in p.layers.iter().take(layers) {
-        words.extend(l.words.iter().cloned());
-        token_ids.extend(l.token_ids.iter().copied());
-    }
-    ImageWords { words, token_ids }
+    ImageWords::of_pyramid(p, layers)
 }
 
 /// Codebook entries as the words (and token ids) a prompt shows.
@@ -428,6 +371,36 @@ pub fn resolve_class(arg: &str, names: &[String]) -> Result<usize> {
     }
 }
 
+/// The tokenizer and the LLM that write an image's words, and how they sample: what
+/// generation and image to image share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WriterConfig {
+    pub checkpoint: CheckpointRef,
+    pub llm: LlmConfig,
+    /// Sampling temperature (0: greedy).
+    pub temperature: f32,
+    pub seed: u64,
+    /// Let a local model write any token, then map its words to entries (as for an API model).
+    pub unconstrained: bool,
+    /// A folder of templates that replace the built-in ones of the same name.
+    pub prompts: Option<PathBuf>,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint: CheckpointRef::or_default(None),
+            llm: LlmConfig::default(),
+            // `eval/README.md` compares 0.1, 0.3 and 0.7.
+            temperature: 0.3,
+            seed: 0,
+            unconstrained: false,
+            prompts: None,
+        }
+    }
+}
+
 /// `generate`: images of one class.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -445,15 +418,9 @@ pub struct GenerateConfig {
     pub layers: usize,
     /// Training data, a spec of `spae_datasets::load_spec`: mnist, fashion-mnist, folder:DIR.
     pub data: String,
-    pub checkpoint: CheckpointRef,
-    pub llm: LlmConfig,
-    /// Sampling temperature (0: greedy).
-    pub temperature: f32,
-    pub seed: u64,
-    /// Let a local model write any token, then map its words to entries (as for an API model).
-    pub unconstrained: bool,
-    /// A folder of templates that replace the built-in ones of the same name.
-    pub prompts: Option<PathBuf>,
+    /// The tokenizer and the LLM that write, and how they sample.
+    #[serde(flatten)]
+    pub writer: WriterConfig,
     /// The PNG to write (images side by side); the words go to the same name with .json.
     /// Default: `runs/generate/<data>-<class>-L<layers>-seed<seed>-<llm>.png`.
     pub output: Option<PathBuf>,
@@ -468,13 +435,7 @@ impl Default for GenerateConfig {
             count: 1,
             layers: DEFAULT_LAYERS,
             data: "mnist".into(),
-            checkpoint: CheckpointRef::or_default(None),
-            llm: LlmConfig::default(),
-            // 0.3 as eval-generate's.
-            temperature: 0.3,
-            seed: 0,
-            unconstrained: false,
-            prompts: None,
+            writer: WriterConfig::default(),
             output: None,
         }
     }
@@ -498,8 +459,8 @@ impl GenerateConfig {
                 slug(&self.data),
                 slug(class_name),
                 self.layers,
-                self.seed,
-                slug(&self.llm.name)
+                self.writer.seed,
+                slug(&self.writer.llm.name)
             ),
         ])
     }
@@ -552,18 +513,20 @@ pub fn generate(cfg: &GenerateConfig) -> Result<GenerateSummary> {
     if cfg.count == 0 {
         bail!("--count 0: draw at least one image");
     }
-    let g = Generator::new(
-        &cfg.checkpoint,
-        &cfg.llm,
-        cfg.prompts.as_deref(),
-        cfg.temperature,
-        cfg.unconstrained,
-    )?;
-    let mc = g.spae.config().clone();
-    let depth = g.depth(cfg.layers)?;
+    let g = Generator::new(&cfg.writer)?;
+    let mc = g.reader.spae.config().clone();
+    let depth = g.reader.depth(cfg.layers)?;
     let data = spae_datasets::load_spec(&cfg.data, Split::Train, mc.in_channels, mc.image_size)?;
     let class = resolve_class(&cfg.class, &data.class_names)?;
-    let examples = draw_examples(&g.spae, &data, cfg.shots, depth, cfg.seed, cfg.order, class)?;
+    let examples = draw_examples(
+        &g.reader.spae,
+        &data,
+        cfg.shots,
+        depth,
+        cfg.writer.seed,
+        cfg.order,
+        class,
+    )?;
     let bar = crate::progress::bar((cfg.count * depth) as u64, "LLM calls");
     bar.set_message(format!("{depth} layers, layer by layer"));
     let outputs = g.draw(
@@ -572,7 +535,7 @@ pub fn generate(cfg: &GenerateConfig) -> Result<GenerateSummary> {
         &examples,
         cfg.count,
         depth,
-        cfg.seed,
+        cfg.writer.seed,
         Some(&bar),
     )?;
     bar.finish_and_clear();
@@ -588,15 +551,15 @@ pub fn generate(cfg: &GenerateConfig) -> Result<GenerateSummary> {
     spae_core::imageio::save_png(&g.decode(&entries)?, &png)?;
     let json = png.with_extension("json");
     let doc = serde_json::json!({
-        "checkpoint": g.checkpoint,
-        "llm": cfg.llm.name,
+        "checkpoint": g.reader.checkpoint,
+        "llm": cfg.writer.llm.name,
         "class": class_name,
         "shots": cfg.shots,
         "examples": examples.picked,
         "order": cfg.order,
         "layers": depth,
-        "temperature": cfg.temperature,
-        "seed": cfg.seed,
+        "temperature": cfg.writer.temperature,
+        "seed": cfg.writer.seed,
         "constrained_to_codebook": g.constrained,
         "images": outputs,
     });
@@ -629,16 +592,11 @@ pub struct EvalGenerateConfig {
     pub order: ExampleOrder,
     /// Pyramid layers written.
     pub layers: usize,
-    pub checkpoint: CheckpointRef,
-    pub llm: LlmConfig,
-    /// Sampling temperature (0: greedy). 0.3: with Gemma 3 270M, 71% of digits recognised
-    /// (89% distinct) against 48% at 0.7 (`eval/README.md`).
-    pub temperature: f32,
-    pub seed: u64,
+    /// The tokenizer and the LLM that write, and how they sample.
+    #[serde(flatten)]
+    pub writer: WriterConfig,
     /// The judge (default: the built-in `checkpoints/judge-mnist.safetensors`).
     pub judge: Option<PathBuf>,
-    /// A folder of templates that replace the built-in ones of the same name.
-    pub prompts: Option<PathBuf>,
     /// Default: [`EvalGenerateConfig::default_out`].
     pub out: Option<PathBuf>,
 }
@@ -650,12 +608,8 @@ impl Default for EvalGenerateConfig {
             count: 10,
             order: ExampleOrder::Random,
             layers: DEFAULT_LAYERS,
-            checkpoint: CheckpointRef::or_default(None),
-            llm: LlmConfig::default(),
-            temperature: 0.3,
-            seed: 0,
+            writer: WriterConfig::default(),
             judge: None,
-            prompts: None,
             out: None,
         }
     }
@@ -673,9 +627,9 @@ impl EvalGenerateConfig {
                 self.count,
                 self.order.name(),
                 self.layers,
-                self.temperature,
-                self.seed,
-                slug(&self.llm.name),
+                self.writer.temperature,
+                self.writer.seed,
+                slug(&self.writer.llm.name),
                 checkpoint_sha256.get(..8).unwrap_or(checkpoint_sha256)
             ),
         ])
@@ -731,55 +685,49 @@ pub fn eval_generate(cfg: &EvalGenerateConfig) -> Result<EvalGenerateSummary> {
         bail!("--count 0: draw at least one image per class");
     }
     let judge = load_judge(cfg.judge.as_deref())?;
-    let g = Generator::new(
-        &cfg.checkpoint,
-        &cfg.llm,
-        cfg.prompts.as_deref(),
-        cfg.temperature,
-        false,
-    )?;
-    let mc = g.spae.config().clone();
-    let depth = g.depth(cfg.layers)?;
+    let g = Generator::new(&cfg.writer)?;
+    let mc = g.reader.spae.config().clone();
+    let depth = g.reader.depth(cfg.layers)?;
     let side = judge.config().image_size;
     if mc.in_channels != 1 || mc.image_size != side {
         bail!(
             "checkpoint {} draws {}x{}x{} images; the judge reads {side}x{side} gray digits: use \
              a gray MNIST checkpoint",
-            g.checkpoint,
+            g.reader.checkpoint,
             mc.in_channels,
             mc.image_size,
             mc.image_size
         );
     }
     let data = spae_datasets::load_spec("mnist", Split::Train, 1, side)?;
-    let checkpoint_sha256 = cfg.checkpoint.sha256()?;
+    let checkpoint_sha256 = cfg.writer.checkpoint.sha256()?;
     let identity = serde_json::json!({
         "task": "eval-generate",
         "data": "mnist",
         "checkpoint_sha256": checkpoint_sha256,
-        "llm": cfg.llm.name,
-        "template_sha256": sha256_hex(g.templates().source(TEMPLATE)?.as_bytes()),
+        "llm": cfg.writer.llm.name,
+        "template_sha256": sha256_hex(g.reader.templates.source(TEMPLATE)?.as_bytes()),
         "constrained": g.constrained,
         "shots": cfg.shots,
         "count": cfg.count,
         "order": cfg.order,
         "layers": depth,
-        "temperature": cfg.temperature,
-        "seed": cfg.seed,
+        "temperature": cfg.writer.temperature,
+        "seed": cfg.writer.seed,
     });
     let out = cfg
         .out
         .clone()
         .unwrap_or_else(|| cfg.default_out(&checkpoint_sha256));
     let extra = serde_json::json!({
-        "checkpoint": g.checkpoint,
+        "checkpoint": g.reader.checkpoint,
         "judge": cfg.judge.as_ref().map_or(spae_core::judge::BUILTIN_NAME.to_string(), |p| p.display().to_string()),
         "spae_eval_version": env!("CARGO_PKG_VERSION"),
     });
     let mut store: ResultStore<ClassDraws> =
         open_results(&out, &identity, &extra, |r: &ClassDraws| r.class)?;
 
-    let codebook_len = g.spae.codebook().len();
+    let codebook_len = g.reader.spae.codebook().len();
     let classes: Vec<usize> = (0..data.class_names.len()).collect();
     let calls_per_class = (cfg.count * depth) as u64;
     let bar = crate::progress::bar(classes.len() as u64 * calls_per_class, "LLM calls");
@@ -789,11 +737,19 @@ pub fn eval_generate(cfg: &EvalGenerateConfig) -> Result<EvalGenerateSummary> {
     let mut example_sets = Vec::new();
     let mut unknown = (0usize, 0usize);
     let (mut drawn, mut resumed) = (0usize, 0usize);
-    let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed);
+    let mut rng = StdRng::seed_from_u64(cfg.writer.seed ^ 0x5eed);
     for &class in &classes {
         bar.set_message(format!("class {}", data.class_names[class]));
-        let seed = cfg.seed.wrapping_add(class as u64 * 7919);
-        let examples = draw_examples(&g.spae, &data, cfg.shots, depth, seed, cfg.order, class)?;
+        let seed = cfg.writer.seed.wrapping_add(class as u64 * 7919);
+        let examples = draw_examples(
+            &g.reader.spae,
+            &data,
+            cfg.shots,
+            depth,
+            seed,
+            cfg.order,
+            class,
+        )?;
         let example_entries: Vec<Vec<Vec<usize>>> = examples
             .pyramids
             .iter()
@@ -921,8 +877,8 @@ pub fn eval_generate(cfg: &EvalGenerateConfig) -> Result<EvalGenerateSummary> {
         cfg.shots,
         cfg.order.describe(),
         depth,
-        cfg.llm.name,
-        cfg.temperature
+        cfg.writer.llm.name,
+        cfg.writer.temperature
     );
     for r in &rows {
         md.push_str(&format!(
@@ -940,10 +896,10 @@ pub fn eval_generate(cfg: &EvalGenerateConfig) -> Result<EvalGenerateSummary> {
     write_atomic(
         &out.join("eval-generate.json"),
         &serde_json::to_string_pretty(&serde_json::json!({
-            "checkpoint": g.checkpoint,
+            "checkpoint": g.reader.checkpoint,
             "checkpoint_sha256": checkpoint_sha256,
-            "llm": cfg.llm.name, "shots": cfg.shots, "count": cfg.count,
-            "layers": depth, "temperature": cfg.temperature, "seed": cfg.seed, "order": cfg.order,
+            "llm": cfg.writer.llm.name, "shots": cfg.shots, "count": cfg.count,
+            "layers": depth, "temperature": cfg.writer.temperature, "seed": cfg.writer.seed, "order": cfg.order,
             "rows": rows,
         }))?,
     )?;
@@ -1042,7 +998,7 @@ mod tests {
     fn defaults_write_three_layers_under_runs() {
         let eval = EvalGenerateConfig::default();
         assert_eq!(eval.layers, 3);
-        assert_eq!((eval.shots, eval.count, eval.temperature), (50, 10, 0.3));
+        assert_eq!((eval.shots, eval.count, eval.writer.temperature), (50, 10, 0.3));
         assert_eq!(
             eval.default_out("414ea9e04a1f0000"),
             Path::new("runs/eval-generate/mnist-50shot-10each-random-L3-t0.3-seed0-local_gemma3-270m-ckpt414ea9e0")

@@ -24,11 +24,10 @@ use crate::bail;
 use crate::error::{Context, Result};
 use crate::fewshot::words::ImageWords;
 use crate::generate::{
-    entries_as_words, entries_of_words, words_up_to, Generated, Generator, DEFAULT_LAYERS,
+    entries_as_words, entries_of_words, words_up_to, Generated, Generator, WriterConfig,
+    DEFAULT_LAYERS,
 };
-use crate::llm::LlmConfig;
 use crate::store::{default_out, open_results, ResultStore};
-use crate::tokenizer::CheckpointRef;
 use crate::util::{invocation, sha256_hex, slug, write_atomic};
 
 /// The template an image-to-image prompt is rendered from.
@@ -127,15 +126,9 @@ pub struct ImageToImageConfig {
     /// Data, a spec of `spae_datasets::load_spec` (pairs from the training split, queries
     /// from the test split).
     pub data: String,
-    pub checkpoint: CheckpointRef,
-    pub llm: LlmConfig,
-    /// Sampling temperature (0: greedy).
-    pub temperature: f32,
-    pub seed: u64,
-    /// Let a local model write any token, then map its words to entries (as for an API model).
-    pub unconstrained: bool,
-    /// A folder of templates that replace the built-in ones of the same name.
-    pub prompts: Option<PathBuf>,
+    /// The tokenizer and the LLM that write, and how they sample.
+    #[serde(flatten)]
+    pub writer: WriterConfig,
     /// Default: [`ImageToImageConfig::default_out`].
     pub out: Option<PathBuf>,
 }
@@ -149,12 +142,11 @@ impl Default for ImageToImageConfig {
             layers: DEFAULT_LAYERS,
             strength: 0.5,
             data: "mnist".into(),
-            checkpoint: CheckpointRef::or_default(None),
-            llm: LlmConfig::default(),
-            temperature: 0.0,
-            seed: 0,
-            unconstrained: false,
-            prompts: None,
+            // Greedy: the restored image should be the most likely one.
+            writer: WriterConfig {
+                temperature: 0.0,
+                ..WriterConfig::default()
+            },
             out: None,
         }
     }
@@ -173,14 +165,14 @@ impl ImageToImageConfig {
                 self.pairs,
                 self.layers,
                 self.strength,
-                self.temperature,
-                self.seed,
-                if self.unconstrained {
+                self.writer.temperature,
+                self.writer.seed,
+                if self.writer.unconstrained {
                     "-unconstrained"
                 } else {
                     ""
                 },
-                slug(&self.llm.name),
+                slug(&self.writer.llm.name),
                 checkpoint_sha256.get(..8).unwrap_or(checkpoint_sha256)
             ),
         ])
@@ -234,15 +226,9 @@ pub fn image_to_image(cfg: &ImageToImageConfig) -> Result<ImageToImageSummary> {
     if !(cfg.strength > 0.0 && cfg.strength <= 1.0) {
         bail!("--strength {}: expected a value in (0, 1]", cfg.strength);
     }
-    let g = Generator::new(
-        &cfg.checkpoint,
-        &cfg.llm,
-        cfg.prompts.as_deref(),
-        cfg.temperature,
-        cfg.unconstrained,
-    )?;
-    let mc = g.spae.config().clone();
-    let depth = g.depth(cfg.layers)?;
+    let g = Generator::new(&cfg.writer)?;
+    let mc = g.reader.spae.config().clone();
+    let depth = g.reader.depth(cfg.layers)?;
     let (size, channels) = (mc.image_size, mc.in_channels);
     let train = spae_datasets::load_spec(&cfg.data, Split::Train, channels, size)?;
     let test = spae_datasets::load_spec(&cfg.data, Split::Test, channels, size)?;
@@ -261,13 +247,13 @@ pub fn image_to_image(cfg: &ImageToImageConfig) -> Result<ImageToImageSummary> {
         );
     }
     let task = cfg.task;
-    let checkpoint_sha256 = cfg.checkpoint.sha256()?;
+    let checkpoint_sha256 = cfg.writer.checkpoint.sha256()?;
     let identity = serde_json::json!({
-        "task": task.name(), "data": cfg.data, "llm": cfg.llm.name, "checkpoint": g.checkpoint,
+        "task": task.name(), "data": cfg.data, "llm": cfg.writer.llm.name, "checkpoint": g.reader.checkpoint,
         "checkpoint_sha256": checkpoint_sha256,
-        "template_sha256": sha256_hex(g.templates().source(TEMPLATE)?.as_bytes()),
-        "pairs": cfg.pairs, "layers": depth, "strength": cfg.strength, "seed": cfg.seed,
-        "temperature": cfg.temperature, "constrained": !cfg.unconstrained,
+        "template_sha256": sha256_hex(g.reader.templates.source(TEMPLATE)?.as_bytes()),
+        "pairs": cfg.pairs, "layers": depth, "strength": cfg.strength, "seed": cfg.writer.seed,
+        "temperature": cfg.writer.temperature, "constrained": !cfg.writer.unconstrained,
     });
     let out = cfg
         .out
@@ -281,7 +267,7 @@ pub fn image_to_image(cfg: &ImageToImageConfig) -> Result<ImageToImageSummary> {
     )?;
 
     let plane = channels * size * size;
-    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let mut rng = StdRng::seed_from_u64(cfg.writer.seed);
     let queries = index::sample(&mut rng, test.len(), cfg.count).into_vec();
     let bar = crate::progress::bar(cfg.count as u64, "images");
     let mut grid_rows: Vec<Tensor> = Vec::new();
@@ -295,12 +281,12 @@ pub fn image_to_image(cfg: &ImageToImageConfig) -> Result<ImageToImageSummary> {
         query: prompt::image_slot(2 * cfg.pairs),
         prefix: prompt::image_slot(2 * cfg.pairs + 1),
     };
-    let rendered = g.templates().render(TEMPLATE, &rendered_ctx)?;
+    let rendered = g.reader.templates.render(TEMPLATE, &rendered_ctx)?;
     let (mut asked, mut resumed) = (0usize, 0usize);
     for (item, &qi) in queries.iter().enumerate() {
         // Every item draws its own pairs and noise from (seed, item): a resumed run and a
         // fresh one see the same prompts.
-        let mut irng = StdRng::seed_from_u64(crate::util::item_seed(cfg.seed, item));
+        let mut irng = StdRng::seed_from_u64(crate::util::item_seed(cfg.writer.seed, item));
         let picked = index::sample(&mut irng, train.len(), cfg.pairs).into_vec();
         let clean_q: Vec<f32> = test.batch(&[qi], &Device::Cpu)?.flatten_all()?.to_vec1()?;
         let corrupted_q = corrupt(&clean_q, size, task, 1.0, cfg.strength, &mut irng);
@@ -327,12 +313,14 @@ pub fn image_to_image(cfg: &ImageToImageConfig) -> Result<ImageToImageSummary> {
             }
             let shape = (cfg.pairs, channels, size, size);
             let pin = g
+                .reader
                 .spae
                 .tokenize(&Tensor::from_vec(inputs, shape, &Device::Cpu)?, depth)?;
             let pout = g
+                .reader
                 .spae
                 .tokenize(&Tensor::from_vec(clean_p, shape, &Device::Cpu)?, depth)?;
-            let qt = g.spae.tokenize(
+            let qt = g.reader.spae.tokenize(
                 &Tensor::from_vec(corrupted_q.clone(), (1, channels, size, size), &Device::Cpu)?,
                 depth,
             )?;
@@ -344,13 +332,15 @@ pub fn image_to_image(cfg: &ImageToImageConfig) -> Result<ImageToImageSummary> {
                     .zip(&pout)
                     .map(|(a, b)| (words_up_to(a, depth), words_up_to(b, layer + 1)))
                     .collect();
-                let prefix =
-                    entries_as_words(g.spae.codebook(), written.entries.iter().flatten().copied());
+                let prefix = entries_as_words(
+                    g.reader.spae.codebook(),
+                    written.entries.iter().flatten().copied(),
+                );
                 let mut slots: Vec<&ImageWords> =
                     context.iter().flat_map(|(a, b)| [a, b]).collect();
                 slots.push(&query_words);
                 slots.push(&prefix);
-                let seed = crate::util::layer_seed(cfg.seed, item, layer);
+                let seed = crate::util::layer_seed(cfg.writer.seed, item, layer);
                 g.write_layer(
                     &rendered,
                     &slots,
@@ -371,10 +361,13 @@ pub fn image_to_image(cfg: &ImageToImageConfig) -> Result<ImageToImageSummary> {
                 .decode(&[written.entries.clone()])?
                 .flatten_all()?
                 .to_vec1()?;
-            let copy_px: Vec<f32> = g.spae.detokenize(&qt)?.flatten_all()?.to_vec1()?;
+            let copy_px: Vec<f32> = g.reader.spae.detokenize(&qt)?.flatten_all()?.to_vec1()?;
             let clean_t =
                 Tensor::from_vec(clean_q.clone(), (1, channels, size, size), &Device::Cpu)?;
-            let ceiling = g.spae.detokenize(&g.spae.tokenize(&clean_t, depth)?)?;
+            let ceiling = g
+                .reader
+                .spae
+                .detokenize(&g.reader.spae.tokenize(&clean_t, depth)?)?;
             let ceiling_px: Vec<f32> = ceiling.flatten_all()?.to_vec1()?;
             let clip = |v: Vec<f32>| v.into_iter().map(|x| x.clamp(0.0, 1.0)).collect::<Vec<_>>();
             let r = ItemResult {
@@ -395,14 +388,14 @@ pub fn image_to_image(cfg: &ImageToImageConfig) -> Result<ImageToImageSummary> {
         if grid_rows.len() < GRID_ROWS {
             // clean | corrupted | copy | LLM, for the first images.
             let t = |v: Vec<f32>| Tensor::from_vec(v, (1, channels, size, size), &Device::Cpu);
-            let qt = g.spae.tokenize(&t(corrupted_q.clone())?, depth)?;
-            let entries = entries_of_words(g.spae.codebook(), &record.words)
+            let qt = g.reader.spae.tokenize(&t(corrupted_q.clone())?, depth)?;
+            let entries = entries_of_words(g.reader.spae.codebook(), &record.words)
                 .with_context(|| format!("{}: item {item}", store.path().display()))?;
             grid_rows.push(Tensor::cat(
                 &[
                     t(clean_q.clone())?,
                     t(corrupted_q.clone())?,
-                    g.spae.detokenize(&qt)?.clamp(0f32, 1f32)?,
+                    g.reader.spae.detokenize(&qt)?.clamp(0f32, 1f32)?,
                     g.decode(&[entries])?.clamp(0f32, 1f32)?,
                 ],
                 3,
@@ -445,13 +438,13 @@ pub fn image_to_image(cfg: &ImageToImageConfig) -> Result<ImageToImageSummary> {
          (better than the copy on {better} of {count} images). Unknown words: {unknown}; filled at random: {filled}.\n",
         task = task.name(),
         data = cfg.data,
-        llm = cfg.llm.name,
+        llm = cfg.writer.llm.name,
         count = rows.len(),
         pairs = cfg.pairs,
         strength = cfg.strength,
         min = cfg.strength / cfg.pairs as f64,
         words = mc.pyramid.tokens_up_to(depth),
-        ckpt = g.checkpoint,
+        ckpt = g.reader.checkpoint,
         argv = invocation("image-to-image"),
         gain = pllm - pc,
         gain_copy = pllm - pcopy,

@@ -13,6 +13,7 @@ pub mod fewshot;
 pub mod llm;
 pub mod plot;
 pub mod progress;
+pub mod reader;
 pub mod scorer;
 pub mod store;
 pub mod table1;

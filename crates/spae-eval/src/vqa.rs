@@ -20,19 +20,20 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use llm_client::{GenerateParams, LanguageModel, Prompt};
-use prompt::{CaptionContext, CaptionItem, Templates, VqaContext, VqaItem};
+use prompt::{CaptionContext, CaptionItem, VqaContext, VqaItem};
 use rand::rngs::StdRng;
 use rand::seq::index;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use spae_core::{SpaeModel, TokenPyramid};
+use spae_core::SpaeModel;
 use spae_datasets::{EasyVqa, Split, EASY_VQA_COLOURS, EASY_VQA_SHAPES};
 
 use crate::bail;
 use crate::error::{Context, EvalError, Result};
 use crate::fewshot::words::ImageWords;
-use crate::fewshot::{assemble, Scoring};
-use crate::llm::{check_vocabulary, LlmConfig, PromptForm};
+use crate::fewshot::Scoring;
+use crate::llm::LlmConfig;
+use crate::reader::Reader;
 use crate::store::{open_results, ResultStore};
 use crate::task::{TaskKind, TaskSpec};
 use crate::tokenizer::{BuiltIn, CheckpointRef};
@@ -309,65 +310,26 @@ fn all_captions() -> Vec<String> {
     c
 }
 
-/// The tokenizer, the LLM and the templates every prompt is made and asked with.
-struct Reader {
-    spae: SpaeModel,
-    /// How the checkpoint is named in messages and result files.
-    checkpoint: String,
-    llm: Box<dyn LanguageModel>,
-    templates: Templates,
-    form: PromptForm,
-    rt: tokio::runtime::Runtime,
+/// The easy-VQA tokenizer, the LLM and the templates, checked for what VQA needs.
+fn reader(c: &VqaCommonConfig) -> Result<Reader> {
+    let r = Reader::load(&c.checkpoint_ref(), &c.llm, c.prompts.as_deref())?;
+    // The tokenizer must read colour: easy-VQA's images are RGB (resized to the checkpoint's
+    // side).
+    let channels = r.spae.config().in_channels;
+    if channels != 3 {
+        bail!(
+            "checkpoint {} reads gray images ({channels} channel); captioning and VQA \
+             ask about the colours of easy-VQA's RGB images: pass an RGB easy-VQA checkpoint \
+             (the built-in one is used when --checkpoint is not given)",
+            r.checkpoint
+        );
+    }
+    r.depth(c.layers)?;
+    Ok(r)
 }
 
+/// Answers are text, so decoding is never constrained to codebook tokens.
 impl Reader {
-    fn load(c: &VqaCommonConfig) -> Result<Self> {
-        let (spae, checkpoint) = c.checkpoint_ref().load(&Device::Cpu)?;
-        // The tokenizer must read colour: easy-VQA's images are RGB (resized to the
-        // checkpoint's side).
-        let channels = spae.config().in_channels;
-        if channels != 3 {
-            bail!(
-                "checkpoint {checkpoint} reads gray images ({channels} channel); captioning and VQA \
-                 ask about the colours of easy-VQA's RGB images: pass an RGB easy-VQA checkpoint \
-                 (the built-in one is used when --checkpoint is not given)"
-            );
-        }
-        spae.config()
-            .pyramid
-            .check_depth(c.layers)
-            .with_context(|| format!("--layers {}", c.layers))?;
-        let templates = match &c.prompts {
-            Some(dir) => Templates::with_overrides(dir)?,
-            None => Templates::builtin()?,
-        };
-        // Answers are text, so decoding is never constrained to codebook tokens; a local model
-        // reads the image words as their token ids.
-        let form = PromptForm::for_llm(&c.llm, false)?;
-        let llm = c.llm.load()?;
-        if form == PromptForm::Tokens {
-            check_vocabulary(llm.as_ref(), spae.codebook())?;
-        }
-        Ok(Self {
-            spae,
-            checkpoint,
-            llm,
-            templates,
-            form,
-            rt: crate::util::runtime()?,
-        })
-    }
-
-    fn prompt(
-        &self,
-        template: &str,
-        ctx: &impl Serialize,
-        slots: &[&ImageWords],
-    ) -> Result<Prompt> {
-        let rendered = self.templates.render(template, ctx)?;
-        assemble(&rendered, slots, self.form, self.llm.as_ref())
-    }
-
     /// A greedy answer: the text before the first period or newline.
     fn answer_open(&self, prompt: &Prompt, max_tokens: usize) -> Result<String> {
         let params = GenerateParams {
@@ -375,14 +337,14 @@ impl Reader {
             stop: vec!["\n".into(), ".".into()],
             ..GenerateParams::default()
         };
-        let c = self.rt.block_on(self.llm.generate(prompt, &params))?;
+        let c = self.block_on(self.llm.generate(prompt, &params))?;
         Ok(prompt::parse_answer(&c.text))
     }
 
     /// The candidate the model finds most likely after the prompt (each follows a space).
     fn answer_constrained(&self, prompt: &Prompt, candidates: &[String]) -> Result<String> {
         let spaced: Vec<String> = candidates.iter().map(|c| format!(" {c}")).collect();
-        let scores = self.rt.block_on(self.llm.score(prompt, &spaced))?;
+        let scores = self.block_on(self.llm.score(prompt, &spaced))?;
         if scores.len() != candidates.len() {
             bail!(
                 "{} returned {} scores for {} candidate answers",
@@ -406,18 +368,8 @@ impl Reader {
         let p = p
             .first()
             .with_context(|| format!("{}: the tokenizer returned no words", path.display()))?;
-        Ok(words_up_to(p, depth))
+        Ok(ImageWords::of_pyramid(p, depth))
     }
-}
-
-/// The words of the first `layers` layers of `p`, in layer order.
-fn words_up_to(p: &TokenPyramid, layers: usize) -> ImageWords {
-    let (mut words, mut token_ids) = (Vec::new(), Vec::new());
-    for l in p.layers.iter().take(layers) {
-        words.extend(l.words.iter().cloned());
-        token_ids.extend(l.token_ids.iter().copied());
-    }
-    ImageWords { words, token_ids }
 }
 
 /// The words of `images` of `data`, `depth` layers each, in batches.
@@ -431,7 +383,7 @@ fn words_of(
     for chunk in images.chunks(BATCH) {
         let x = data.images.batch(chunk, &Device::Cpu)?;
         for p in spae.tokenize(&x, depth)? {
-            out.push(words_up_to(&p, depth));
+            out.push(ImageWords::of_pyramid(&p, depth));
         }
     }
     Ok(out)
@@ -615,7 +567,7 @@ pub fn caption_each(
     images: &[PathBuf],
     mut each: impl FnMut(&Captioned) -> Result<()>,
 ) -> Result<Vec<Captioned>> {
-    let r = Reader::load(cfg)?;
+    let r = reader(cfg)?;
     let depth = cfg.layers;
     let pool = SupportPool::new(&r.spae, depth)?;
     let mut rng = StdRng::seed_from_u64(cfg.seed);
@@ -646,7 +598,7 @@ pub fn caption(cfg: &VqaCommonConfig, images: &[PathBuf]) -> Result<Vec<Captione
 /// questions of the same form in context: the most likely of easy-VQA's 13 answers, or with
 /// `open` its own words up to the first period.
 pub fn vqa(cfg: &VqaCommonConfig, image: &Path, question: &str, open: bool) -> Result<String> {
-    let r = Reader::load(cfg)?;
+    let r = reader(cfg)?;
     let depth = cfg.layers;
     let pool = SupportPool::new(&r.spae, depth)?;
     let mut rng = StdRng::seed_from_u64(cfg.seed);
@@ -737,7 +689,7 @@ pub fn eval_vqa(cfg: &EvalVqaConfig) -> Result<EvalVqaSummary> {
         .map_err(|e: String| EvalError::msg(format!("--split: {e}")))?;
     let template = cfg.task.template.as_str();
     let c = &cfg.common;
-    let r = Reader::load(c)?;
+    let r = reader(c)?;
     let depth = c.layers;
     let out = match &cfg.out {
         Some(o) => o.clone(),

@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-use spae_core::{Codebook, SpaeModel, VocabFilter};
+use spae_core::{Codebook, SpaeModel, TokenPyramid, VocabFilter};
 
 use super::WordSource;
 use crate::bail;
@@ -27,6 +27,16 @@ pub struct ImageWords {
 impl ImageWords {
     pub fn text(&self) -> String {
         self.words.join(" ")
+    }
+
+    /// The words and token ids of the first `layers` layers of `p`, in layer order.
+    pub fn of_pyramid(p: &TokenPyramid, layers: usize) -> Self {
+        let (mut words, mut token_ids) = (Vec::new(), Vec::new());
+        for l in p.layers.iter().take(layers) {
+            words.extend(l.words.iter().cloned());
+            token_ids.extend(l.token_ids.iter().copied());
+        }
+        ImageWords { words, token_ids }
     }
 }
 
@@ -65,13 +75,7 @@ pub fn image_words(
                 let images = task.load(&ids, cfg.in_channels, cfg.image_size)?;
                 let pyramids = spae.tokenize(&images, depth)?;
                 for ((id, _), p) in chunk.iter().zip(pyramids) {
-                    let words = p.words().map(str::to_string).collect();
-                    let token_ids = p
-                        .layers
-                        .iter()
-                        .flat_map(|l| l.token_ids.iter().copied())
-                        .collect();
-                    out.insert(id.to_string(), ImageWords { words, token_ids });
+                    out.insert(id.to_string(), ImageWords::of_pyramid(&p, depth));
                 }
                 bar.inc(chunk.len() as u64);
             }

@@ -3,10 +3,32 @@
 
 use anyhow::Result;
 use spae_core::JudgeTrainConfig;
-use spae_eval::generate::{self, EvalGenerateConfig, GenerateConfig};
+use spae_eval::generate::{self, EvalGenerateConfig, GenerateConfig, WriterConfig};
 use spae_eval::image2image::{self, ImageToImageConfig};
 
-use crate::cli::{EvalGenerateArgs, GenerateArgs, ImageToImageArgs, TrainJudgeArgs};
+use crate::cli::{
+    ApiArgs, CheckpointArg, EvalGenerateArgs, GenerateArgs, ImageToImageArgs, TrainJudgeArgs,
+};
+
+/// The tokenizer, the LLM and the sampling the three drawing commands share.
+fn writer(
+    ckpt: &CheckpointArg,
+    llm: &str,
+    api: &ApiArgs,
+    temperature: f32,
+    seed: u64,
+    unconstrained: bool,
+    prompts: Option<std::path::PathBuf>,
+) -> WriterConfig {
+    WriterConfig {
+        checkpoint: ckpt.builtin(),
+        llm: api.llm(llm),
+        temperature,
+        seed,
+        unconstrained,
+        prompts,
+    }
+}
 
 pub fn generate(args: GenerateArgs) -> Result<()> {
     let cfg = GenerateConfig {
@@ -15,13 +37,16 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         order: args.order,
         count: args.count,
         layers: args.layers,
+        writer: writer(
+            &args.ckpt,
+            &args.llm,
+            &args.api,
+            args.temperature,
+            args.seed,
+            args.unconstrained,
+            args.prompts,
+        ),
         data: args.data,
-        checkpoint: args.ckpt.builtin(),
-        llm: args.api.llm(&args.llm),
-        temperature: args.temperature,
-        seed: args.seed,
-        unconstrained: args.unconstrained,
-        prompts: args.prompts,
         output: Some(args.output),
     };
     eprintln!("{}", generate::generate(&cfg)?);
@@ -34,12 +59,16 @@ pub fn eval_generate(args: EvalGenerateArgs) -> Result<()> {
         count: args.count,
         order: args.order,
         layers: args.layers,
-        checkpoint: args.ckpt.builtin(),
-        llm: args.api.llm(&args.llm),
-        temperature: args.temperature,
-        seed: args.seed,
+        writer: writer(
+            &args.ckpt,
+            &args.llm,
+            &args.api,
+            args.temperature,
+            args.seed,
+            false,
+            args.prompts,
+        ),
         judge: args.judge,
-        prompts: args.prompts,
         out: args.out,
     };
     println!("{}", generate::eval_generate(&cfg)?.markdown);
@@ -54,12 +83,15 @@ pub fn image_to_image(args: ImageToImageArgs) -> Result<()> {
         layers: args.layers,
         strength: args.strength,
         data: args.data,
-        checkpoint: args.ckpt.builtin(),
-        llm: args.api.llm(&args.llm),
-        temperature: args.temperature,
-        seed: args.seed,
-        unconstrained: args.unconstrained,
-        prompts: args.prompts,
+        writer: writer(
+            &args.ckpt,
+            &args.llm,
+            &args.api,
+            args.temperature,
+            args.seed,
+            args.unconstrained,
+            args.prompts,
+        ),
         out: args.out,
     };
     let s = image2image::image_to_image(&cfg)?;
