@@ -8,7 +8,7 @@ mod filter;
 mod project;
 mod source;
 
-pub use filter::{VocabFilter, WordMarker};
+pub use filter::{Dictionary, VocabFilter, WordMarker};
 pub use project::Projection;
 
 use std::collections::HashMap;

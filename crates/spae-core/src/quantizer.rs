@@ -36,9 +36,15 @@ pub fn sq_distances(queries: &Tensor, codebook: &Codebook) -> Result<Tensor> {
     Ok(d)
 }
 
-/// Query rows per block of the nearest-neighbour search: the (rows x V) score block stays in
-/// cache-friendly sizes instead of one (N x V) matrix for a whole batch.
-const SEARCH_BLOCK: usize = 1024;
+/// Scores per block of the nearest-neighbour search (16 MiB of f32): the (rows x V) score
+/// block stays in cache-friendly sizes instead of one (N x V) matrix for a whole batch, for a
+/// codebook of 4,096 entries (1,024 rows a block) as for one of 30,732 (136 rows).
+const SEARCH_BLOCK_SCORES: usize = 1 << 22;
+
+/// Query rows per block for a codebook of `v` entries.
+fn search_block(v: usize) -> usize {
+    (SEARCH_BLOCK_SCORES / v.max(1)).clamp(64, 1024)
+}
 
 /// Index of the nearest codebook entry for each query row: (N, d) -> (N,) u32.
 pub fn nearest(queries: &Tensor, codebook: &Codebook) -> Result<Tensor> {
@@ -47,8 +53,9 @@ pub fn nearest(queries: &Tensor, codebook: &Codebook) -> Result<Tensor> {
         return Ok(search_scores(queries, codebook)?.argmin(1)?);
     }
     let mut out = Vec::with_capacity(n);
-    for start in (0..n).step_by(SEARCH_BLOCK) {
-        let rows = SEARCH_BLOCK.min(n - start);
+    let block = search_block(codebook.len());
+    for start in (0..n).step_by(block) {
+        let rows = block.min(n - start);
         let scores = search_scores(&queries.narrow(0, start, rows)?, codebook)?;
         argmin_rows_cpu(&scores, &mut out)?;
     }

@@ -55,14 +55,12 @@ fn brute_nearest(q: &[f32], rows: &[Vec<f32>]) -> usize {
         .unwrap()
 }
 
-#[test]
-fn batched_nearest_equals_brute_force() {
-    let mut rng = StdRng::seed_from_u64(1);
-    let cb = codebook(&mut rng, 500, 16);
+/// `nearest`'s answer for every query is the brute-force nearest entry, up to near-ties.
+fn assert_nearest_is_brute_force(q: &Tensor, cb: &Codebook) {
     let rows: Vec<Vec<f32>> = cb.embeddings().to_vec2().unwrap();
-    let q = Tensor::from_vec(random(&mut rng, 64 * 16, 1.5), (64, 16), &Device::Cpu).unwrap();
-    let got: Vec<u32> = nearest(&q, &cb).unwrap().to_vec1().unwrap();
+    let got: Vec<u32> = nearest(q, cb).unwrap().to_vec1().unwrap();
     let qs: Vec<Vec<f32>> = q.to_vec2().unwrap();
+    assert_eq!(got.len(), qs.len());
     for (i, qi) in qs.iter().enumerate() {
         // The same entry, unless the two are a near-tie: exactly closer by less than the two
         // distances' roundoff in both computations, where either may win on some CPU.
@@ -73,6 +71,27 @@ fn batched_nearest_equals_brute_force() {
             assert!(gap <= tie as f64, "query {i}: {g} vs {b}, {gap} apart");
         }
     }
+}
+
+#[test]
+fn large_codebook_search_spans_blocks() {
+    // 30,000 entries: the search takes the queries in blocks of 139 rows, so 400 queries
+    // cross two block boundaries and end in a partial block.
+    let mut rng = StdRng::seed_from_u64(7);
+    let cb = codebook(&mut rng, 30_000, 16);
+    let q = Tensor::from_vec(random(&mut rng, 400 * 16, 1.5), (400, 16), &Device::Cpu).unwrap();
+    assert_nearest_is_brute_force(&q, &cb);
+}
+
+#[test]
+fn batched_nearest_equals_brute_force() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let cb = codebook(&mut rng, 500, 16);
+    let rows: Vec<Vec<f32>> = cb.embeddings().to_vec2().unwrap();
+    let q = Tensor::from_vec(random(&mut rng, 64 * 16, 1.5), (64, 16), &Device::Cpu).unwrap();
+    assert_nearest_is_brute_force(&q, &cb);
+    let got: Vec<u32> = nearest(&q, &cb).unwrap().to_vec1().unwrap();
+    let qs: Vec<Vec<f32>> = q.to_vec2().unwrap();
     let (idx, dist) = top_k(&q, &cb, 5).unwrap();
     let idx: Vec<Vec<u32>> = idx.to_vec2().unwrap();
     let dist: Vec<Vec<f32>> = dist.to_vec2().unwrap();

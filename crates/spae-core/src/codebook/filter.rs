@@ -2,6 +2,7 @@
 //! paper, Sec. 3.1); the filter itself is **(ours)**.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +70,67 @@ pub struct VocabFilter {
     /// they are not among the most frequent **(ours)**. They still pass the per-entry rules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub include: Vec<String>,
+    /// Keep only words of this word list **(ours)**: a frequent-first vocabulary also holds
+    /// fragments that pass the other rules ("dri", "giv", "swe"), which spend codebook entries
+    /// on strings that mean nothing to a reader. `include` words are exempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dictionary: Option<Dictionary>,
 }
+
+/// A word list, such as Debian's `wamerican`: one word per line. Only lines of ASCII letters
+/// count (possessives like "cat's" are dropped), compared lowercase.
+///
+/// Checkpoints record its name and size; the words themselves are not stored (the codebook's
+/// entries are).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Dictionary {
+    /// Where the list came from (a catalog name or a file).
+    pub name: String,
+    /// Distinct lowercase words in it.
+    pub words: usize,
+    #[serde(skip)]
+    set: Arc<HashSet<String>>,
+}
+
+impl Dictionary {
+    /// The words of `text`, one per line, called `name`.
+    pub fn from_text(name: impl Into<String>, text: &str) -> Self {
+        let set: HashSet<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphabetic()))
+            .map(str::to_ascii_lowercase)
+            .collect();
+        Self {
+            name: name.into(),
+            words: set.len(),
+            set: Arc::new(set),
+        }
+    }
+
+    /// Whether `word` is in the list, ignoring case.
+    pub fn contains(&self, word: &str) -> bool {
+        self.set.contains(&word.to_lowercase())
+    }
+}
+
+impl std::fmt::Debug for Dictionary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dictionary")
+            .field("name", &self.name)
+            .field("words", &self.words)
+            .finish()
+    }
+}
+
+/// Two lists are the same list when their name and size agree (a checkpoint read back has no
+/// words).
+impl PartialEq for Dictionary {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.words == other.words
+    }
+}
+impl Eq for Dictionary {}
 
 impl Default for VocabFilter {
     fn default() -> Self {
@@ -81,6 +142,7 @@ impl Default for VocabFilter {
             dedupe_case_insensitive: true,
             max_entries: None,
             include: Vec::new(),
+            dictionary: None,
         }
     }
 }
@@ -125,6 +187,11 @@ impl VocabFilter {
             }
             if !is_normal(id) || !self.accepts(piece, marker) {
                 continue;
+            }
+            if let Some(d) = &self.dictionary {
+                if !d.contains(marker.strip(piece)) {
+                    continue;
+                }
             }
             if self.dedupe_case_insensitive && !seen.insert(marker.strip(piece).to_lowercase()) {
                 continue;
@@ -262,6 +329,36 @@ mod tests {
             ..f
         };
         assert_eq!(g.select(&pieces, sp, |_| true), vec![0, 1]);
+    }
+
+    #[test]
+    fn dictionary_keeps_listed_words_and_includes() {
+        let pieces: Vec<String> = [
+            "\u{2581}the",
+            "\u{2581}dri",
+            "\u{2581}Dog",
+            "\u{2581}giv",
+            "\u{2581}emu",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let dict = Dictionary::from_text("test", "The\ndog\ndog's\ncat\n\n");
+        assert_eq!(
+            dict.words, 3,
+            "the, dog, cat; the possessive and the blank line are not words"
+        );
+        let f = VocabFilter {
+            dictionary: Some(dict),
+            include: vec!["emu".into()],
+            ..VocabFilter::default()
+        };
+        let sp = WordMarker::SentencePiece;
+        // "dri" and "giv" are not in the list; "Dog" matches "dog"; "emu" is included by name.
+        assert_eq!(f.select(&pieces, sp, |_| true), vec![0, 2, 4]);
+        // A filter read back from a checkpoint has the name and size, not the words.
+        let back: VocabFilter = serde_json::from_str(&f.to_string()).unwrap();
+        assert_eq!(back, f);
     }
 
     #[test]
