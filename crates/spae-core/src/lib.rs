@@ -20,9 +20,10 @@ pub mod pyramid;
 pub mod quantizer;
 pub mod scorer;
 mod spae;
+pub mod torch_pth;
 pub mod train;
 
-pub use codebook::{Codebook, CodebookInfo, VocabFilter, WordMarker};
+pub use codebook::{Codebook, CodebookInfo, Dictionary, VocabFilter, WordMarker};
 pub(crate) use error::io_err;
 pub use error::{Result, SpaeError};
 pub use images::LabeledPixels;

@@ -166,4 +166,13 @@ impl ImageTextModel for ClipScorer {
     fn text_model_id(&self) -> String {
         self.id.clone()
     }
+
+    /// CLIP's prompt ("a photo of a {}") and its learned logit scale at the end of training
+    /// (100, the cap of Radford et al. 2021).
+    fn zero_shot(&self) -> super::ZeroShotQuery {
+        super::ZeroShotQuery {
+            captions: super::tower::Captions::Labels,
+            logit_scale: 100.0,
+        }
+    }
 }

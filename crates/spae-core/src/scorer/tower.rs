@@ -223,6 +223,12 @@ impl ImageTextModel for TowerScorer {
     fn text_model_id(&self) -> String {
         self.tower.cfg.text_model.clone()
     }
+    fn zero_shot(&self) -> super::ZeroShotQuery {
+        super::ZeroShotQuery {
+            captions: self.tower.cfg.captions,
+            logit_scale: self.tower.cfg.logit_scale,
+        }
+    }
 }
 
 /// Contrastive training of an [`ImageTower`] against fixed caption embeddings.

@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::text::SentenceEncoder;
-use super::tower::{Captions, ImageTower, TowerConfig, TowerScorer, TowerStep, TowerTrainer};
+use super::tower::{Captions, ImageTower, TowerConfig, TowerStep, TowerTrainer};
 use super::{CodebookScorer, ImageTextModel, SemanticScorer};
 use crate::{Codebook, LabeledPixels, Result};
 
@@ -203,8 +203,8 @@ pub fn zero_shot_top_k(
 ///
 /// Computed the first time training draws an image, then kept: a run of a few hundred steps
 /// scores the images it sees instead of the whole set up front (120,000 images took minutes).
-pub struct ImageTargets<'a> {
-    scorer: &'a CodebookScorer<TowerScorer>,
+pub struct ImageTargets<'a, M> {
+    scorer: &'a CodebookScorer<M>,
     /// (C, D) zero-shot caption embeddings of the set's classes.
     text: Tensor,
     scale: f64,
@@ -214,21 +214,18 @@ pub struct ImageTargets<'a> {
     rows: std::collections::HashMap<usize, (Vec<u32>, Vec<f32>, f32)>,
 }
 
-impl<'a> ImageTargets<'a> {
+impl<'a, M: ImageTextModel> ImageTargets<'a, M> {
     pub fn new(
-        scorer: &'a CodebookScorer<TowerScorer>,
+        scorer: &'a CodebookScorer<M>,
         class_names: &[String],
         k: usize,
         temperature: f64,
     ) -> Result<Self> {
+        let query = scorer.model().zero_shot();
         Ok(Self {
             scorer,
-            text: zero_shot_captions(
-                scorer.model(),
-                class_names,
-                scorer.model().tower.config().captions,
-            )?,
-            scale: scorer.model().tower.config().logit_scale,
+            text: zero_shot_captions(scorer.model(), class_names, query.captions)?,
+            scale: query.logit_scale,
             k,
             temperature,
             rows: Default::default(),
@@ -301,8 +298,8 @@ fn candle_nn_softmax(x: &Tensor) -> Result<Tensor> {
 pub type ClassWords = (String, Vec<String>, Vec<u32>);
 
 /// The `n` codebook words most relevant to the mean image embedding of each class.
-pub fn class_top_words(
-    scorer: &CodebookScorer<TowerScorer>,
+pub fn class_top_words<M: ImageTextModel>(
+    scorer: &CodebookScorer<M>,
     codebook: &Codebook,
     data: &LabeledPixels,
     class_names: &[String],
