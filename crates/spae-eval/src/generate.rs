@@ -998,7 +998,10 @@ mod tests {
     fn defaults_write_three_layers_under_runs() {
         let eval = EvalGenerateConfig::default();
         assert_eq!(eval.layers, 3);
-        assert_eq!((eval.shots, eval.count, eval.writer.temperature), (50, 10, 0.3));
+        assert_eq!(
+            (eval.shots, eval.count, eval.writer.temperature),
+            (50, 10, 0.3)
+        );
         assert_eq!(
             eval.default_out("414ea9e04a1f0000"),
             Path::new("runs/eval-generate/mnist-50shot-10each-random-L3-t0.3-seed0-local_gemma3-270m-ckpt414ea9e0")

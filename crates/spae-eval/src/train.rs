@@ -66,6 +66,16 @@ pub struct TrainRunConfig {
     pub init: Option<PathBuf>,
     pub freeze_encoder: bool,
     pub grow: GrowConfig,
+    /// Add the words of the training data's class names to a new model's codebook (those the
+    /// vocabulary has as whole-word entries), like `include_words`: the first layers can
+    /// then name what the images show. Only the training split's names are read, so held-out
+    /// concepts never choose the codebook.
+    #[serde(default)]
+    pub include_class_words: bool,
+    /// Side of the images the scorer reads (the training set loaded again at this side), when
+    /// it is not the model's: a teacher that sees more pixels than the tokenizer.
+    #[serde(default)]
+    pub scorer_image_size: Option<usize>,
 }
 
 impl Default for TrainRunConfig {
@@ -90,6 +100,8 @@ impl Default for TrainRunConfig {
             init: None,
             freeze_encoder: false,
             grow: GrowConfig::default(),
+            include_class_words: false,
+            scorer_image_size: None,
         }
     }
 }
@@ -130,6 +142,33 @@ fn grow(model: SpaeModel, g: &GrowConfig) -> Result<SpaeModel> {
         "model grown; it starts out decoding every token pyramid as before"
     );
     Ok(grown)
+}
+
+/// The words of `class_names` ("police car": police, car) added to `arch`'s `include_words`,
+/// each once, where the vocabulary has it as a whole-word entry; the others are logged.
+pub fn include_class_words(arch: &mut ArchConfig, class_names: &[String]) -> Result<()> {
+    let mut words: Vec<String> = Vec::new();
+    for name in class_names {
+        for w in name.split(|c: char| !c.is_ascii_alphabetic()) {
+            let w = w.to_ascii_lowercase();
+            if w.len() >= arch.vocab.min_len.max(1) && !words.contains(&w) {
+                words.push(w);
+            }
+        }
+    }
+    let (have, missing) = arch.vocab.whole_words(&words)?;
+    tracing::info!(
+        included = have.len(),
+        missing = missing.len(),
+        "class-name words in the codebook; without a whole-word entry: {}",
+        missing.join(", ")
+    );
+    for w in have {
+        if !arch.vocab.include_words.contains(&w) {
+            arch.vocab.include_words.push(w);
+        }
+    }
+    Ok(())
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -184,7 +223,14 @@ pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
             SpaeModel::load(init, device).with_context(|| format!("--init {}", init.display()))?;
         (grow(model, &args.grow)?, 0)
     } else {
-        let model = crate::tokenizer::build(&args.arch, device)?;
+        let mut arch = args.arch.clone();
+        if args.include_class_words {
+            let names =
+                spae_datasets::load_spec(&args.data, Split::Train, arch.channels, arch.image_size)?
+                    .class_names;
+            include_class_words(&mut arch, &names)?;
+        }
+        let model = crate::tokenizer::build(&arch, device)?;
         (grow(model, &args.grow)?, 0)
     };
     let mc = model.config().clone();
@@ -215,11 +261,28 @@ pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
     let scorer = match &cfg.semantic {
         None => None,
         Some(_) => Some(
-            crate::scorer::load_scorer(&args.scorer, model.codebook())
+            crate::scorer::load_scorer(&args.scorer, model.codebook(), &args.data)
                 .with_context(|| format!("--scorer {}", args.scorer))?,
         ),
     };
-    let pixels = data.labeled_pixels()?;
+    // The scorer's view of the same images, in the same order.
+    let seen = match args.scorer_image_size {
+        Some(side) if side != mc.image_size && scorer.is_some() => {
+            let seen = spae_datasets::load_spec(&args.data, Split::Train, mc.in_channels, side)?;
+            if seen.len() != data.len() {
+                bail!(
+                    "--scorer-image-size {side}: {} has {} images at that size, {} at {}",
+                    args.data,
+                    seen.len(),
+                    data.len(),
+                    mc.image_size
+                );
+            }
+            Some(seen)
+        }
+        _ => None,
+    };
+    let pixels = seen.as_ref().unwrap_or(&data).labeled_pixels()?;
     let mut targets = match &scorer {
         Some(s) => Some(spae_core::scorer::training::ImageTargets::new(
             s,

@@ -199,6 +199,10 @@ pub struct VocabSpec {
     /// must be a single whole-word token of the vocabulary.
     #[arg(long, value_delimiter = ',')]
     pub include_words: Vec<String>,
+    /// Keep only words of this word list: `wamerican` (Debian's American English list,
+    /// fetched on first use) or a file with one word per line. --include-words are exempt.
+    #[arg(long)]
+    pub dictionary: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -305,6 +309,14 @@ pub struct TrainArgs {
     /// (or the run being resumed); reconstruction is the only loss.
     #[arg(long)]
     pub freeze_encoder: bool,
+    /// Add the words of the training data's class names (training split only) to a new
+    /// model's codebook, where the vocabulary has them as whole words.
+    #[arg(long, conflicts_with_all = ["init", "resume"])]
+    pub include_class_words: bool,
+    /// Side of the images the scorer reads, when not --image-size: the training set is
+    /// loaded again at this side for it (e.g. 64 for a teacher that reads emoji at 64x64).
+    #[arg(long)]
+    pub scorer_image_size: Option<usize>,
     /// Grow the model (from --init, or the new one) before training; every token pyramid
     /// still decodes as before at the start, and the words of its layers stay the same.
     #[command(flatten)]
@@ -343,8 +355,8 @@ pub enum Format {
 
 #[derive(Debug, Args, Clone)]
 pub struct CheckpointArg {
-    /// Tokenizer checkpoint (default: $SPAE_CHECKPOINT, else the one built in: MNIST +
-    /// Fashion-MNIST, Gemma 3 vocabulary).
+    /// Tokenizer checkpoint (default: $SPAE_CHECKPOINT, else a built-in one: the task's
+    /// `tokenizer` for `run` and `table1`, otherwise MNIST + Fashion-MNIST, Gemma 3 vocabulary).
     #[arg(long, env = "SPAE_CHECKPOINT")]
     pub checkpoint: Option<PathBuf>,
 }

@@ -336,6 +336,8 @@ fn table1_fills_the_grid_and_a_rerun_is_served_from_results() {
             .unwrap_or_else(|| panic!("no row {row} in\n{md}"));
         // name, words per image, 7 cells, average.
         assert_eq!(line.matches('|').count(), 11, "{line}");
+        // Every cell carries its 95% interval.
+        assert_eq!(line.matches(" [").count(), 7, "{line}");
     }
     assert!(
         md.contains("## Constrained") && md.contains("## Open-ended"),

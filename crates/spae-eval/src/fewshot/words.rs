@@ -164,6 +164,8 @@ fn raw_rows(codebook: &Codebook) -> Result<Option<std::sync::Arc<RawRows>>> {
         max_entries: None,
         max_token_id: None,
         include: Vec::new(),
+        // A filter read back from a checkpoint names its word list but holds no words.
+        dictionary: None,
         ..codebook.info().filter.clone()
     };
     let words = Codebook::from_gguf(&path, &filter, &Device::Cpu)?;
@@ -214,6 +216,7 @@ fn class_anchor(table: &Codebook, gguf: Option<&Path>, parts: &[String]) -> Resu
             dedupe_case_insensitive: false,
             max_entries: None,
             include: Vec::new(),
+            dictionary: None,
         };
         let all = Codebook::from_gguf(path, &pieces, &Device::Cpu)?;
         let index: HashMap<&str, usize> = all

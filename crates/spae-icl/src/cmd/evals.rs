@@ -20,7 +20,7 @@ pub fn eval_tokenizer(args: EvalTokenizerArgs) -> Result<()> {
     let scorer = match args.scorer.as_str() {
         "none" => None,
         p => Some(
-            spae_eval::scorer::load_scorer(p, model.codebook())
+            spae_eval::scorer::load_scorer(p, model.codebook(), &args.data)
                 .with_context(|| format!("--scorer {p}"))?,
         ),
     };

@@ -26,6 +26,7 @@ impl VocabSpec {
             min_len: self.min_len,
             keep_case_duplicates: self.keep_case_duplicates,
             include_words: self.include_words.clone(),
+            dictionary: self.dictionary.clone(),
         }
     }
 }
@@ -138,6 +139,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
         init: args.init,
         freeze_encoder: args.freeze_encoder,
         grow: args.grow.config(),
+        include_class_words: args.include_class_words,
+        scorer_image_size: args.scorer_image_size,
     };
     let ckpt = spae_eval::train::train(&cfg, &crate::device(&args.device)?)?;
     eprintln!("wrote {}", ckpt.display());
