@@ -17,12 +17,12 @@ table1 episodes="20":
         --out eval/results/table1-fashion-mnist-gemma3-270m
 
 # Open-vocabulary emoji (unseen test concepts, support and query in different drawing styles),
-# induction 1 shot, 2- and 5-way, `episodes` per cell: SPAE 2 and 3 layers (built-in checkpoint),
-# oracle and random words of its codebook.
-table1-emoji episodes="100":
+# induction 1 shot, 2- and 5-way, `episodes` per cell: SPAE 2 and 3 layers (the task's built-in emoji
+# tokenizer unless CHECKPOINT is given), oracle and random words of its codebook.
+table1-emoji episodes="100" checkpoint="" out="eval/results/table1-emoji-gemma3-270m":
     cargo run --release --bin spae-icl -- table1 --task emoji --columns 1 --ways 2,5 \
         --episodes {{episodes}} --scoring open,constrained,calibrated \
-        --out eval/results/table1-emoji-gemma3-270m
+        {{ if checkpoint == "" { "" } else { "--checkpoint " + checkpoint } }} --out {{out}}
 
 # The emoji scorer (shipped as checkpoints/scorer-minilm-emoji.safetensors): the tower trained on
 # the train concepts' names against the frozen MiniLM, scored zero-shot on the val concepts (which
@@ -35,6 +35,27 @@ scorer-emoji steps="600":
         --data emoji-val --image-size 32 --channels 3 --words 8 > eval/results/scorer-emoji/report-val.jsonl
     cargo run --release --bin spae-icl -- scorer-report --scorer runs/scorer-emoji.safetensors \
         --data emoji --image-size 32 --channels 3 --words 8 > eval/results/scorer-emoji/report.jsonl
+
+# The emoji tokenizer's teacher beside its members: ConSE over MobileNetV2's ImageNet classes
+# (`conse`), and the shipped emoji tower and ConSE together, both reading 64x64 images.
+scorer-emoji-teachers:
+    mkdir -p eval/results/scorer-emoji
+    cargo run --release --bin spae-icl -- scorer-report --scorer checkpoints/scorer-minilm-emoji.safetensors@32+conse \
+        --data emoji-val --image-size 64 --channels 3 --words 8 > eval/results/scorer-emoji/report-val-ensemble.jsonl
+    cargo run --release --bin spae-icl -- scorer-report --scorer checkpoints/scorer-minilm-emoji.safetensors@32+conse \
+        --data emoji --image-size 64 --channels 3 --words 8 > eval/results/scorer-emoji/report-ensemble.jsonl
+    cargo run --release --bin spae-icl -- scorer-report --scorer conse \
+        --data emoji --image-size 64 --channels 3 --words 8 > eval/results/scorer-emoji/report-conse.jsonl
+
+# Retrain the emoji tokenizer (built in as checkpoints/spae-gemma3-emoji.safetensors): the train
+# concepts at 32x32 RGB, every dictionary word of Gemma 3 plus the train names' words, taught by
+# the emoji tower and ConSE together.
+train-emoji:
+    cargo run --release --bin spae-icl -- train --data emoji --image-size 32 --channels 3 --project-dim 64 \
+        --max-entries 0 --dictionary wamerican --include-class-words \
+        --scorer checkpoints/scorer-minilm-emoji.safetensors@32+conse --scorer-image-size 64 \
+        --semantic-weight 0.5 --steps 1500 --batch-size 32 --lr 1e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 \
+        --out runs/spae-emoji
 
 # Reconstruction and relevance per pyramid depth: the shipped SPAE and LQAE-style checkpoints.
 table-tokenizer:

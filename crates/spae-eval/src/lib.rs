@@ -11,6 +11,7 @@ pub mod ablations;
 pub mod error;
 pub mod fewshot;
 pub mod llm;
+pub mod naming;
 pub mod plot;
 pub mod progress;
 pub mod reader;

@@ -46,6 +46,10 @@ const BUILTIN: &[(&str, &str)] = &[
     ("frozen", include_str!("../../../tasks/frozen.toml")),
     ("emoji", include_str!("../../../tasks/emoji.toml")),
     (
+        "emoji-caption",
+        include_str!("../../../tasks/emoji-caption.toml"),
+    ),
+    (
         "easy-vqa-caption",
         include_str!("../../../tasks/easy-vqa-caption.toml"),
     ),
@@ -62,7 +66,8 @@ pub enum TaskKind {
     /// Few-shot classification in Frozen's episodes (`spae-icl run`, `table1`).
     #[default]
     Classification,
-    /// Captions of easy-VQA images in context (`eval-vqa --task caption`).
+    /// Captions in context (`eval-vqa --task caption`: easy-VQA; `--task emoji-caption`: the
+    /// names of unseen emoji concepts).
     Caption,
     /// One-word answers to questions about easy-VQA images (`eval-vqa --task vqa`).
     Vqa,
@@ -145,6 +150,10 @@ pub struct TaskSpec {
     /// `emoji`), so that matching pixels of one style does not help.
     #[serde(default)]
     pub support_from_other_styles: bool,
+    /// The built-in tokenizer the task reads images with unless `--checkpoint` names one
+    /// (`mnist-fashion` when absent).
+    #[serde(default)]
+    pub tokenizer: Option<crate::tokenizer::BuiltIn>,
     /// Where the file was read from (`None`: built in); relative paths in `data` start there.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -431,12 +440,13 @@ mod tests {
         );
     }
 
-    /// The emoji task's episodes: unseen test concepts, gray at the built-in checkpoint's
-    /// 28x28, and no support image in the query's drawing style.
+    /// The emoji task's episodes: unseen test concepts (read here at 28x28 gray), and no
+    /// support image in the query's drawing style.
     #[test]
     fn emoji_episodes_keep_the_query_style_out_of_the_support_set() {
         let spec = TaskSpec::resolve("emoji").unwrap();
         assert!(spec.support_from_other_styles);
+        assert_eq!(spec.tokenizer, Some(crate::tokenizer::BuiltIn::Emoji));
         let cfg = EpisodeConfig {
             way: 5,
             shots: 2,

@@ -7,7 +7,8 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use spae_assets::AssetCache;
 use spae_core::{
-    Codebook, ModelConfig, PyramidConfig, QuantizerKind, SpaeModel, TokenPyramid, VocabFilter,
+    Codebook, Dictionary, ModelConfig, PyramidConfig, QuantizerKind, SpaeModel, TokenPyramid,
+    VocabFilter,
 };
 
 use crate::bail;
@@ -47,6 +48,10 @@ pub struct VocabConfig {
     pub keep_case_duplicates: bool,
     /// Words kept beyond `max_entries`, each a single whole-word token of the vocabulary.
     pub include_words: Vec<String>,
+    /// Keep only words of this word list: a catalog name (`wamerican`) or a file with one
+    /// word per line.
+    #[serde(default)]
+    pub dictionary: Option<String>,
 }
 
 impl Default for VocabConfig {
@@ -58,24 +63,68 @@ impl Default for VocabConfig {
             min_len: 2,
             keep_case_duplicates: false,
             include_words: Vec::new(),
+            dictionary: None,
         }
     }
 }
 
+/// The word list `spec` names: a catalog asset (fetched on first use) or a file.
+pub fn load_dictionary(spec: &str) -> Result<Dictionary> {
+    let path = if spae_assets::find(spec).is_ok() {
+        AssetCache::from_env().fetch_named(spec)?
+    } else {
+        PathBuf::from(spec)
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("--dictionary {spec}: {}", path.display()))?;
+    let dict = Dictionary::from_text(spec, &text);
+    if dict.words == 0 {
+        bail!(
+            "--dictionary {spec}: {} has no line of ASCII letters (expected one word per line)",
+            path.display()
+        );
+    }
+    Ok(dict)
+}
+
 impl VocabConfig {
-    pub fn filter(&self) -> VocabFilter {
-        VocabFilter {
+    /// The filter, with its word list read if one is named.
+    pub fn filter(&self) -> Result<VocabFilter> {
+        Ok(VocabFilter {
             min_len: self.min_len,
             max_token_id: self.max_token_id,
             max_entries: self.max_entries,
             dedupe_case_insensitive: !self.keep_case_duplicates,
             include: self.include_words.clone(),
+            dictionary: self
+                .dictionary
+                .as_deref()
+                .map(load_dictionary)
+                .transpose()?,
             ..VocabFilter::default()
+        })
+    }
+
+    /// Which of `words` the vocabulary has as whole-word entries passing this config's
+    /// per-entry rules (the dictionary aside), and which it has not: the words an
+    /// `include_words` list can hold.
+    pub fn whole_words(&self, words: &[String]) -> Result<(Vec<String>, Vec<String>)> {
+        let all = VocabConfig {
+            max_entries: None,
+            max_token_id: None,
+            include_words: Vec::new(),
+            dictionary: None,
+            ..self.clone()
         }
+        .load(&Device::Cpu)?;
+        Ok(words
+            .iter()
+            .cloned()
+            .partition(|w| all.index_of_word(w).is_some()))
     }
 
     pub fn load(&self, device: &Device) -> Result<Codebook> {
-        let filter = self.filter();
+        let filter = self.filter()?;
         let cb = match VocabSource::parse(&self.vocab)? {
             VocabSource::Catalog(name) => {
                 let path = AssetCache::from_env().fetch_named(&name)?;
@@ -87,6 +136,7 @@ impl VocabConfig {
         tracing::info!(
             entries = cb.len(),
             dim = cb.dim(),
+            dictionary = ?filter.dictionary,
             "codebook from {}",
             self.vocab
         );
@@ -193,17 +243,22 @@ pub enum BuiltIn {
     MnistFashion,
     /// easy-VQA at 32x32 RGB (its 64x64 images resized): the default of captioning and VQA.
     EasyVqa,
+    /// Emoji train concepts at 32x32 RGB, the dictionary-filtered Gemma 3 vocabulary (30,738
+    /// entries): the default of the `emoji` task.
+    Emoji,
 }
 
 const MNIST_FASHION: &[u8] =
     include_bytes!("../../../checkpoints/spae-gemma3-mnist-fashion.safetensors");
 const EASY_VQA: &[u8] = include_bytes!("../../../checkpoints/spae-gemma3-easy-vqa.safetensors");
+const EMOJI: &[u8] = include_bytes!("../../../checkpoints/spae-gemma3-emoji.safetensors");
 
 impl BuiltIn {
     pub fn bytes(self) -> &'static [u8] {
         match self {
             BuiltIn::MnistFashion => MNIST_FASHION,
             BuiltIn::EasyVqa => EASY_VQA,
+            BuiltIn::Emoji => EMOJI,
         }
     }
 
@@ -212,6 +267,7 @@ impl BuiltIn {
         match self {
             BuiltIn::MnistFashion => "<built-in spae-gemma3-mnist-fashion>",
             BuiltIn::EasyVqa => "<built-in spae-gemma3-easy-vqa>",
+            BuiltIn::Emoji => "<built-in spae-gemma3-emoji>",
         }
     }
 }
@@ -332,5 +388,64 @@ mod tests {
             VocabSource::HfDir("/d".into())
         );
         assert!(VocabSource::parse("llama-9000").is_err());
+    }
+
+    /// The dictionary drops fragments and keeps words; class words join a capped codebook
+    /// where Gemma 3 has them as whole words, and the rest are reported, not invented.
+    #[test]
+    fn dictionary_and_class_words_on_gemma3() {
+        let plain = VocabConfig {
+            max_entries: Some(4_096),
+            ..VocabConfig::default()
+        };
+        let cb = plain.load(&Device::Cpu).unwrap();
+        // Fragments among the 4,096 most frequent filtered words (seen in real codes).
+        for w in ["dri", "giv", "swe", "trad"] {
+            assert!(
+                cb.index_of_word(w).is_some(),
+                "{w} is not a fragment of the plain codebook"
+            );
+        }
+        let dict = VocabConfig {
+            dictionary: Some("wamerican".into()),
+            ..plain.clone()
+        };
+        let cb = dict.load(&Device::Cpu).unwrap();
+        assert_eq!(cb.len(), 4_096);
+        for w in ["dri", "giv", "swe", "trad"] {
+            assert!(cb.index_of_word(w).is_none(), "{w} survived the dictionary");
+        }
+        for w in ["the", "house", "water"] {
+            assert!(cb.index_of_word(w).is_some(), "{w} lost to the dictionary");
+        }
+        assert_eq!(
+            cb.info()
+                .filter
+                .dictionary
+                .as_ref()
+                .map(|d| d.name.as_str()),
+            Some("wamerican")
+        );
+
+        let mut arch = ArchConfig {
+            vocab: dict,
+            ..ArchConfig::default()
+        };
+        let names = [
+            "police car".to_string(),
+            "hedgehog".into(),
+            "sauropod".into(),
+        ];
+        crate::train::include_class_words(&mut arch, &names).unwrap();
+        assert_eq!(arch.vocab.include_words, ["police", "car", "hedgehog"]);
+        let cb = arch.vocab.load(&Device::Cpu).unwrap();
+        assert!(cb.index_of_word("hedgehog").is_some());
+        let err = VocabConfig {
+            dictionary: Some("/no/such/list".into()),
+            ..VocabConfig::default()
+        }
+        .filter()
+        .unwrap_err();
+        assert!(err.to_string().contains("/no/such/list"), "{err}");
     }
 }

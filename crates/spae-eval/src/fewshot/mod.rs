@@ -23,7 +23,7 @@ use crate::error::{Context, Result};
 use crate::llm::{check_vocabulary, LlmConfig, PromptForm};
 use crate::store::{open_results, ResultStore};
 use crate::task::{Task, TaskSpec};
-use crate::tokenizer::CheckpointRef;
+use crate::tokenizer::{BuiltIn, CheckpointRef};
 use crate::util::{sha256_hex, slug, write_atomic};
 use results::{EpisodeResult, ScoringResult};
 use words::ImageWords;
@@ -131,12 +131,13 @@ impl RunConfig {
     /// `task` with its own defaults, the built-in tokenizer and the default local LLM.
     pub fn for_task(task: TaskSpec) -> Self {
         let d = task.defaults.clone();
+        let tokenizer = task.tokenizer.unwrap_or(BuiltIn::MnistFashion);
         Self {
             split: task.split.clone(),
             scorings: task.scorings.clone(),
             task,
             data: None,
-            checkpoint: CheckpointRef::or_default(None),
+            checkpoint: CheckpointRef::new(None, tokenizer),
             llm: LlmConfig::default(),
             way: d.way,
             shots: d.shots,

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use spae_eval::fewshot::{self, RunConfig, Scoring};
 use spae_eval::table1::{self, Table1Config};
-use spae_eval::{LlmConfig, TaskSpec};
+use spae_eval::{CheckpointRef, LlmConfig, TaskSpec};
 
 use crate::cli::{ApiArgs, EpisodeArgs, RunArgs, Table1Args};
 
@@ -67,7 +67,7 @@ impl RunArgs {
         cfg.scorings = self.scorings(&cfg.task.scorings);
         cfg.data = self.data.clone();
         cfg.split = self.split.clone().unwrap_or(cfg.split);
-        cfg.checkpoint = self.ckpt.builtin();
+        cfg.checkpoint = CheckpointRef::new(self.ckpt.checkpoint.clone(), cfg.checkpoint.builtin);
         cfg.llm = self.api.llm(&self.llm);
         cfg.seed = self.seed;
         cfg.words = self.words;
@@ -99,7 +99,7 @@ pub fn table1(args: Table1Args) -> Result<()> {
     let mut base = RunConfig::for_task(TaskSpec::resolve(&args.task)?);
     base.data = args.data;
     base.split = args.split.unwrap_or(base.split);
-    base.checkpoint = args.ckpt.builtin();
+    base.checkpoint = CheckpointRef::new(args.ckpt.checkpoint.clone(), base.checkpoint.builtin);
     base.llm = args.api.llm(&args.llm);
     base.episodes = args.episodes;
     base.seed = args.seed;

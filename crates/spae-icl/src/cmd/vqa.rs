@@ -48,6 +48,10 @@ pub fn eval_vqa(args: EvalVqaArgs) -> Result<()> {
     cfg.common = args.common.config(cfg.common.clone());
     cfg.limit = args.limit.unwrap_or(cfg.limit);
     cfg.out = args.out;
+    if spae_eval::naming::runs(&cfg) {
+        println!("{}", spae_eval::naming::eval_naming(&cfg)?.markdown);
+        return Ok(());
+    }
     println!("{}", vqa::eval_vqa(&cfg)?.markdown);
     Ok(())
 }
