@@ -11,8 +11,7 @@
 
 use std::path::PathBuf;
 
-use candle_core::Device;
-use llm_client::{GenerateParams, Prompt};
+use llm_client::Prompt;
 use prompt::{CaptionContext, CaptionItem};
 use rand::rngs::StdRng;
 use rand::seq::index;
@@ -28,13 +27,10 @@ use crate::store::{open_results, ResultStore};
 use crate::task::TaskKind;
 use crate::tokenizer::{BuiltIn, CheckpointRef};
 use crate::util::{sha256_hex, write_atomic};
-use crate::vqa::EvalVqaConfig;
+use crate::vqa::{words_of, EvalVqaConfig};
 
 /// The data spec of the tasks this module runs.
 pub const DATA: &str = "emoji";
-
-/// Images tokenized per batch.
-const BATCH: usize = 64;
 
 /// One test image, named.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,18 +85,6 @@ fn checkpoint(cfg: &EvalVqaConfig) -> CheckpointRef {
 fn split(split: EmojiSplit, size: usize) -> Result<EmojiSet> {
     let cache = spae_assets::AssetCache::from_env();
     Ok(spae_datasets::emoji(&cache, split, &all_styles(), size)?)
-}
-
-/// The words of `images` of `set`, `depth` layers each.
-fn words_of(r: &Reader, set: &EmojiSet, images: &[usize], depth: usize) -> Result<Vec<ImageWords>> {
-    let mut out = Vec::with_capacity(images.len());
-    for chunk in images.chunks(BATCH) {
-        let x = set.images.batch(chunk, &Device::Cpu)?;
-        for p in r.spae.tokenize(&x, depth)? {
-            out.push(ImageWords::of_pyramid(&p, depth));
-        }
-    }
-    Ok(out)
 }
 
 /// Runs (or resumes) the captioning of `cfg.limit` test images drawn with the seed.
@@ -174,8 +158,8 @@ pub fn eval_naming(cfg: &EvalVqaConfig) -> Result<NamingRun> {
     };
     let todo: Vec<usize> = (0..limit).filter(|&i| !is_done(&store, i)).collect();
     let query_words = words_of(
-        &r,
-        &test,
+        &r.spae,
+        &test.images,
         &todo.iter().map(|&i| picked[i]).collect::<Vec<_>>(),
         depth,
     )?;
@@ -190,7 +174,7 @@ pub fn eval_naming(cfg: &EvalVqaConfig) -> Result<NamingRun> {
             c.shots.min(train.images.len()),
         )
         .into_vec();
-        let support_words = words_of(&r, &train, &support, depth)?;
+        let support_words = words_of(&r.spae, &train.images, &support, depth)?;
         let mut items = Vec::with_capacity(support.len());
         for (j, &i) in support.iter().enumerate() {
             items.push(CaptionItem {
@@ -214,10 +198,10 @@ pub fn eval_naming(cfg: &EvalVqaConfig) -> Result<NamingRun> {
             top5,
         });
         let result = result.with_context(|| {
-            format!(
-                "item {item} (the {} finished before it are saved in {}; rerun the same command to resume)",
+            crate::store::resume_hint(
+                item,
                 (0..limit).filter(|&i| is_done(&store, i)).count(),
-                out.display()
+                &out,
             )
         })?;
         store.append(result)?;
@@ -248,12 +232,7 @@ fn ask(
     names: &[String],
     max_tokens: usize,
 ) -> Result<(String, Vec<String>)> {
-    let params = GenerateParams {
-        max_tokens,
-        stop: vec!["\n".into(), ".".into()],
-        ..GenerateParams::default()
-    };
-    let open = prompt::parse_answer(&r.block_on(r.llm.generate(p, &params))?.text);
+    let open = r.answer_open(p, max_tokens)?;
     let spaced: Vec<String> = names.iter().map(|n| format!(" {n}")).collect();
     let scores = r.block_on(r.llm.score(p, &spaced))?;
     if scores.len() != names.len() {

@@ -154,6 +154,15 @@ pub fn default_out(parts: &[&str]) -> PathBuf {
     p
 }
 
+/// What an error on item `item` says about the results kept: `done` items are saved in `out`,
+/// and the same command resumes from them.
+pub fn resume_hint(item: usize, done: usize, out: &Path) -> String {
+    format!(
+        "item {item} (the {done} finished before it are saved in {}; rerun the same command to resume)",
+        out.display()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

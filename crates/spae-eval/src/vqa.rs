@@ -331,7 +331,7 @@ fn reader(c: &VqaCommonConfig) -> Result<Reader> {
 /// Answers are text, so decoding is never constrained to codebook tokens.
 impl Reader {
     /// A greedy answer: the text before the first period or newline.
-    fn answer_open(&self, prompt: &Prompt, max_tokens: usize) -> Result<String> {
+    pub(crate) fn answer_open(&self, prompt: &Prompt, max_tokens: usize) -> Result<String> {
         let params = GenerateParams {
             max_tokens,
             stop: vec!["\n".into(), ".".into()],
@@ -373,15 +373,15 @@ impl Reader {
 }
 
 /// The words of `images` of `data`, `depth` layers each, in batches.
-fn words_of(
+pub(crate) fn words_of(
     spae: &SpaeModel,
-    data: &EasyVqa,
+    data: &spae_datasets::LabeledImages,
     images: &[usize],
     depth: usize,
 ) -> Result<Vec<ImageWords>> {
     let mut out = Vec::with_capacity(images.len());
     for chunk in images.chunks(BATCH) {
-        let x = data.images.batch(chunk, &Device::Cpu)?;
+        let x = data.batch(chunk, &Device::Cpu)?;
         for p in spae.tokenize(&x, depth)? {
             out.push(ImageWords::of_pyramid(&p, depth));
         }
@@ -417,7 +417,7 @@ impl SupportPool {
         let train = easy_vqa(Split::Train, spae.config().image_size)
             .context("reading easy-VQA's training split (the support pool)")?;
         let all: Vec<usize> = (0..train.images.len()).collect();
-        let words = words_of(spae, &train, &all, depth)?;
+        let words = words_of(spae, &train.images, &all, depth)?;
         let mut by_form: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, q) in train.questions.iter().enumerate() {
             by_form
@@ -735,7 +735,7 @@ pub fn eval_vqa(cfg: &EvalVqaConfig) -> Result<EvalVqaSummary> {
             VqaTask::Caption => picked[item],
         })
         .collect();
-    let test_words = words_of(&r.spae, &test, &test_images, depth)?;
+    let test_words = words_of(&r.spae, &test.images, &test_images, depth)?;
     let asker = Asker {
         cfg,
         task,
@@ -749,10 +749,10 @@ pub fn eval_vqa(cfg: &EvalVqaConfig) -> Result<EvalVqaSummary> {
         let result = asker
             .ask(item, picked[item], &test_words[k])
             .with_context(|| {
-                format!(
-                    "item {item} (the {} finished before it are saved in {}; rerun the same command to resume)",
+                crate::store::resume_hint(
+                    item,
                     (0..limit).filter(|&i| is_done(&store, i)).count(),
-                    out.display()
+                    &out,
                 )
             })?;
         store.append(result)?;
