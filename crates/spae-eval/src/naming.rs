@@ -297,7 +297,7 @@ fn markdown(cfg: &EvalVqaConfig, checkpoint: &str, depth: usize, s: &NamingSumma
         "# Captioning unseen emoji concepts in context, {}\n\n\
          {} images of the {} split (drawn with seed {}), each after {} captioned images of the train \
          concepts; {} pyramid layers per image; checkpoint `{}`.\n\
-         Written by `{}`.\n\n\
+         Written by `spae-icl eval-vqa {}`.\n\n\
          Accuracy in % with 95% Wilson intervals. Open: the greedy caption up to the first period \
          equals the name. Constrained: the most likely of the split's {} names (top-5: the name is \
          among the 5 most likely). Chance: one name drawn at random.\n\n\
