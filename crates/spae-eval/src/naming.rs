@@ -163,6 +163,13 @@ pub fn eval_naming(cfg: &EvalVqaConfig) -> Result<NamingRun> {
         &todo.iter().map(|&i| picked[i]).collect::<Vec<_>>(),
         depth,
     )?;
+    // Every train image's words once: the support draws reuse them.
+    let train_words = if todo.is_empty() {
+        Vec::new()
+    } else {
+        let all: Vec<usize> = (0..train.images.len()).collect();
+        words_of(&r.spae, &train.images, &all, depth)?
+    };
     let bar = crate::progress::bar(todo.len() as u64, "images");
     for (k, &item) in todo.iter().enumerate() {
         // Each item's support draw depends on its position alone, so a resumed run asks the
@@ -174,7 +181,6 @@ pub fn eval_naming(cfg: &EvalVqaConfig) -> Result<NamingRun> {
             c.shots.min(train.images.len()),
         )
         .into_vec();
-        let support_words = words_of(&r.spae, &train.images, &support, depth)?;
         let mut items = Vec::with_capacity(support.len());
         for (j, &i) in support.iter().enumerate() {
             items.push(CaptionItem {
@@ -182,7 +188,7 @@ pub fn eval_naming(cfg: &EvalVqaConfig) -> Result<NamingRun> {
                 caption: name_of(&train, i)?,
             });
         }
-        let mut slots: Vec<&ImageWords> = support_words.iter().collect();
+        let mut slots: Vec<&ImageWords> = support.iter().map(|&i| &train_words[i]).collect();
         slots.push(&query_words[k]);
         let ctx = CaptionContext {
             support: items,
