@@ -12,13 +12,8 @@ of examples placed in its prompt. Each example pairs an input with its answer, a
 comes last. ";
 
 fn load(model: KnownModel, reuse_prefix: bool) -> LocalModel {
-    load_with(model, reuse_prefix, true)
-}
-
-fn load_with(model: KnownModel, reuse_prefix: bool, dequantize: bool) -> LocalModel {
     let options = LoadOptions {
         reuse_prefix,
-        dequantize,
         ..LoadOptions::default()
     };
     LocalModel::load(&ModelSpec::Local(model), &options)
@@ -59,16 +54,6 @@ fn bench_model(c: &mut Criterion, which: KnownModel) {
     group.bench_function("64", |b| {
         b.iter(|| {
             let c = model.generate_tokens(&ids, &params).expect("generate");
-            assert_eq!(c.tokens.len(), 64, "generation ended early");
-        })
-    });
-    // The same with the blocks' weights left quantized (`LoadOptions::dequantize = false`):
-    // decode reads every weight once per token, so f32 blocks (the default, for exact cache
-    // reuse) read several times the bytes llama.cpp's quantized ones do.
-    let quantized = load_with(which, false, false);
-    group.bench_function("64-quantized", |b| {
-        b.iter(|| {
-            let c = quantized.generate_tokens(&ids, &params).expect("generate");
             assert_eq!(c.tokens.len(), 64, "generation ended early");
         })
     });

@@ -13,12 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_or("The capital of France is", String::as_str);
     let n: usize = args.get(3).map_or(Ok(16), |s| s.parse())?;
     let t0 = Instant::now();
-    let dense = std::env::var("QUANTIZED").is_err();
-    let options = LoadOptions {
-        dequantize: dense,
-        ..LoadOptions::default()
-    };
-    let model = LocalModel::load(&ModelSpec::parse(name)?, &options)?;
+    let model = LocalModel::load(&ModelSpec::parse(name)?, &LoadOptions::default())?;
     eprintln!("loaded {name} in {:.2} s", t0.elapsed().as_secs_f64());
     let prompt = Prompt::Text(prompt.to_string());
     let ids = model.prompt_ids(&prompt)?;

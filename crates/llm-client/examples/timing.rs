@@ -1,6 +1,5 @@
 //! Quick timings without criterion: load, prefill of N tokens, decode of 32 tokens.
-//! `cargo run -p llm-client --example timing -- local:gemma3-270m 512`; `QUANTIZED=1` keeps
-//! the block weights quantized.
+//! `cargo run -p llm-client --example timing -- local:gemma3-270m 512`.
 
 use std::time::Instant;
 
@@ -11,7 +10,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = args.get(1).map_or("local:gemma3-270m", String::as_str);
     let n: usize = args.get(2).map_or(Ok(512), |s| s.parse())?;
     let options = LoadOptions {
-        dequantize: std::env::var("QUANTIZED").is_err(),
         reuse_prefix: false,
         ..LoadOptions::default()
     };

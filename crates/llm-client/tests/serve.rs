@@ -13,9 +13,8 @@ use llm_client::{
 
 /// One model for both tests (each test has its own runtime and server), without prefix reuse:
 /// every request is then a fresh pass, so a request served over HTTP runs the same arithmetic
-/// in the same order as the same request made directly, and must give the same bits. (With
-/// reuse, whichever request came second would recompute only the last prompt position, and
-/// agree only to `common::LOGIT_TOL`; prefix reuse has its own tests in `models.rs`.)
+/// in the same order as the same request made directly, and must give the same bits. (Prefix
+/// reuse has its own tests in `models.rs`.)
 fn gemma() -> Arc<LocalModel> {
     static MODEL: std::sync::OnceLock<Arc<LocalModel>> = std::sync::OnceLock::new();
     Arc::clone(MODEL.get_or_init(|| Arc::new(common::load(KnownModel::Gemma3_270m, false))))

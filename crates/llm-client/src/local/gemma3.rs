@@ -4,14 +4,12 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::QMatMul;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use super::cache::KvCache;
 use super::gguf::Gguf;
-use super::nn::{
-    attention, attention_mask, linear, positions_from, RmsNorm, RopeLayout, RotaryEmbedding,
-};
+use super::kernels::QuantMatrix;
+use super::nn::{attention, embed, positions_from, Linear, RmsNorm, RopeLayout, RotaryEmbedding};
 use crate::error::Result;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -70,10 +68,10 @@ impl Config {
 }
 
 struct Attention {
-    attn_q: QMatMul,
-    attn_k: QMatMul,
-    attn_v: QMatMul,
-    attn_output: QMatMul,
+    attn_q: Linear,
+    attn_k: Linear,
+    attn_v: Linear,
+    attn_output: Linear,
     attn_q_norm: RmsNorm,
     attn_k_norm: RmsNorm,
     num_heads: usize,
@@ -88,39 +86,48 @@ impl Attention {
         &self,
         xs: &Tensor,
         rope: &RotaryEmbedding,
-        mask: &Tensor,
+        window: Option<usize>,
         cache: &mut KvCache,
         layer: usize,
     ) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
         let offset = cache.len();
         // (b, t, h*d) -> (b, t, h, d): q/k norms act per head, before RoPE.
-        let q = linear(&self.attn_q, xs)?.reshape((b, t, self.num_heads, self.head_dim))?;
-        let k = linear(&self.attn_k, xs)?.reshape((b, t, self.num_kv_heads, self.head_dim))?;
-        let v = linear(&self.attn_v, xs)?.reshape((b, t, self.num_kv_heads, self.head_dim))?;
+        let q = self
+            .attn_q
+            .forward(xs)?
+            .reshape((b, t, self.num_heads, self.head_dim))?;
+        let k = self
+            .attn_k
+            .forward(xs)?
+            .reshape((b, t, self.num_kv_heads, self.head_dim))?;
+        let v = self
+            .attn_v
+            .forward(xs)?
+            .reshape((b, t, self.num_kv_heads, self.head_dim))?;
         let q = self.attn_q_norm.forward(&q)?.transpose(1, 2)?;
         let k = self.attn_k_norm.forward(&k)?.transpose(1, 2)?;
         let v = v.transpose(1, 2)?.contiguous()?;
         let q = (rope.apply(&q, offset)? * self.scale)?;
         let k = rope.apply(&k, offset)?;
         let (k, v) = cache.append(layer, &k, &v)?;
-        let out = attention(&q, &k, &v, mask)?;
-        linear(&self.attn_output, &out)
+        let out = attention(&q, &k, &v, offset, window)?;
+        self.attn_output.forward(&out)
     }
 }
 
 struct Mlp {
-    ffn_gate: QMatMul,
-    ffn_up: QMatMul,
-    ffn_down: QMatMul,
+    ffn_gate: Linear,
+    ffn_up: Linear,
+    ffn_down: Linear,
 }
 
 impl Mlp {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         // GeGLU with the tanh approximation of GELU (`gelu_pytorch_tanh`).
-        let gate = linear(&self.ffn_gate, xs)?.gelu()?;
-        let up = linear(&self.ffn_up, xs)?;
-        linear(&self.ffn_down, &(gate * up)?)
+        let gate = self.ffn_gate.forward(xs)?.gelu()?;
+        let up = self.ffn_up.forward(xs)?;
+        self.ffn_down.forward(&(gate * up)?)
     }
 }
 
@@ -135,11 +142,11 @@ struct Block {
 }
 
 pub struct Model {
-    token_embd: Arc<candle_core::quantized::QTensor>,
+    token_embd: Arc<QuantMatrix>,
     blocks: Vec<Block>,
     output_norm: RmsNorm,
     /// Tied to `token_embd`.
-    output: QMatMul,
+    output: Linear,
     rope_global: RotaryEmbedding,
     rope_local: RotaryEmbedding,
     cfg: Config,
@@ -149,8 +156,8 @@ impl Model {
     pub fn new(cfg: &Config, g: &mut Gguf) -> Result<Self> {
         let (dim, hd) = (cfg.hidden_size, cfg.head_dim);
         let eps = cfg.rms_norm_eps;
-        let token_embd = Arc::new(g.qtensor("token_embd.weight", &[cfg.vocab_size, dim])?);
-        let output = QMatMul::QTensor(token_embd.clone());
+        let token_embd = g.quant_matrix("token_embd.weight", &[cfg.vocab_size, dim])?;
+        let output = Linear::new(token_embd.clone());
         let mut blocks = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let p = |n: &str| format!("blk.{i}.{n}");
@@ -164,10 +171,10 @@ impl Model {
             let attn_q_norm = norm("attn_q_norm.weight", hd)?;
             let attn_k_norm = norm("attn_k_norm.weight", hd)?;
             let attn = Attention {
-                attn_q: g.qmatmul(&p("attn_q.weight"), &[cfg.num_heads * hd, dim])?,
-                attn_k: g.qmatmul(&p("attn_k.weight"), &[cfg.num_kv_heads * hd, dim])?,
-                attn_v: g.qmatmul(&p("attn_v.weight"), &[cfg.num_kv_heads * hd, dim])?,
-                attn_output: g.qmatmul(&p("attn_output.weight"), &[dim, cfg.num_heads * hd])?,
+                attn_q: g.linear(&p("attn_q.weight"), &[cfg.num_heads * hd, dim])?,
+                attn_k: g.linear(&p("attn_k.weight"), &[cfg.num_kv_heads * hd, dim])?,
+                attn_v: g.linear(&p("attn_v.weight"), &[cfg.num_kv_heads * hd, dim])?,
+                attn_output: g.linear(&p("attn_output.weight"), &[dim, cfg.num_heads * hd])?,
                 attn_q_norm,
                 attn_k_norm,
                 num_heads: cfg.num_heads,
@@ -176,9 +183,9 @@ impl Model {
                 scale: 1.0 / (hd as f64).sqrt(),
             };
             let mlp = Mlp {
-                ffn_gate: g.qmatmul(&p("ffn_gate.weight"), &[cfg.intermediate_size, dim])?,
-                ffn_up: g.qmatmul(&p("ffn_up.weight"), &[cfg.intermediate_size, dim])?,
-                ffn_down: g.qmatmul(&p("ffn_down.weight"), &[dim, cfg.intermediate_size])?,
+                ffn_gate: g.linear(&p("ffn_gate.weight"), &[cfg.intermediate_size, dim])?,
+                ffn_up: g.linear(&p("ffn_up.weight"), &[cfg.intermediate_size, dim])?,
+                ffn_down: g.linear(&p("ffn_down.weight"), &[dim, cfg.intermediate_size])?,
             };
             blocks.push(Block {
                 attn_norm,
@@ -223,27 +230,22 @@ impl Model {
         cache: &mut KvCache,
         logits_from: usize,
     ) -> Result<Tensor> {
-        let t = tokens.len();
-        let offset = cache.len();
-        let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
         // Gemma scales embeddings by sqrt(hidden_size).
-        let mut xs = (self.token_embd.embedding(&ids)? * (self.cfg.hidden_size as f64).sqrt())?;
-        let global_mask = attention_mask(t, offset, None)?;
-        let local_mask = attention_mask(t, offset, Some(self.cfg.sliding_window))?;
+        let mut xs = (embed(&self.token_embd, tokens)? * (self.cfg.hidden_size as f64).sqrt())?;
         for (i, block) in self.blocks.iter().enumerate() {
-            let (rope, mask) = if block.global {
-                (&self.rope_global, &global_mask)
+            let (rope, window) = if block.global {
+                (&self.rope_global, None)
             } else {
-                (&self.rope_local, &local_mask)
+                (&self.rope_local, Some(self.cfg.sliding_window))
             };
             let h = block.attn_norm.forward(&xs)?;
-            let h = block.attn.forward(&h, rope, mask, cache, i)?;
+            let h = block.attn.forward(&h, rope, window, cache, i)?;
             xs = (xs + block.post_attention_norm.forward(&h)?)?;
             let h = block.mlp.forward(&block.ffn_norm.forward(&xs)?)?;
             xs = (xs + block.post_ffw_norm.forward(&h)?)?;
         }
         let xs = positions_from(&xs, logits_from)?;
         let xs = self.output_norm.forward(&xs)?;
-        linear(&self.output, &xs)
+        self.output.forward(&xs)
     }
 }

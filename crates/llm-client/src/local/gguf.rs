@@ -6,9 +6,11 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::quantized::{gguf_file, QMatMul, QTensor};
+use candle_core::quantized::{gguf_file, QTensor};
 use candle_core::{Device, Tensor};
 
+use super::kernels::QuantMatrix;
+use super::nn::Linear;
 use crate::error::{LlmError, Result};
 
 pub struct Gguf {
@@ -16,8 +18,6 @@ pub struct Gguf {
     pub content: gguf_file::Content,
     reader: BufReader<File>,
     device: Device,
-    /// Whether `qmatmul` dequantizes weights to f32 (see `LoadOptions::dequantize`).
-    pub dequantize: bool,
 }
 
 impl Gguf {
@@ -36,7 +36,6 @@ impl Gguf {
             content,
             reader,
             device: Device::Cpu,
-            dequantize: true,
         })
     }
 
@@ -116,14 +115,17 @@ impl Gguf {
         Ok(t)
     }
 
-    /// A linear layer's weight, dense f32 or quantized as stored.
-    pub fn qmatmul(&mut self, name: &str, shape: &[usize]) -> Result<QMatMul> {
+    /// A linear layer's weight `(out, in)`, repacked for the int8 kernels.
+    pub fn quant_matrix(&mut self, name: &str, shape: &[usize]) -> Result<Arc<QuantMatrix>> {
         let t = self.qtensor(name, shape)?;
-        if self.dequantize {
-            Ok(QMatMul::Tensor(t.dequantize(&self.device)?))
-        } else {
-            Ok(QMatMul::from_arc(Arc::new(t))?)
-        }
+        QuantMatrix::from_qtensor(&t)
+            .map(Arc::new)
+            .map_err(|e| self.error(format!("tensor {name}: {e}")))
+    }
+
+    /// A linear layer, as [`Gguf::quant_matrix`].
+    pub fn linear(&mut self, name: &str, shape: &[usize]) -> Result<Linear> {
+        Ok(Linear::new(self.quant_matrix(name, shape)?))
     }
 
     /// A small tensor (a norm weight), dequantized to f32.

@@ -3,14 +3,12 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::QMatMul;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use super::cache::KvCache;
 use super::gguf::Gguf;
-use super::nn::{
-    attention, attention_mask, linear, positions_from, RmsNorm, RopeLayout, RotaryEmbedding,
-};
+use super::kernels::QuantMatrix;
+use super::nn::{attention, embed, positions_from, Linear, RmsNorm, RopeLayout, RotaryEmbedding};
 use crate::error::Result;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -62,10 +60,10 @@ impl Config {
 }
 
 struct Attention {
-    attn_q: QMatMul,
-    attn_k: QMatMul,
-    attn_v: QMatMul,
-    attn_output: QMatMul,
+    attn_q: Linear,
+    attn_k: Linear,
+    attn_v: Linear,
+    attn_output: Linear,
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
@@ -76,43 +74,49 @@ impl Attention {
         &self,
         xs: &Tensor,
         rope: &RotaryEmbedding,
-        mask: &Tensor,
+        window: Option<usize>,
         cache: &mut KvCache,
         layer: usize,
     ) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
         let offset = cache.len();
         // (b, t, h*d) -> (b, h, t, d)
-        let q = linear(&self.attn_q, xs)?
+        let q = self
+            .attn_q
+            .forward(xs)?
             .reshape((b, t, self.num_heads, self.head_dim))?
             .transpose(1, 2)?;
-        let k = linear(&self.attn_k, xs)?
+        let k = self
+            .attn_k
+            .forward(xs)?
             .reshape((b, t, self.num_kv_heads, self.head_dim))?
             .transpose(1, 2)?;
-        let v = linear(&self.attn_v, xs)?
+        let v = self
+            .attn_v
+            .forward(xs)?
             .reshape((b, t, self.num_kv_heads, self.head_dim))?
             .transpose(1, 2)?
             .contiguous()?;
         let q = (rope.apply(&q, offset)? * (1.0 / (self.head_dim as f64).sqrt()))?;
         let k = rope.apply(&k, offset)?;
         let (k, v) = cache.append(layer, &k, &v)?;
-        let out = attention(&q, &k, &v, mask)?;
-        linear(&self.attn_output, &out)
+        let out = attention(&q, &k, &v, offset, window)?;
+        self.attn_output.forward(&out)
     }
 }
 
 struct Mlp {
-    ffn_gate: QMatMul,
-    ffn_up: QMatMul,
-    ffn_down: QMatMul,
+    ffn_gate: Linear,
+    ffn_up: Linear,
+    ffn_down: Linear,
 }
 
 impl Mlp {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         // SwiGLU.
-        let gate = linear(&self.ffn_gate, xs)?.silu()?;
-        let up = linear(&self.ffn_up, xs)?;
-        linear(&self.ffn_down, &(gate * up)?)
+        let gate = self.ffn_gate.forward(xs)?.silu()?;
+        let up = self.ffn_up.forward(xs)?;
+        self.ffn_down.forward(&(gate * up)?)
     }
 }
 
@@ -124,11 +128,11 @@ struct Block {
 }
 
 pub struct Model {
-    token_embd: Arc<candle_core::quantized::QTensor>,
+    token_embd: Arc<QuantMatrix>,
     blocks: Vec<Block>,
     output_norm: RmsNorm,
     /// `output.weight` if the file has one, else tied to `token_embd` (SmolLM2).
-    output: QMatMul,
+    output: Linear,
     rope: RotaryEmbedding,
     cfg: Config,
 }
@@ -137,28 +141,28 @@ impl Model {
     pub fn new(cfg: &Config, g: &mut Gguf) -> Result<Self> {
         let (dim, hd) = (cfg.hidden_size, cfg.head_dim);
         let eps = cfg.rms_norm_eps;
-        let token_embd = Arc::new(g.qtensor("token_embd.weight", &[cfg.vocab_size, dim])?);
+        let token_embd = g.quant_matrix("token_embd.weight", &[cfg.vocab_size, dim])?;
         let output = if g.has_tensor("output.weight") {
-            g.qmatmul("output.weight", &[cfg.vocab_size, dim])?
+            g.linear("output.weight", &[cfg.vocab_size, dim])?
         } else {
-            QMatMul::QTensor(token_embd.clone())
+            Linear::new(token_embd.clone())
         };
         let mut blocks = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let p = |n: &str| format!("blk.{i}.{n}");
             let attn = Attention {
-                attn_q: g.qmatmul(&p("attn_q.weight"), &[cfg.num_heads * hd, dim])?,
-                attn_k: g.qmatmul(&p("attn_k.weight"), &[cfg.num_kv_heads * hd, dim])?,
-                attn_v: g.qmatmul(&p("attn_v.weight"), &[cfg.num_kv_heads * hd, dim])?,
-                attn_output: g.qmatmul(&p("attn_output.weight"), &[dim, cfg.num_heads * hd])?,
+                attn_q: g.linear(&p("attn_q.weight"), &[cfg.num_heads * hd, dim])?,
+                attn_k: g.linear(&p("attn_k.weight"), &[cfg.num_kv_heads * hd, dim])?,
+                attn_v: g.linear(&p("attn_v.weight"), &[cfg.num_kv_heads * hd, dim])?,
+                attn_output: g.linear(&p("attn_output.weight"), &[dim, cfg.num_heads * hd])?,
                 num_heads: cfg.num_heads,
                 num_kv_heads: cfg.num_kv_heads,
                 head_dim: hd,
             };
             let mlp = Mlp {
-                ffn_gate: g.qmatmul(&p("ffn_gate.weight"), &[cfg.intermediate_size, dim])?,
-                ffn_up: g.qmatmul(&p("ffn_up.weight"), &[cfg.intermediate_size, dim])?,
-                ffn_down: g.qmatmul(&p("ffn_down.weight"), &[dim, cfg.intermediate_size])?,
+                ffn_gate: g.linear(&p("ffn_gate.weight"), &[cfg.intermediate_size, dim])?,
+                ffn_up: g.linear(&p("ffn_up.weight"), &[cfg.intermediate_size, dim])?,
+                ffn_down: g.linear(&p("ffn_down.weight"), &[dim, cfg.intermediate_size])?,
             };
             blocks.push(Block {
                 attn_norm: RmsNorm::new(g.f32_tensor(&p("attn_norm.weight"), &[dim])?, eps),
@@ -191,19 +195,16 @@ impl Model {
         cache: &mut KvCache,
         logits_from: usize,
     ) -> Result<Tensor> {
-        let t = tokens.len();
-        let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
-        let mut xs = self.token_embd.embedding(&ids)?;
-        let mask = attention_mask(t, cache.len(), None)?;
+        let mut xs = embed(&self.token_embd, tokens)?;
         for (i, block) in self.blocks.iter().enumerate() {
             let h = block.attn_norm.forward(&xs)?;
-            let h = block.attn.forward(&h, &self.rope, &mask, cache, i)?;
+            let h = block.attn.forward(&h, &self.rope, None, cache, i)?;
             xs = (xs + h)?;
             let h = block.mlp.forward(&block.ffn_norm.forward(&xs)?)?;
             xs = (xs + h)?;
         }
         let xs = positions_from(&xs, logits_from)?;
         let xs = self.output_norm.forward(&xs)?;
-        linear(&self.output, &xs)
+        self.output.forward(&xs)
     }
 }

@@ -3,6 +3,7 @@
 mod cache;
 pub mod gemma3;
 mod gguf;
+pub mod kernels;
 pub mod llama;
 mod nn;
 mod sampling;
@@ -30,14 +31,6 @@ pub struct LoadOptions {
     /// Keep the KV cache of the previous request and reuse the prefix a new request shares
     /// with it (few-shot prompts share their support set across queries).
     pub reuse_prefix: bool,
-    /// Dequantize the transformer blocks' weights to f32 at load (the embedding, which is also
-    /// the output head, stays quantized). Dense weights make prefill several times faster and
-    /// the logits nearly independent of how many tokens one forward call holds: a reused cache
-    /// gives a fresh run's logits to within one int8 level of the quantized head's input
-    /// (about 1e-3 of the row's scale; candle 0.11.1 picks different quantized kernels for one
-    /// row and for several, which moves logits by up to ~2% with quantized blocks). Quantized
-    /// weights use about a quarter of the memory and decode faster.
-    pub dequantize: bool,
     /// Prompt positions per forward pass: a chunk's attention scores are (heads, chunk,
     /// context) instead of (heads, t, t). One pass over a 4k-token prompt took Gemma 3 270M's
     /// peak memory to 1.8 GB; 512-position chunks keep it at 0.9 GB, and run no slower.
@@ -51,7 +44,6 @@ impl Default for LoadOptions {
         Self {
             max_context: 8192,
             reuse_prefix: true,
-            dequantize: true,
             prefill_chunk: 512,
             api: crate::api::ApiOptions::default(),
         }
@@ -142,7 +134,6 @@ impl LocalModel {
     /// Load the GGUF file at `path`, naming the model `name`.
     pub fn from_gguf(path: &Path, name: String, options: &LoadOptions) -> Result<Self> {
         let mut g = Gguf::open(path)?;
-        g.dequantize = options.dequantize;
         let tokenizer = Tokenizer::from_gguf(&g.content).map_err(|e| g.error(e.to_string()))?;
         let arch = g.string("general.architecture")?;
         let decoder = match arch.as_str() {

@@ -1,7 +1,11 @@
 //! Blocks shared by the model files: RMS norm, rotary embedding, masked grouped-query
 //! attention. Written once here instead of once per model.
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor, D};
+
+use super::kernels::{CausalAttention, Int8Linear, QuantMatrix};
 
 use crate::error::Result;
 
@@ -80,50 +84,52 @@ impl RotaryEmbedding {
     }
 }
 
-/// Additive mask `(t, offset + t)` for queries at `offset..offset + t`: causal, and with
-/// `window`, a query sees only the last `window` positions (itself included).
-pub fn attention_mask(t: usize, offset: usize, window: Option<usize>) -> Result<Tensor> {
-    let total = offset + t;
-    let mut mask = vec![0f32; t * total];
-    for i in 0..t {
-        let q = offset + i;
-        for (k, m) in mask[i * total..(i + 1) * total].iter_mut().enumerate() {
-            let too_old = window.is_some_and(|w| q >= k + w);
-            if k > q || too_old {
-                *m = f32::NEG_INFINITY;
-            }
-        }
+/// Causal grouped-query attention for queries at `offset..offset + t`, each seeing the last
+/// `window` positions (itself included) or, without one, every earlier position. `q`: `(1,
+/// heads, t, d)` already scaled; `k`, `v`: `(1, kv_heads, offset + t, d)`. Returns `(1, t,
+/// heads * d)`.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    offset: usize,
+    window: Option<usize>,
+) -> Result<Tensor> {
+    let op = CausalAttention { offset, window };
+    Ok(q.contiguous()?
+        .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)?)
+}
+
+/// A linear layer without bias, `xs @ w.T`, run by the int8 kernels (`super::kernels`).
+#[derive(Debug, Clone)]
+pub struct Linear(Arc<QuantMatrix>);
+
+impl Linear {
+    pub fn new(w: Arc<QuantMatrix>) -> Self {
+        Self(w)
     }
-    Ok(Tensor::from_vec(mask, (t, total), &Device::Cpu)?)
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        Ok(xs
+            .contiguous()?
+            .apply_op1_no_bwd(&Int8Linear(self.0.clone()))?)
+    }
 }
 
-/// Grouped-query attention. `q`: `(1, heads, t, d)` already scaled; `k`, `v`:
-/// `(1, kv_heads, T, d)`; `mask`: `(t, T)`. Returns `(1, t, heads * d)`.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    let (_, heads, t, d) = q.dims4()?;
-    let (_, kv_heads, total, _) = k.dims4()?;
-    let rep = heads / kv_heads;
-    // Query heads g*rep .. g*rep+rep share kv head g, so fold them into the rows of one
-    // matmul per kv head instead of copying k and v `rep` times.
-    // (1, heads, t, d) -> (kv_heads, rep * t, d)
-    let q = q.contiguous()?.reshape((kv_heads, rep * t, d))?;
-    let k = k.contiguous()?.reshape((kv_heads, total, d))?;
-    let v = v.contiguous()?.reshape((kv_heads, total, d))?;
-    let scores = q.matmul(&k.t()?)?.reshape((kv_heads, rep, t, total))?;
-    let scores = scores.broadcast_add(mask)?;
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?.reshape((kv_heads, rep * t, total))?;
-    let out = probs.matmul(&v)?;
-    // (kv_heads, rep * t, d) -> (1, t, heads * d)
-    Ok(out
-        .reshape((1, heads, t, d))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((1, t, heads * d))?)
-}
-
-/// `xs @ w.T` for a quantized or dense weight.
-pub fn linear(w: &candle_core::quantized::QMatMul, xs: &Tensor) -> Result<Tensor> {
-    Ok(w.forward(xs)?)
+/// Rows `ids` of the token embedding `(vocab, dim)`, as `(1, ids.len(), dim)` f32.
+pub fn embed(table: &QuantMatrix, ids: &[u32]) -> Result<Tensor> {
+    let dim = table.cols();
+    let mut data = Vec::with_capacity(ids.len() * dim);
+    for &id in ids {
+        if id as usize >= table.rows() {
+            return Err(crate::error::LlmError::TokenOutOfRange {
+                id,
+                vocab: table.rows(),
+            });
+        }
+        data.extend(table.row_f32(id as usize));
+    }
+    Ok(Tensor::from_vec(data, (1, ids.len(), dim), &Device::Cpu)?)
 }
 
 /// Rows of `logits` `(1, n, vocab)` as log-probabilities, in f32.
@@ -144,33 +150,4 @@ pub fn log_softmax(row: &[f32]) -> Vec<f32> {
 pub fn positions_from(xs: &Tensor, from: usize) -> Result<Tensor> {
     let t = xs.dim(D::Minus2)?;
     Ok(xs.narrow(D::Minus2, from, t - from)?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sliding_window_mask_keeps_the_last_window_positions() {
-        // Queries at positions 3 and 4 (2 new tokens after 3 cached), window 2.
-        let mask = attention_mask(2, 3, Some(2))
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        let seen = |row: &[f32]| -> Vec<usize> {
-            row.iter()
-                .enumerate()
-                .filter(|(_, m)| m.is_finite())
-                .map(|(k, _)| k)
-                .collect()
-        };
-        assert_eq!(seen(&mask[0]), vec![2, 3]);
-        assert_eq!(seen(&mask[1]), vec![3, 4]);
-        let causal = attention_mask(2, 3, None)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        assert_eq!(seen(&causal[0]), vec![0, 1, 2, 3]);
-        assert_eq!(seen(&causal[1]), vec![0, 1, 2, 3, 4]);
-    }
 }

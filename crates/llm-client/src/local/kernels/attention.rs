@@ -1,0 +1,328 @@
+//! Causal grouped-query attention, computed query by query in an order fixed by absolute
+//! positions: a query's output is the same bits whether its prompt runs in one forward call,
+//! in chunks, or after a reused cache. (candle's batched matmul tiles by the number of
+//! queries, so its roundoff changed with the split; the int8 layers downstream can turn that
+//! roundoff into a whole quantization level.) Sliding-window layers visit only the window's
+//! keys instead of masking the rest.
+//!
+//! Per query: scores q . k for keys `lo..=pos` in increasing order, softmax (max, then
+//! exp(s - max) summed in increasing order), then the probability-weighted sum of values in
+//! increasing key order, divided by the sum at the end. Queries are grouped in tiles that read
+//! each key and value row once for the whole tile; the grouping changes no query's
+//! arithmetic. There is no fused multiply-add (Rust does not contract `a * b + c`), and lane
+//! l of every dot product holds the same elements on any x86-64, so the bits do not depend
+//! on the vector width the CPU has either.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
+use rayon::prelude::*;
+
+use super::SharedOut;
+
+/// Queries per task: each key and value row is read once per tile.
+const TILE: usize = 16;
+
+/// Independent partial sums of a dot product (lane l takes elements l, l + 16, ...).
+const LANES: usize = 16;
+
+/// `softmax(q k^T + causal mask) v` for queries at positions `offset..offset + t`.
+#[derive(Debug, Clone, Copy)]
+pub struct CausalAttention {
+    /// Position of the first query; keys `0..offset + t` are in `k` and `v`.
+    pub offset: usize,
+    /// Sliding window: a query sees the last `window` positions, itself included.
+    pub window: Option<usize>,
+}
+
+impl CausalAttention {
+    /// `q` `(heads, t, d)` (already scaled), `k` and `v` `(kv_heads, total, d)`, all
+    /// row-major; returns `(t, heads * d)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        &self,
+        q: &[f32],
+        heads: usize,
+        t: usize,
+        d: usize,
+        k: &[f32],
+        v: &[f32],
+        kv_heads: usize,
+        total: usize,
+    ) -> Vec<f32> {
+        let mut out = vec![0f32; t * heads * d];
+        let rep = heads / kv_heads.max(1);
+        let tiles = t.div_ceil(TILE);
+        let out_ptr = SharedOut(out.as_mut_ptr());
+        let run = |task: usize| {
+            let (h, tile) = (task / tiles, task % tiles);
+            let i0 = tile * TILE;
+            let i1 = (i0 + TILE).min(t);
+            let g = h / rep;
+            let kh = &k[g * total * d..(g + 1) * total * d];
+            let vh = &v[g * total * d..(g + 1) * total * d];
+            let qh = &q[h * t * d..(h + 1) * t * d];
+            let rows = self.tile(qh, i0, i1, d, kh, vh);
+            for (n, row) in rows.chunks_exact(d).enumerate() {
+                let at = (i0 + n) * heads * d + h * d;
+                // SAFETY: task (h, tile) writes only rows i0..i1 of head h, disjoint across
+                // tasks, and `out` outlives the loop.
+                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out_ptr.ptr().add(at), d) };
+            }
+        };
+        (0..heads * tiles).into_par_iter().for_each(run);
+        out
+    }
+
+    /// Keys a query at position `pos` sees.
+    fn range(&self, pos: usize) -> (usize, usize) {
+        let lo = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        (lo, pos + 1)
+    }
+
+    /// Outputs `(i1 - i0, d)` of queries `i0..i1` of one head.
+    fn tile(&self, q: &[f32], i0: usize, i1: usize, d: usize, k: &[f32], v: &[f32]) -> Vec<f32> {
+        let ranges: Vec<(usize, usize)> = (i0..i1).map(|i| self.range(self.offset + i)).collect();
+        let first = ranges.iter().map(|r| r.0).min().unwrap_or(0);
+        let last = ranges.iter().map(|r| r.1).max().unwrap_or(0);
+        let width = last - first;
+        let n = i1 - i0;
+        // Scores, then probabilities, of query n for key first + j at [n * width + j].
+        let mut p = vec![0f32; n * width];
+        for key in first..last {
+            let krow = &k[key * d..(key + 1) * d];
+            for (m, &(lo, hi)) in ranges.iter().enumerate() {
+                if (lo..hi).contains(&key) {
+                    let qrow = &q[(i0 + m) * d..(i0 + m + 1) * d];
+                    p[m * width + key - first] = dot(qrow, krow);
+                }
+            }
+        }
+        let mut inv = vec![0f32; n];
+        for (m, &(lo, hi)) in ranges.iter().enumerate() {
+            let row = &mut p[m * width + lo - first..m * width + hi - first];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for s in row.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            inv[m] = 1.0 / sum;
+        }
+        let mut out = vec![0f32; n * d];
+        for key in first..last {
+            let vrow = &v[key * d..(key + 1) * d];
+            for (m, &(lo, hi)) in ranges.iter().enumerate() {
+                if (lo..hi).contains(&key) {
+                    let w = p[m * width + key - first];
+                    for (o, &x) in out[m * d..(m + 1) * d].iter_mut().zip(vrow) {
+                        *o += w * x;
+                    }
+                }
+            }
+        }
+        for (m, s) in inv.iter().enumerate() {
+            for o in &mut out[m * d..(m + 1) * d] {
+                *o *= s;
+            }
+        }
+        out
+    }
+}
+
+/// a . b with `LANES` partial sums summed pairwise at the end: the same order for any input
+/// of this length, and vectorized by the compiler at whatever width the target has.
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    for (l, (x, y)) in ar.iter().zip(br).enumerate() {
+        acc[l] += x * y;
+    }
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    acc[0]
+}
+
+impl CustomOp3 for CausalAttention {
+    fn name(&self) -> &'static str {
+        "causal-attention"
+    }
+
+    /// `q` `(1, heads, t, d)`, `k` and `v` `(1, kv_heads, total, d)`; returns `(1, t, heads *
+    /// d)`.
+    fn cpu_fwd(
+        &self,
+        sq: &CpuStorage,
+        lq: &Layout,
+        sk: &CpuStorage,
+        lk: &Layout,
+        sv: &CpuStorage,
+        lv: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+            let CpuStorage::F32(data) = s else {
+                candle_core::bail!("causal-attention: {what} must be f32");
+            };
+            let Some((a, b)) = l.contiguous_offsets() else {
+                candle_core::bail!("causal-attention: {what} must be contiguous");
+            };
+            Ok(&data[a..b])
+        }
+        let (_, heads, t, d) = lq.shape().dims4()?;
+        let (_, kv_heads, total, dk) = lk.shape().dims4()?;
+        if dk != d || lv.shape() != lk.shape() || heads % kv_heads != 0 {
+            candle_core::bail!(
+                "causal-attention: q {:?}, k {:?}, v {:?}",
+                lq.shape(),
+                lk.shape(),
+                lv.shape()
+            );
+        }
+        if total != self.offset + t {
+            candle_core::bail!(
+                "causal-attention: {total} keys for {t} queries after {} positions",
+                self.offset
+            );
+        }
+        let out = self.run(
+            slice(sq, lq, "q")?,
+            heads,
+            t,
+            d,
+            slice(sk, lk, "k")?,
+            slice(sv, lv, "v")?,
+            kv_heads,
+            total,
+        );
+        Ok((CpuStorage::F32(out), Shape::from((1, t, heads * d))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| {
+                ((i.wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / 8388608.0) - 1.0
+            })
+            .collect()
+    }
+
+    /// Plain f64 attention with an explicit mask.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        q: &[f32],
+        heads: usize,
+        t: usize,
+        d: usize,
+        k: &[f32],
+        v: &[f32],
+        kv_heads: usize,
+        offset: usize,
+        window: Option<usize>,
+    ) -> Vec<f64> {
+        let total = offset + t;
+        let rep = heads / kv_heads;
+        let mut out = vec![0f64; t * heads * d];
+        for h in 0..heads {
+            let g = h / rep;
+            for i in 0..t {
+                let pos = offset + i;
+                let visible: Vec<usize> = (0..total)
+                    .filter(|&key| key <= pos && window.is_none_or(|w| pos < key + w))
+                    .collect();
+                let s: Vec<f64> = visible
+                    .iter()
+                    .map(|&key| {
+                        (0..d)
+                            .map(|e| {
+                                q[(h * t + i) * d + e] as f64 * k[(g * total + key) * d + e] as f64
+                            })
+                            .sum()
+                    })
+                    .collect();
+                let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = s.iter().map(|x| (x - max).exp()).sum();
+                for (n, &key) in visible.iter().enumerate() {
+                    let p = (s[n] - max).exp() / z;
+                    for e in 0..d {
+                        out[i * heads * d + h * d + e] += p * v[(g * total + key) * d + e] as f64;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Against f64 with a mask. Each output is a convex combination of values (|v| <= 1 here),
+    /// so its error is bounded by the probabilities' relative error times max |v| plus the
+    /// sum's rounding: scores carry d * 2^-24 * sum |q_e k_e| <= d * 2^-24 * d (|q|, |k| <=
+    /// 1), which moves each probability by at most twice that relatively; summing n terms
+    /// adds n * 2^-24. With d = 64 and n <= 40: < 2 * 64 * 64 * 6e-8 + 40 * 6e-8 + 2^-24
+    /// < 5.3e-4; asserted 1e-3.
+    #[test]
+    fn matches_masked_attention_in_f64() {
+        let (heads, kv_heads, d) = (4, 2, 64);
+        for &(t, offset, window) in &[
+            (7, 0, None),
+            (5, 30, None),
+            (9, 31, Some(8)),
+            (1, 39, Some(16)),
+        ] {
+            let total = offset + t;
+            let q = data(heads * t * d, 1);
+            let k = data(kv_heads * total * d, 2);
+            let v = data(kv_heads * total * d, 3);
+            let got =
+                CausalAttention { offset, window }.run(&q, heads, t, d, &k, &v, kv_heads, total);
+            let want = reference(&q, heads, t, d, &k, &v, kv_heads, offset, window);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (*g as f64 - w).abs() < 1e-3,
+                    "t={t} offset={offset} {window:?} [{i}]: {g} vs {w}"
+                );
+            }
+        }
+    }
+
+    /// The prefix cache's requirement: a prompt's last rows are the same bits when computed
+    /// after a cached prefix as in one pass.
+    #[test]
+    fn a_query_gives_the_same_bits_in_any_split() {
+        let (heads, kv_heads, d, total) = (4, 1, 48, 37);
+        let q = data(heads * total * d, 4);
+        let k = data(kv_heads * total * d, 5);
+        let v = data(kv_heads * total * d, 6);
+        for window in [None, Some(10)] {
+            let all = CausalAttention { offset: 0, window }
+                .run(&q, heads, total, d, &k, &v, kv_heads, total);
+            for offset in [1, 16, 20, 36] {
+                let t = total - offset;
+                // Rows offset.. of each head's queries.
+                let mut qs = Vec::new();
+                for h in 0..heads {
+                    qs.extend_from_slice(&q[(h * total + offset) * d..(h + 1) * total * d]);
+                }
+                let part = CausalAttention { offset, window }
+                    .run(&qs, heads, t, d, &k, &v, kv_heads, total);
+                assert_eq!(
+                    part,
+                    all[offset * heads * d..],
+                    "offset {offset} {window:?}"
+                );
+            }
+        }
+    }
+}
