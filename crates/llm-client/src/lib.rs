@@ -187,6 +187,13 @@ pub trait LanguageModel: Send + Sync {
     fn usage(&self) -> Usage {
         Usage::default()
     }
+
+    /// For a model computed in this process, a label of the arithmetic that computes it: the
+    /// response cache keys answers by it too, so that answers of an earlier implementation
+    /// (other kernels, other rounding) are not served as this one's. None for an API.
+    fn arithmetic(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 #[async_trait::async_trait]
@@ -217,6 +224,9 @@ impl<M: LanguageModel + ?Sized> LanguageModel for Box<M> {
     }
     fn usage(&self) -> Usage {
         (**self).usage()
+    }
+    fn arithmetic(&self) -> Option<&'static str> {
+        (**self).arithmetic()
     }
 }
 

@@ -148,6 +148,9 @@ impl ResponseCache {
 struct CacheKey<'a> {
     format: u32,
     model: &'a str,
+    /// Absent for APIs, so that their keys (and caches) are unchanged by this field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arithmetic: Option<&'static str>,
     request: Request<'a>,
 }
 
@@ -223,6 +226,7 @@ impl<M: LanguageModel> CachedModel<M> {
         let key = CacheKey {
             format: FORMAT,
             model: self.inner.name(),
+            arithmetic: self.inner.arithmetic(),
             request,
         };
         let bytes = serde_json::to_vec(&key).map_err(|e| self.cache.error(e))?;
@@ -300,6 +304,10 @@ impl<M: LanguageModel> LanguageModel for CachedModel<M> {
     fn usage(&self) -> Usage {
         self.inner.usage()
     }
+
+    fn arithmetic(&self) -> Option<&'static str> {
+        self.inner.arithmetic()
+    }
 }
 
 #[cfg(test)]
@@ -314,6 +322,7 @@ mod tests {
         let key = CacheKey {
             format: FORMAT,
             model: "openai:m",
+            arithmetic: None,
             request: Request::Generate {
                 prompt: &prompt,
                 params: &params,
@@ -323,5 +332,18 @@ mod tests {
             serde_json::to_string(&key).unwrap(),
             r#"{"format":1,"model":"openai:m","request":{"kind":"generate","prompt":{"type":"text","value":"hi"},"params":{"max_tokens":4,"temperature":0.0,"top_p":1.0,"seed":0,"stop":[]}}}"#
         );
+        // A local model's key names its arithmetic: answers of other kernels are not reused.
+        let local = CacheKey {
+            format: FORMAT,
+            model: "local:gemma3-270m",
+            arithmetic: Some(crate::local::ARITHMETIC),
+            request: Request::Generate {
+                prompt: &prompt,
+                params: &params,
+            },
+        };
+        assert!(serde_json::to_string(&local)
+            .unwrap()
+            .contains(r#""arithmetic":"int8-blocks-32""#));
     }
 }

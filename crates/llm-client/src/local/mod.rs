@@ -22,6 +22,11 @@ use crate::name::ModelSpec;
 use crate::tokenizer::Tokenizer;
 use crate::{Completion, FinishReason, GenerateParams, LanguageModel, Prompt};
 
+/// The local models' arithmetic, for the response cache's keys (`LanguageModel::arithmetic`):
+/// int8 blocks of 32 for every linear layer's weights and inputs. Change it when the numbers a
+/// local model computes change.
+pub const ARITHMETIC: &str = "int8-blocks-32";
+
 /// How a local model is loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
@@ -450,6 +455,10 @@ impl LocalModel {
 
 #[async_trait::async_trait]
 impl LanguageModel for LocalModel {
+    fn arithmetic(&self) -> Option<&'static str> {
+        Some(ARITHMETIC)
+    }
+
     fn name(&self) -> &str {
         &self.name
     }
