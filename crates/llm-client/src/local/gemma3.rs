@@ -107,11 +107,11 @@ impl Attention {
             .reshape((b, t, self.num_kv_heads, self.head_dim))?;
         let q = self.attn_q_norm.forward(&q)?.transpose(1, 2)?;
         let k = self.attn_k_norm.forward(&k)?.transpose(1, 2)?;
-        let v = v.transpose(1, 2)?.contiguous()?;
+        // v stays position-major (b, t, kv_heads, d), as the cache holds it.
         let q = (rope.apply(&q, offset)? * self.scale)?;
         let k = rope.apply(&k, offset)?;
-        let (k, v) = cache.append(layer, &k, &v)?;
-        let out = attention(&q, &k, &v, offset, window)?;
+        cache.append(layer, &k.transpose(1, 2)?, &v)?;
+        let out = attention(&q, cache, layer, offset, window)?;
         self.attn_output.forward(&out)
     }
 }

@@ -94,13 +94,12 @@ impl Attention {
         let v = self
             .attn_v
             .forward(xs)?
-            .reshape((b, t, self.num_kv_heads, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()?;
+            .reshape((b, t, self.num_kv_heads, self.head_dim))?;
+        // v stays position-major (b, t, kv_heads, d), as the cache holds it.
         let q = (rope.apply(&q, offset)? * (1.0 / (self.head_dim as f64).sqrt()))?;
         let k = rope.apply(&k, offset)?;
-        let (k, v) = cache.append(layer, &k, &v)?;
-        let out = attention(&q, &k, &v, offset, window)?;
+        cache.append(layer, &k.transpose(1, 2)?, &v)?;
+        let out = attention(&q, cache, layer, offset, window)?;
         self.attn_output.forward(&out)
     }
 }

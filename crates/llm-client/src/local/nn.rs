@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, D};
 
+use super::cache::KvCache;
 use super::kernels::{CausalAttention, Int8Linear, QuantMatrix};
 
-use crate::error::Result;
+use crate::error::{LlmError, Result};
 
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
@@ -84,20 +85,32 @@ impl RotaryEmbedding {
     }
 }
 
-/// Causal grouped-query attention for queries at `offset..offset + t`, each seeing the last
+/// Causal grouped-query attention over the keys and values of `cache`'s `layer` (the new
+/// positions already appended) for queries at `offset..offset + t`, each seeing the last
 /// `window` positions (itself included) or, without one, every earlier position. `q`: `(1,
-/// heads, t, d)` already scaled; `k`, `v`: `(1, kv_heads, offset + t, d)`. Returns `(1, t,
-/// heads * d)`.
+/// heads, t, d)` already scaled. Returns `(1, t, heads * d)`.
 pub fn attention(
     q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
+    cache: &KvCache,
+    layer: usize,
     offset: usize,
     window: Option<usize>,
 ) -> Result<Tensor> {
-    let op = CausalAttention { offset, window };
-    Ok(q.contiguous()?
-        .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)?)
+    let (_, heads, t, d) = q.dims4()?;
+    let (k, v, row) = cache.layer(layer);
+    let kv_heads = row / d.max(1);
+    let total = offset + t;
+    if kv_heads == 0 || heads % kv_heads != 0 || k.len() != total * row {
+        return Err(LlmError::Tensor(candle_core::Error::Msg(format!(
+            "attention: {heads} query heads of {d} against {} cached values per position, {} \
+             positions for {t} queries after {offset}",
+            row,
+            k.len() / row.max(1)
+        ))));
+    }
+    let q = q.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let out = CausalAttention { offset, window }.run(&q, heads, t, d, k, v, kv_heads, total);
+    Ok(Tensor::from_vec(out, (1, t, heads * d), &Device::Cpu)?)
 }
 
 /// A linear layer without bias, `xs @ w.T`, run by the int8 kernels (`super::kernels`).

@@ -13,7 +13,6 @@
 //! l of every dot product holds the same elements on any x86-64, so the bits do not depend
 //! on the vector width the CPU has either.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
 use rayon::prelude::*;
 
 use super::SharedOut;
@@ -23,6 +22,24 @@ const TILE: usize = 16;
 
 /// Independent partial sums of a dot product (lane l takes elements l, l + 16, ...).
 const LANES: usize = 16;
+
+/// One kv head's keys and values inside position-major buffers.
+struct KvRows<'a> {
+    k: &'a [f32],
+    v: &'a [f32],
+    /// Values from one position to the next.
+    stride: usize,
+}
+
+impl KvRows<'_> {
+    fn key(&self, pos: usize, d: usize) -> &[f32] {
+        &self.k[pos * self.stride..pos * self.stride + d]
+    }
+
+    fn value(&self, pos: usize, d: usize) -> &[f32] {
+        &self.v[pos * self.stride..pos * self.stride + d]
+    }
+}
 
 /// `softmax(q k^T + causal mask) v` for queries at positions `offset..offset + t`.
 #[derive(Debug, Clone, Copy)]
@@ -34,8 +51,8 @@ pub struct CausalAttention {
 }
 
 impl CausalAttention {
-    /// `q` `(heads, t, d)` (already scaled), `k` and `v` `(kv_heads, total, d)`, all
-    /// row-major; returns `(t, heads * d)`.
+    /// `q` `(heads, t, d)` (already scaled), `k` and `v` `(total, kv_heads, d)`
+    /// (position-major, as the KV cache holds them), all row-major; returns `(t, heads * d)`.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
@@ -57,10 +74,15 @@ impl CausalAttention {
             let i0 = tile * TILE;
             let i1 = (i0 + TILE).min(t);
             let g = h / rep;
-            let kh = &k[g * total * d..(g + 1) * total * d];
-            let vh = &v[g * total * d..(g + 1) * total * d];
+            // Head g's rows start at g * d, one position every kv_heads * d values.
+            let heads_k = KvRows {
+                k: &k[g * d..],
+                v: &v[g * d..],
+                stride: kv_heads * d,
+            };
             let qh = &q[h * t * d..(h + 1) * t * d];
-            let rows = self.tile(qh, i0, i1, d, kh, vh);
+            let rows = self.tile_dispatch(qh, i0, i1, d, &heads_k);
+            debug_assert_eq!(total * kv_heads * d, k.len());
             for (n, row) in rows.chunks_exact(d).enumerate() {
                 let at = (i0 + n) * heads * d + h * d;
                 // SAFETY: task (h, tile) writes only rows i0..i1 of head h, disjoint across
@@ -78,8 +100,52 @@ impl CausalAttention {
         (lo, pos + 1)
     }
 
+    /// [`Self::tile`] with the dot product of the widest vectors this CPU has
+    /// (`Isa::detect`). All three give the same bits: lane l of a dot product sums the same
+    /// elements in the same order, the lanes are summed in the same tree, and there is no
+    /// fused multiply-add.
+    fn tile_dispatch(&self, q: &[f32], i0: usize, i1: usize, d: usize, kv: &KvRows) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        match super::Isa::detect() {
+            // SAFETY: `Isa::detect` reports only features this CPU has.
+            super::Isa::Avx512Vnni => return unsafe { self.tile_avx512(q, i0, i1, d, kv) },
+            super::Isa::Avx2 => return unsafe { self.tile_avx2(q, i0, i1, d, kv) },
+            super::Isa::Portable => {}
+        }
+        self.tile(q, i0, i1, d, kv, dot)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_avx512(
+        &self,
+        q: &[f32],
+        i0: usize,
+        i1: usize,
+        d: usize,
+        kv: &KvRows,
+    ) -> Vec<f32> {
+        self.tile(q, i0, i1, d, kv, |a, b| unsafe { x86::dot_avx512(a, b) })
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn tile_avx2(&self, q: &[f32], i0: usize, i1: usize, d: usize, kv: &KvRows) -> Vec<f32> {
+        self.tile(q, i0, i1, d, kv, |a, b| unsafe { x86::dot_avx2(a, b) })
+    }
+
     /// Outputs `(i1 - i0, d)` of queries `i0..i1` of one head.
-    fn tile(&self, q: &[f32], i0: usize, i1: usize, d: usize, k: &[f32], v: &[f32]) -> Vec<f32> {
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn tile(
+        &self,
+        q: &[f32],
+        i0: usize,
+        i1: usize,
+        d: usize,
+        kv: &KvRows,
+        dot: impl Fn(&[f32], &[f32]) -> f32,
+    ) -> Vec<f32> {
         let ranges: Vec<(usize, usize)> = (i0..i1).map(|i| self.range(self.offset + i)).collect();
         let first = ranges.iter().map(|r| r.0).min().unwrap_or(0);
         let last = ranges.iter().map(|r| r.1).max().unwrap_or(0);
@@ -88,7 +154,7 @@ impl CausalAttention {
         // Scores, then probabilities, of query n for key first + j at [n * width + j].
         let mut p = vec![0f32; n * width];
         for key in first..last {
-            let krow = &k[key * d..(key + 1) * d];
+            let krow = kv.key(key, d);
             for (m, &(lo, hi)) in ranges.iter().enumerate() {
                 if (lo..hi).contains(&key) {
                     let qrow = &q[(i0 + m) * d..(i0 + m + 1) * d];
@@ -109,7 +175,7 @@ impl CausalAttention {
         }
         let mut out = vec![0f32; n * d];
         for key in first..last {
-            let vrow = &v[key * d..(key + 1) * d];
+            let vrow = kv.value(key, d);
             for (m, &(lo, hi)) in ranges.iter().enumerate() {
                 if (lo..hi).contains(&key) {
                     let w = p[m * width + key - first];
@@ -130,17 +196,25 @@ impl CausalAttention {
 
 /// a . b with `LANES` partial sums summed pairwise at the end: the same order for any input
 /// of this length, and vectorized by the compiler at whatever width the target has.
-#[inline]
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
-    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
+    let n = a.len().min(b.len());
+    let whole = n / LANES * LANES;
+    for (x, y) in a[..whole]
+        .chunks_exact(LANES)
+        .zip(b[..whole].chunks_exact(LANES))
+    {
+        // Fixed-size views let the compiler keep `acc` in one register set.
+        let (x, y): (&[f32; LANES], &[f32; LANES]) = match (x.try_into(), y.try_into()) {
+            (Ok(x), Ok(y)) => (x, y),
+            _ => unreachable!("chunks_exact yields LANES elements"),
+        };
         for l in 0..LANES {
             acc[l] += x[l] * y[l];
         }
     }
-    for (l, (x, y)) in ar.iter().zip(br).enumerate() {
+    for (l, (x, y)) in a[whole..n].iter().zip(&b[whole..n]).enumerate() {
         acc[l] += x * y;
     }
     let mut width = LANES;
@@ -153,58 +227,64 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc[0]
 }
 
-impl CustomOp3 for CausalAttention {
-    fn name(&self) -> &'static str {
-        "causal-attention"
+/// The dot product of [`dot`] in AVX-512 and AVX2 registers: lanes 0..16 as one zmm or two
+/// ymm, multiplied and added in separate instructions (no FMA), summed in `dot`'s tree. Falls
+/// back to `dot` when the length is not a multiple of 16.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::LANES;
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        if n % LANES != 0 {
+            return super::dot(a, b);
+        }
+        let mut acc = _mm512_setzero_ps();
+        for c in 0..n / LANES {
+            let x = _mm512_loadu_ps(a.as_ptr().add(c * LANES));
+            let y = _mm512_loadu_ps(b.as_ptr().add(c * LANES));
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(x, y));
+        }
+        // acc[l] + acc[l + 8], then + 4, + 2, + 1: `dot`'s tree.
+        let s8 = _mm256_add_ps(
+            _mm512_castps512_ps256(acc),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)),
+        );
+        tree8(s8)
     }
 
-    /// `q` `(1, heads, t, d)`, `k` and `v` `(1, kv_heads, total, d)`; returns `(1, t, heads *
-    /// d)`.
-    fn cpu_fwd(
-        &self,
-        sq: &CpuStorage,
-        lq: &Layout,
-        sk: &CpuStorage,
-        lk: &Layout,
-        sv: &CpuStorage,
-        lv: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-            let CpuStorage::F32(data) = s else {
-                candle_core::bail!("causal-attention: {what} must be f32");
-            };
-            let Some((a, b)) = l.contiguous_offsets() else {
-                candle_core::bail!("causal-attention: {what} must be contiguous");
-            };
-            Ok(&data[a..b])
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        if n % LANES != 0 {
+            return super::dot(a, b);
         }
-        let (_, heads, t, d) = lq.shape().dims4()?;
-        let (_, kv_heads, total, dk) = lk.shape().dims4()?;
-        if dk != d || lv.shape() != lk.shape() || heads % kv_heads != 0 {
-            candle_core::bail!(
-                "causal-attention: q {:?}, k {:?}, v {:?}",
-                lq.shape(),
-                lk.shape(),
-                lv.shape()
+        let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for c in 0..n / LANES {
+            let p = a.as_ptr().add(c * LANES);
+            let r = b.as_ptr().add(c * LANES);
+            lo = _mm256_add_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(r)));
+            hi = _mm256_add_ps(
+                hi,
+                _mm256_mul_ps(_mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(r.add(8))),
             );
         }
-        if total != self.offset + t {
-            candle_core::bail!(
-                "causal-attention: {total} keys for {t} queries after {} positions",
-                self.offset
-            );
-        }
-        let out = self.run(
-            slice(sq, lq, "q")?,
-            heads,
-            t,
-            d,
-            slice(sk, lk, "k")?,
-            slice(sv, lv, "v")?,
-            kv_heads,
-            total,
-        );
-        Ok((CpuStorage::F32(out), Shape::from((1, t, heads * d))))
+        tree8(_mm256_add_ps(lo, hi))
+    }
+
+    /// s[l] + s[l + 4], then + 2, then + 1.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn tree8(s8: __m256) -> f32 {
+        let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+        _mm_cvtss_f32(s1)
     }
 }
 
@@ -248,7 +328,8 @@ mod tests {
                     .map(|&key| {
                         (0..d)
                             .map(|e| {
-                                q[(h * t + i) * d + e] as f64 * k[(g * total + key) * d + e] as f64
+                                q[(h * t + i) * d + e] as f64
+                                    * k[(key * kv_heads + g) * d + e] as f64
                             })
                             .sum()
                     })
@@ -258,7 +339,8 @@ mod tests {
                 for (n, &key) in visible.iter().enumerate() {
                     let p = (s[n] - max).exp() / z;
                     for e in 0..d {
-                        out[i * heads * d + h * d + e] += p * v[(g * total + key) * d + e] as f64;
+                        out[i * heads * d + h * d + e] +=
+                            p * v[(key * kv_heads + g) * d + e] as f64;
                     }
                 }
             }
@@ -294,6 +376,20 @@ mod tests {
                     "t={t} offset={offset} {window:?} [{i}]: {g} vs {w}"
                 );
             }
+        }
+    }
+
+    /// The vector dot products give the portable one's bits (d = 256: Gemma 3's head size).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn vector_dots_give_the_portable_bits() {
+        let (a, b) = (data(256, 7), data(256, 8));
+        let want = dot(&a, &b).to_bits();
+        if is_x86_feature_detected!("avx2") {
+            assert_eq!(unsafe { x86::dot_avx2(&a, &b) }.to_bits(), want);
+        }
+        if is_x86_feature_detected!("avx512f") {
+            assert_eq!(unsafe { x86::dot_avx512(&a, &b) }.to_bits(), want);
         }
     }
 

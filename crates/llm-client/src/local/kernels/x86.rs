@@ -54,7 +54,7 @@ pub(super) unsafe fn avx512vnni(
     out: *mut f32,
     stride: usize,
 ) {
-    drive!(tile512, 4, w, x, r0, r1, out, stride)
+    drive!(tile512, 3, w, x, r0, r1, out, stride)
 }
 
 /// # Safety
@@ -78,11 +78,12 @@ unsafe fn pair_scales(p: *const f32, idx: __m512i) -> __m512 {
     _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(two))
 }
 
-/// Two blocks at a time. `vpdpbusd` multiplies unsigned by signed bytes (exactly, into i32
-/// lanes of 4 products), so it gets |w| and x negated where w < 0, as the AVX2 kernel does;
-/// each lane is then an exact part of one block's x . w, converted and scaled by both blocks'
-/// scales. (Offsetting x by 128 instead and subtracting 128 * sum(w) is one operation fewer,
-/// but leaves lanes of +-2^15 that cancel only after scaling, costing f32 digits.)
+/// Two blocks at a time. `vpdpbusd` multiplies unsigned by signed bytes, exactly, into i32
+/// lanes of 4 products each: it gets w + 128 (unsigned) and x, and each lane starts at -128
+/// times the sum of its 4 x values (one `vpdpbusd` per x vector, shared by the tile's rows),
+/// so it ends at an exact part of one block's x . w; then converted and scaled by both
+/// blocks' scales. (Subtracting 128 * sum(x) per block after scaling instead would leave
+/// lanes of +-2^15 that cancel only in f32, costing digits.)
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn tile512<const R: usize, const C: usize>(
     w: &QuantMatrix,
@@ -94,6 +95,7 @@ unsafe fn tile512<const R: usize, const C: usize>(
 ) {
     let pairs = x.blocks / 2;
     let zero = _mm512_setzero_si512();
+    let flip = _mm512_set1_epi8(i8::MIN);
     let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     let wq: [*const i8; R] = std::array::from_fn(|i| w.w.row_qs(r + i).as_ptr());
     let ws: [*const f32; R] = std::array::from_fn(|i| w.w.row_scales(r + i).as_ptr());
@@ -102,19 +104,20 @@ unsafe fn tile512<const R: usize, const C: usize>(
     let mut acc = [[_mm512_setzero_ps(); C]; R];
     for p in 0..pairs {
         let mut xv = [zero; C];
+        let mut start = [zero; C];
         let mut dx = [_mm512_setzero_ps(); C];
         for c in 0..C {
             xv[c] = _mm512_loadu_si512(xq[c].add(p * 2 * BLOCK) as *const __m512i);
+            // flip = 0x80 read as unsigned: 128 * (sum of each lane's 4 x values).
+            start[c] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, flip, xv[c]));
             dx[c] = pair_scales(xs[c].add(2 * p), idx);
         }
         for i in 0..R {
             let wv = _mm512_loadu_si512(wq[i].add(p * 2 * BLOCK) as *const __m512i);
-            let negative = _mm512_movepi8_mask(wv);
-            let aw = _mm512_abs_epi8(wv);
+            let wu = _mm512_xor_si512(wv, flip);
             let dw = pair_scales(ws[i].add(2 * p), idx);
             for c in 0..C {
-                let sx = _mm512_mask_sub_epi8(xv[c], negative, zero, xv[c]);
-                let dot = _mm512_dpbusd_epi32(zero, aw, sx);
+                let dot = _mm512_dpbusd_epi32(start[c], wu, xv[c]);
                 let scale = _mm512_mul_ps(dw, dx[c]);
                 acc[i][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[i][c]);
             }
