@@ -240,7 +240,7 @@ mod x86 {
     #[inline]
     pub(super) unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
-        if n % LANES != 0 {
+        if !n.is_multiple_of(LANES) {
             return super::dot(a, b);
         }
         let mut acc = _mm512_setzero_ps();
@@ -261,7 +261,7 @@ mod x86 {
     #[inline]
     pub(super) unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
-        if n % LANES != 0 {
+        if !n.is_multiple_of(LANES) {
             return super::dot(a, b);
         }
         let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
