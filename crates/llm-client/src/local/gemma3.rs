@@ -8,8 +8,10 @@ use candle_core::Tensor;
 
 use super::cache::KvCache;
 use super::gguf::Gguf;
-use super::kernels::QuantMatrix;
-use super::nn::{attention, embed, positions_from, Linear, RmsNorm, RopeLayout, RotaryEmbedding};
+use super::kernels::{GatedActivation, QuantMatrix};
+use super::nn::{
+    attention, embed, positions_from, GatedUp, Linear, RmsNorm, RopeLayout, RotaryEmbedding,
+};
 use crate::error::Result;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,17 +119,14 @@ impl Attention {
 }
 
 struct Mlp {
-    ffn_gate: Linear,
-    ffn_up: Linear,
+    /// `act(gate) * up`.
+    ffn_gate_up: GatedUp,
     ffn_down: Linear,
 }
 
 impl Mlp {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        // GeGLU with the tanh approximation of GELU (`gelu_pytorch_tanh`).
-        let gate = self.ffn_gate.forward(xs)?.gelu()?;
-        let up = self.ffn_up.forward(xs)?;
-        self.ffn_down.forward(&(gate * up)?)
+        self.ffn_down.forward(&self.ffn_gate_up.forward(xs)?)
     }
 }
 
@@ -183,8 +182,12 @@ impl Model {
                 scale: 1.0 / (hd as f64).sqrt(),
             };
             let mlp = Mlp {
-                ffn_gate: g.linear(&p("ffn_gate.weight"), &[cfg.intermediate_size, dim])?,
-                ffn_up: g.linear(&p("ffn_up.weight"), &[cfg.intermediate_size, dim])?,
+                ffn_gate_up: g.gated_up(
+                    &p("ffn_gate.weight"),
+                    &p("ffn_up.weight"),
+                    &[cfg.intermediate_size, dim],
+                    GatedActivation::GeluTanh,
+                )?,
                 ffn_down: g.linear(&p("ffn_down.weight"), &[dim, cfg.intermediate_size])?,
             };
             blocks.push(Block {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use candle_core::quantized::{gguf_file, QTensor};
 use candle_core::{Device, Tensor};
 
-use super::kernels::QuantMatrix;
-use super::nn::Linear;
+use super::kernels::{GatedActivation, QuantMatrix};
+use super::nn::{GatedUp, Linear};
 use crate::error::{LlmError, Result};
 
 pub struct Gguf {
@@ -121,6 +121,21 @@ impl Gguf {
         QuantMatrix::from_qtensor(&t)
             .map(Arc::new)
             .map_err(|e| self.error(format!("tensor {name}: {e}")))
+    }
+
+    /// A feed-forward block's gate and up projections `(out, in)` each, stacked.
+    pub fn gated_up(
+        &mut self,
+        gate: &str,
+        up: &str,
+        shape: &[usize],
+        act: GatedActivation,
+    ) -> Result<GatedUp> {
+        let (g, u) = (
+            self.quant_matrix(gate, shape)?,
+            self.quant_matrix(up, shape)?,
+        );
+        GatedUp::new(&g, &u, act)
     }
 
     /// A linear layer, as [`Gguf::quant_matrix`].

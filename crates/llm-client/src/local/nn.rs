@@ -6,7 +6,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor, D};
 
 use super::cache::KvCache;
-use super::kernels::{CausalAttention, Int8Linear, QuantMatrix};
+use super::kernels::{CausalAttention, GatedActivation, GatedLinearUnit, Int8Linear, QuantMatrix};
 
 use crate::error::{LlmError, Result};
 
@@ -126,6 +126,30 @@ impl Linear {
         Ok(xs
             .contiguous()?
             .apply_op1_no_bwd(&Int8Linear(self.0.clone()))?)
+    }
+}
+
+/// A feed-forward block's gated projection `act(x W_gate^T) * (x W_up^T)`, as one matmul by
+/// the stacked `[W_gate; W_up]` and one fused activation.
+#[derive(Debug, Clone)]
+pub struct GatedUp {
+    gate_up: Linear,
+    act: GatedActivation,
+}
+
+impl GatedUp {
+    pub fn new(gate: &QuantMatrix, up: &QuantMatrix, act: GatedActivation) -> Result<Self> {
+        let stacked = QuantMatrix::stack(&[gate, up])
+            .map_err(|e| LlmError::Tensor(candle_core::Error::Msg(format!("gate/up: {e}"))))?;
+        Ok(Self {
+            gate_up: Linear::new(Arc::new(stacked)),
+            act,
+        })
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let both = self.gate_up.forward(xs)?;
+        Ok(both.apply_op1_no_bwd(&GatedLinearUnit(self.act))?)
     }
 }
 

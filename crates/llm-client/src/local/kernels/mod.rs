@@ -21,10 +21,12 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
 mod attention;
+mod glu;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub use attention::CausalAttention;
+pub use glu::{GatedActivation, GatedLinearUnit};
 
 /// Values per block, each block with its own scale (as in GGUF's Q8_0).
 pub const BLOCK: usize = 32;
@@ -246,6 +248,25 @@ impl QuantMatrix {
         Self { w }
     }
 
+    /// The rows of `parts` one after another, as one matrix: one matmul instead of several
+    /// over the same input (a feed-forward block's gate and up projections).
+    pub fn stack(parts: &[&QuantMatrix]) -> Result<Self, KernelError> {
+        let cols = parts.first().map_or(0, |p| p.cols());
+        let mut w = Blocks::zeros(0, cols);
+        for p in parts {
+            if p.cols() != cols {
+                return Err(KernelError::Columns {
+                    expected: cols,
+                    got: p.cols(),
+                });
+            }
+            w.rows += p.w.rows;
+            w.qs.extend_from_slice(&p.w.qs);
+            w.scales.extend_from_slice(&p.w.scales);
+        }
+        Ok(Self::from_blocks(w))
+    }
+
     pub fn rows(&self) -> usize {
         self.w.rows
     }
@@ -282,9 +303,12 @@ impl QuantMatrix {
         let x = Blocks::quantize(x, t, cols);
         let rows = self.w.rows;
         let mut out = vec![0f32; t * rows];
-        // Tasks own disjoint ranges of weight rows: out[j * rows + r] for r in the range.
-        // About 256 KiB of weights each, at least one 4-row tile.
-        let per_task = (256 * 1024 / (self.w.blocks * BLOCK)).clamp(4, 1024) / 4 * 4;
+        // Tasks own disjoint ranges of weight rows: out[j * rows + r] for r in the range. At
+        // most 256 KiB of weights each, and at least 4 tasks per thread where the rows allow,
+        // so that a small matrix (a decode step's k projection) still keeps every core busy.
+        let by_size = 256 * 1024 / (self.w.blocks * BLOCK);
+        let by_threads = rows.div_ceil(4 * rayon::current_num_threads());
+        let per_task = by_size.min(by_threads).max(4).next_multiple_of(4);
         let out_ptr = SharedOut(out.as_mut_ptr());
         let tasks = rows.div_ceil(per_task);
         let run = |task: usize| {
