@@ -85,19 +85,12 @@ impl CustomOp1 for GatedLinearUnit {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("gated-linear-unit: f32 input expected");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("gated-linear-unit: contiguous input expected");
-        };
-        let mut dims = layout.dims().to_vec();
-        let both = dims.pop().unwrap_or(0);
-        if both % 2 != 0 {
+        let (data, mut dims, both) = super::rows_of(storage, layout, self.name())?;
+        if !both.is_multiple_of(2) {
             candle_core::bail!("gated-linear-unit: odd last dimension {both}");
         }
         dims.push(both / 2);
-        let out = self.0.run(&data[start..end], both / 2);
+        let out = self.0.run(data, both / 2);
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 }

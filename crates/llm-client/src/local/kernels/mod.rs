@@ -384,6 +384,24 @@ impl SharedOut {
 unsafe impl Sync for SharedOut {}
 unsafe impl Send for SharedOut {}
 
+/// A candle op's f32 input as a contiguous slice of rows: the slice, the leading dimensions
+/// and the row length (the last dimension).
+fn rows_of<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<(&'a [f32], Vec<usize>, usize)> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: f32 input expected");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: contiguous input expected");
+    };
+    let mut dims = layout.dims().to_vec();
+    let last = dims.pop().unwrap_or(0);
+    Ok((&data[start..end], dims, last))
+}
+
 /// `xs @ w.T` as a candle op: `xs` is `(.., cols)` f32, the result `(.., rows)`.
 #[derive(Debug, Clone)]
 pub struct Int8Linear(pub std::sync::Arc<QuantMatrix>);
@@ -398,26 +416,19 @@ impl CustomOp1 for Int8Linear {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("int8-linear: f32 input expected");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("int8-linear: contiguous input expected");
-        };
-        let mut dims = layout.dims().to_vec();
-        let cols = dims.pop().unwrap_or(0);
+        let (data, mut dims, cols) = rows_of(storage, layout, self.name())?;
         let t: usize = dims.iter().product();
-        let out = self
-            .0
-            .matmul(&data[start..end], t)
-            .map_err(|e| candle_core::Error::Msg(format!("int8-linear: {e}")))?;
-        dims.push(self.0.rows());
         if cols != self.0.cols() {
             candle_core::bail!(
                 "int8-linear: input of {cols} columns to a layer of {}",
                 self.0.cols()
             );
         }
+        let out = self
+            .0
+            .matmul(data, t)
+            .map_err(|e| candle_core::Error::Msg(format!("int8-linear: {e}")))?;
+        dims.push(self.0.rows());
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 }
