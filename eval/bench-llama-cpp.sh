@@ -39,8 +39,11 @@ GGUFS=$(target/release/spae-icl fetch gemma3-270m smollm2-135m | cut -f2)
 "$BENCH" $(for g in $GGUFS; do echo -m "$g"; done) -t "$THREADS" -p 512,2048 -n 64 -r 3 -o json \
     > "$OUT/llama-cpp.json"
 
-# Ours: the criterion bench of crates/llm-client/benches/local.rs (same prompt lengths, 64 tokens).
-RAYON_NUM_THREADS="$THREADS" cargo bench --workspace --bench local -- --noplot 2>/dev/null \
+# Ours: the criterion bench of crates/llm-client/benches/local.rs (same prompt lengths, 64 tokens),
+# with the allocator settings the spae-icl binary makes at start (crates/spae-icl/src/malloc.rs).
+MALLOC_MMAP_THRESHOLD_=$((32 << 20)) MALLOC_TRIM_THRESHOLD_=$((1 << 30)) \
+    MALLOC_TOP_PAD_=$((256 << 20)) RAYON_NUM_THREADS="$THREADS" \
+    cargo bench --workspace --bench local -- --noplot 2>/dev/null \
     | tee "$OUT/spae.txt"
 
 python3 - "$OUT" "$THREADS" <<'PY'

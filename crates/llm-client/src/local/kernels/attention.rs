@@ -6,12 +6,13 @@
 //! keys instead of masking the rest.
 //!
 //! Per query: scores q . k for keys `lo..=pos` in increasing order, softmax (max, then
-//! exp(s - max) summed in increasing order), then the probability-weighted sum of values in
-//! increasing key order, divided by the sum at the end. Queries are grouped in tiles that read
-//! each key and value row once for the whole tile; the grouping changes no query's
-//! arithmetic. There is no fused multiply-add (Rust does not contract `a * b + c`), and lane
-//! l of every dot product holds the same elements on any x86-64, so the bits do not depend
-//! on the vector width the CPU has either.
+//! exp(s - max) with the kernels' vectorizable exp, summed in increasing order), then the
+//! probability-weighted sum of values in increasing key order, divided by the sum at the end.
+//! Queries are grouped in tiles that read each key and value row once for the whole tile, and
+//! their scores against one key are taken several at a time; neither changes a query's
+//! arithmetic. There is no fused multiply-add (Rust does not contract `a * b + c`), and lane l
+//! of every dot product holds the same elements on any x86-64, so the bits do not depend on
+//! the vector width the CPU has either.
 
 use rayon::prelude::*;
 
@@ -112,7 +113,7 @@ impl CausalAttention {
             super::Isa::Avx2 => return unsafe { self.tile_avx2(q, i0, i1, d, kv) },
             super::Isa::Portable => {}
         }
-        self.tile(q, i0, i1, d, kv, dot)
+        self.tile(q, i0, i1, d, kv, dots)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -125,13 +126,17 @@ impl CausalAttention {
         d: usize,
         kv: &KvRows,
     ) -> Vec<f32> {
-        self.tile(q, i0, i1, d, kv, |a, b| unsafe { x86::dot_avx512(a, b) })
+        self.tile(q, i0, i1, d, kv, |qs, d, k, out| unsafe {
+            x86::dots_avx512(qs, d, k, out)
+        })
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn tile_avx2(&self, q: &[f32], i0: usize, i1: usize, d: usize, kv: &KvRows) -> Vec<f32> {
-        self.tile(q, i0, i1, d, kv, |a, b| unsafe { x86::dot_avx2(a, b) })
+        self.tile(q, i0, i1, d, kv, |qs, d, k, out| unsafe {
+            x86::dots_avx2(qs, d, k, out)
+        })
     }
 
     /// Outputs `(i1 - i0, d)` of queries `i0..i1` of one head.
@@ -144,7 +149,7 @@ impl CausalAttention {
         i1: usize,
         d: usize,
         kv: &KvRows,
-        dot: impl Fn(&[f32], &[f32]) -> f32,
+        dots: impl Fn(&[f32], usize, &[f32], &mut [f32]),
     ) -> Vec<f32> {
         let ranges: Vec<(usize, usize)> = (i0..i1).map(|i| self.range(self.offset + i)).collect();
         let first = ranges.iter().map(|r| r.0).min().unwrap_or(0);
@@ -153,24 +158,31 @@ impl CausalAttention {
         let n = i1 - i0;
         // Scores, then probabilities, of query n for key first + j at [n * width + j].
         let mut p = vec![0f32; n * width];
+        let mut scores = vec![0f32; n];
         for key in first..last {
             let krow = kv.key(key, d);
-            for (m, &(lo, hi)) in ranges.iter().enumerate() {
-                if (lo..hi).contains(&key) {
-                    let qrow = &q[(i0 + m) * d..(i0 + m + 1) * d];
-                    p[m * width + key - first] = dot(qrow, krow);
-                }
+            // The queries that see this key are consecutive: ranges move right with m.
+            let a = ranges.iter().position(|&(_, hi)| key < hi).unwrap_or(n);
+            let b = a + ranges[a..].iter().take_while(|&&(lo, _)| lo <= key).count();
+            dots(
+                &q[(i0 + a) * d..(i0 + b) * d],
+                d,
+                krow,
+                &mut scores[..b - a],
+            );
+            for (m, &s) in (a..b).zip(&scores) {
+                p[m * width + key - first] = s;
             }
         }
         let mut inv = vec![0f32; n];
         for (m, &(lo, hi)) in ranges.iter().enumerate() {
             let row = &mut p[m * width + lo - first..m * width + hi - first];
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
+            // The exps first (a loop the compiler vectorizes), then their sum in key order.
             for s in row.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
+                *s = super::glu::exp(*s - max);
             }
+            let sum: f32 = row.iter().sum();
             inv[m] = 1.0 / sum;
         }
         let mut out = vec![0f32; n * d];
@@ -191,6 +203,13 @@ impl CausalAttention {
             }
         }
         out
+    }
+}
+
+/// `out[m] = qs[m] . k` for consecutive rows `qs[m]` of length `d`.
+fn dots(qs: &[f32], d: usize, k: &[f32], out: &mut [f32]) {
+    for (o, q) in out.iter_mut().zip(qs.chunks_exact(d)) {
+        *o = dot(q, k);
     }
 }
 
@@ -249,12 +268,7 @@ mod x86 {
             let y = _mm512_loadu_ps(b.as_ptr().add(c * LANES));
             acc = _mm512_add_ps(acc, _mm512_mul_ps(x, y));
         }
-        // acc[l] + acc[l + 8], then + 4, + 2, + 1: `dot`'s tree.
-        let s8 = _mm256_add_ps(
-            _mm512_castps512_ps256(acc),
-            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)),
-        );
-        tree8(s8)
+        reduce16(acc)
     }
 
     #[target_feature(enable = "avx2")]
@@ -275,6 +289,80 @@ mod x86 {
             );
         }
         tree8(_mm256_add_ps(lo, hi))
+    }
+
+    /// [`dot_avx512`] for consecutive rows of `qs`, four at a time: four independent
+    /// accumulators hide the add latency that one dot product's chain waits on, and each
+    /// accumulator does exactly what `dot_avx512` does.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn dots_avx512(qs: &[f32], d: usize, k: &[f32], out: &mut [f32]) {
+        let n = out.len();
+        if !d.is_multiple_of(LANES) || k.len() < d || qs.len() < n * d {
+            return super::dots(qs, d, k, out);
+        }
+        let mut m = 0;
+        while m + 4 <= n {
+            let q = qs.as_ptr().add(m * d);
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for c in 0..d / LANES {
+                let y = _mm512_loadu_ps(k.as_ptr().add(c * LANES));
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let x = _mm512_loadu_ps(q.add(j * d + c * LANES));
+                    *a = _mm512_add_ps(*a, _mm512_mul_ps(x, y));
+                }
+            }
+            for (j, a) in acc.iter().enumerate() {
+                out[m + j] = reduce16(*a);
+            }
+            m += 4;
+        }
+        for j in m..n {
+            out[j] = dot_avx512(&qs[j * d..(j + 1) * d], k);
+        }
+    }
+
+    /// [`dot_avx2`] for consecutive rows of `qs`, two at a time (four ymm accumulators).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn dots_avx2(qs: &[f32], d: usize, k: &[f32], out: &mut [f32]) {
+        let n = out.len();
+        if !d.is_multiple_of(LANES) || k.len() < d || qs.len() < n * d {
+            return super::dots(qs, d, k, out);
+        }
+        let mut m = 0;
+        while m + 2 <= n {
+            let q = qs.as_ptr().add(m * d);
+            let mut lo = [_mm256_setzero_ps(); 2];
+            let mut hi = [_mm256_setzero_ps(); 2];
+            for c in 0..d / LANES {
+                let r = k.as_ptr().add(c * LANES);
+                let (y0, y1) = (_mm256_loadu_ps(r), _mm256_loadu_ps(r.add(8)));
+                for j in 0..2 {
+                    let p = q.add(j * d + c * LANES);
+                    lo[j] = _mm256_add_ps(lo[j], _mm256_mul_ps(_mm256_loadu_ps(p), y0));
+                    hi[j] = _mm256_add_ps(hi[j], _mm256_mul_ps(_mm256_loadu_ps(p.add(8)), y1));
+                }
+            }
+            for j in 0..2 {
+                out[m + j] = tree8(_mm256_add_ps(lo[j], hi[j]));
+            }
+            m += 2;
+        }
+        for j in m..n {
+            out[j] = dot_avx2(&qs[j * d..(j + 1) * d], k);
+        }
+    }
+
+    /// `dot`'s tree over one zmm: acc[l] + acc[l + 8], then + 4, + 2, + 1.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn reduce16(acc: __m512) -> f32 {
+        let s8 = _mm256_add_ps(
+            _mm512_castps512_ps256(acc),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)),
+        );
+        tree8(s8)
     }
 
     /// s[l] + s[l + 4], then + 2, then + 1.
@@ -390,6 +478,18 @@ mod tests {
         }
         if is_x86_feature_detected!("avx512f") {
             assert_eq!(unsafe { x86::dot_avx512(&a, &b) }.to_bits(), want);
+        }
+        // Several rows at once (groups and leftovers) give each row's single-dot bits.
+        let qs = data(7 * 256, 9);
+        let want: Vec<u32> = qs.chunks_exact(256).map(|q| dot(q, &b).to_bits()).collect();
+        let mut out = vec![0f32; 7];
+        if is_x86_feature_detected!("avx2") {
+            unsafe { x86::dots_avx2(&qs, 256, &b, &mut out) };
+            assert_eq!(out.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want);
+        }
+        if is_x86_feature_detected!("avx512f") {
+            unsafe { x86::dots_avx512(&qs, 256, &b, &mut out) };
+            assert_eq!(out.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want);
         }
     }
 

@@ -53,7 +53,7 @@ impl GatedActivation {
 /// e^x for f32, vectorizable: x = n ln2 + r, e^x = 2^n e^r. Below about -87 the result is 0
 /// (f32's smallest normal is e^-87.3), above 88 infinity, as `expf` gives.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(super) fn exp(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split so that n * LN2_HI is exact for |n| < 2^9.
     const LN2_HI: f32 = 0.693_145_75;
