@@ -100,6 +100,7 @@ pub fn check_identity(
     identity: &serde_json::Value,
     extra: &serde_json::Value,
 ) -> Result<()> {
+    let identity = &with_arithmetic(identity);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let path = out.join("run.json");
     if path.is_file() {
@@ -130,6 +131,27 @@ pub fn check_identity(
     }
     let doc = serde_json::json!({ "identity": identity, "last_invocation": extra });
     crate::util::write_atomic(&path, &serde_json::to_string_pretty(&doc)?)
+}
+
+/// `identity` with, for a local LLM, the arithmetic it runs (`llm_client::local::ARITHMETIC`):
+/// its answers depend on it, so a folder written by other kernels is not resumed as this
+/// one's. API models' identities are unchanged.
+fn with_arithmetic(identity: &serde_json::Value) -> serde_json::Value {
+    let mut id = identity.clone();
+    let local = id
+        .get("llm")
+        .and_then(|v| v.as_str())
+        .and_then(|name| llm_client::ModelSpec::parse(name).ok())
+        .is_some_and(|spec| {
+            matches!(
+                spec,
+                llm_client::ModelSpec::Local(_) | llm_client::ModelSpec::Gguf(_)
+            )
+        });
+    if local {
+        id["llm_arithmetic"] = serde_json::json!(llm_client::local::ARITHMETIC);
+    }
+    id
 }
 
 /// A result folder ready for a run: `out` created, `run.json` checked against `identity`
@@ -206,5 +228,34 @@ mod tests {
         let b = serde_json::json!({"way": 5, "seed": 0});
         let err = check_identity(dir.path(), &b, &serde_json::json!({})).unwrap_err();
         assert!(err.to_string().contains("way: 2 -> 5"), "{err}");
+    }
+
+    /// A local LLM's folder records its arithmetic, and one written without it (by the f32
+    /// blocks) is not resumed; an API model's identity is left as it is.
+    #[test]
+    fn a_local_llm_folder_names_its_arithmetic() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = serde_json::json!({"llm": "local:gemma3-270m", "seed": 0});
+        check_identity(dir.path(), &local, &serde_json::json!({})).unwrap();
+        let run: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("run.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            run["identity"]["llm_arithmetic"],
+            serde_json::json!(llm_client::local::ARITHMETIC)
+        );
+        // A folder from before: the same identity without the arithmetic.
+        let old = tempfile::tempdir().unwrap();
+        let doc = serde_json::json!({"identity": local, "last_invocation": {}});
+        std::fs::write(old.path().join("run.json"), doc.to_string()).unwrap();
+        let err = check_identity(old.path(), &local, &serde_json::json!({})).unwrap_err();
+        assert!(err.to_string().contains("llm_arithmetic"), "{err}");
+        let api = serde_json::json!({"llm": "openai:gpt-4o-mini", "seed": 0});
+        let dir = tempfile::tempdir().unwrap();
+        check_identity(dir.path(), &api, &serde_json::json!({})).unwrap();
+        let run: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("run.json")).unwrap())
+                .unwrap();
+        assert!(run["identity"].get("llm_arithmetic").is_none());
     }
 }
