@@ -448,3 +448,104 @@ fn gemma3_sliding_window_agrees_past_the_window() {
     let c = common::assert_distinct_logits(&all[98], &all[99], "positions 598 and 599");
     eprintln!("sliding window: bit for bit; neighbours differ by {c:.3e} of the row scale");
 }
+
+/// `nn::log_softmax`'s arithmetic (f64 normaliser, f32 result), for sums compared bit for bit.
+fn log_softmax_as_score(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
+    let log_z = max as f64 + sum.ln();
+    row.iter().map(|&x| (x as f64 - log_z) as f32).collect()
+}
+
+/// `score` runs its candidates as branches of one forward call after the prompt, each seeing
+/// the prompt and itself only. Each candidate's sum must be the bits of a run over prompt +
+/// candidate alone: in one call, split over calls of a few positions (several branch groups,
+/// a long prompt prefilled first), and after a cached prefix. Candidates of 0 to 5 tokens, two
+/// sharing their first token. `prompt_len` past Gemma 3's 512-position window checks that a
+/// branch's window counts positions in its own sequence.
+fn branches_give_each_continuation_alone(model: KnownModel, prompt_len: usize) {
+    let load = |chunk: usize, reuse_prefix: bool| {
+        let options = llm_client::LoadOptions {
+            max_context: 2048,
+            reuse_prefix,
+            prefill_chunk: chunk,
+            ..llm_client::LoadOptions::default()
+        };
+        LocalModel::load(&ModelSpec::Local(model), &options).expect("load")
+    };
+    let fresh = load(usize::MAX, false);
+    let text = "A cat is an animal. A rose is a plant. A dog is an animal. ".repeat(60);
+    let mut ids = fresh.prompt_ids(&Prompt::Text(text)).expect("ids");
+    assert!(ids.len() > prompt_len, "{} tokens", ids.len());
+    ids.truncate(prompt_len);
+    let (a, b, c, d, e) = (ids[3], ids[4], ids[6], ids[7], ids[9]);
+    let candidates: Vec<Vec<u32>> = vec![
+        vec![a, b],
+        vec![],
+        vec![c],
+        vec![a, c, d],
+        vec![e, d, c, b, a],
+    ];
+    let p = ids.len();
+    let want: Vec<f32> = candidates
+        .iter()
+        .map(|cand| {
+            if cand.is_empty() {
+                return 0.0;
+            }
+            let tokens: Vec<u32> = ids.iter().chain(&cand[..cand.len() - 1]).copied().collect();
+            let rows = fresh.logits(&tokens, p - 1).expect("logits");
+            let total: f64 = rows
+                .iter()
+                .zip(cand)
+                .map(|(row, &id)| log_softmax_as_score(row)[id as usize] as f64)
+                .sum();
+            total as f32
+        })
+        .collect();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (chunk, reuse) in [(usize::MAX, false), (4, false), (512, true), (3, true)] {
+        let m = load(chunk, reuse);
+        if reuse {
+            // A cached prefix that stops short of the prompt's end.
+            m.logits(&ids[..p - 5], p - 6).expect("logits");
+        }
+        let got = m.score_tokens(&ids, &candidates).expect("score");
+        assert_eq!(
+            bits(&got),
+            bits(&want),
+            "{model:?} chunk {chunk} reuse {reuse}: {got:?} vs {want:?}"
+        );
+        if reuse {
+            // Again, with the whole prompt cached by the first call.
+            let again = m.score_tokens(&ids, &candidates).expect("score");
+            assert_eq!(
+                bits(&again),
+                bits(&want),
+                "{model:?} chunk {chunk}, prompt cached"
+            );
+        }
+    }
+    // Negative control: a candidate that saw the branch before it (run as one sequence after
+    // it) gets another sum.
+    let mut joined: Vec<u32> = ids.clone();
+    joined.extend(&candidates[0]);
+    let seq = fresh
+        .score_tokens(&joined, &candidates[2..3])
+        .expect("score");
+    assert_ne!(seq[0].to_bits(), want[2].to_bits(), "{model:?}");
+    eprintln!(
+        "{model:?}: {} candidates after {p} tokens, bit for bit: {want:?}",
+        candidates.len()
+    );
+}
+
+#[test]
+fn gemma3_score_branches_give_each_continuation_alone() {
+    branches_give_each_continuation_alone(KnownModel::Gemma3_270m, 560);
+}
+
+#[test]
+fn smollm2_score_branches_give_each_continuation_alone() {
+    branches_give_each_continuation_alone(KnownModel::SmolLm2_135m, 40);
+}

@@ -8,11 +8,11 @@ use candle_core::Tensor;
 
 use super::cache::KvCache;
 use super::gguf::Gguf;
-use super::kernels::{GatedActivation, QuantMatrix};
+use super::kernels::{GatedActivation, QuantMatrix, Span};
 use super::nn::{
     attention, embed, positions_from, GatedUp, Linear, RmsNorm, RopeLayout, RotaryEmbedding,
 };
-use crate::error::Result;
+use crate::error::{LlmError, Result};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -91,9 +91,11 @@ impl Attention {
         window: Option<usize>,
         cache: &mut KvCache,
         layer: usize,
+        span: &Span,
     ) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
         let offset = cache.len();
+        let positions = span.positions(offset);
         // (b, t, h*d) -> (b, t, h, d): q/k norms act per head, before RoPE.
         let q = self
             .attn_q
@@ -110,10 +112,10 @@ impl Attention {
         let q = self.attn_q_norm.forward(&q)?.transpose(1, 2)?;
         let k = self.attn_k_norm.forward(&k)?.transpose(1, 2)?;
         // v stays position-major (b, t, kv_heads, d), as the cache holds it.
-        let q = (rope.apply(&q, offset)? * self.scale)?;
-        let k = rope.apply(&k, offset)?;
+        let q = (rope.apply(&q, &positions)? * self.scale)?;
+        let k = rope.apply(&k, &positions)?;
         cache.append(layer, &k.transpose(1, 2)?, &v)?;
-        let out = attention(&q, cache, layer, offset, window)?;
+        let out = attention(&q, cache, layer, offset, span, window)?;
         self.attn_output.forward(&out)
     }
 }
@@ -230,9 +232,17 @@ impl Model {
     pub fn forward(
         &self,
         tokens: &[u32],
+        span: &Span,
         cache: &mut KvCache,
         logits_from: usize,
     ) -> Result<Tensor> {
+        if span.len() != tokens.len() {
+            return Err(LlmError::Tensor(candle_core::Error::Msg(format!(
+                "forward: {} tokens for a span of {}",
+                tokens.len(),
+                span.len()
+            ))));
+        }
         // Gemma scales embeddings by sqrt(hidden_size).
         let mut xs = (embed(&self.token_embd, tokens)? * (self.cfg.hidden_size as f64).sqrt())?;
         for (i, block) in self.blocks.iter().enumerate() {
@@ -242,7 +252,7 @@ impl Model {
                 (&self.rope_local, Some(self.cfg.sliding_window))
             };
             let h = block.attn_norm.forward(&xs)?;
-            let h = block.attn.forward(&h, rope, window, cache, i)?;
+            let h = block.attn.forward(&h, rope, window, cache, i, span)?;
             xs = (xs + block.post_attention_norm.forward(&h)?)?;
             let h = block.mlp.forward(&block.ffn_norm.forward(&xs)?)?;
             xs = (xs + block.post_ffw_norm.forward(&h)?)?;

@@ -7,11 +7,11 @@ use candle_core::Tensor;
 
 use super::cache::KvCache;
 use super::gguf::Gguf;
-use super::kernels::{GatedActivation, QuantMatrix};
+use super::kernels::{GatedActivation, QuantMatrix, Span};
 use super::nn::{
     attention, embed, positions_from, GatedUp, Linear, RmsNorm, RopeLayout, RotaryEmbedding,
 };
-use crate::error::Result;
+use crate::error::{LlmError, Result};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -79,9 +79,11 @@ impl Attention {
         window: Option<usize>,
         cache: &mut KvCache,
         layer: usize,
+        span: &Span,
     ) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
         let offset = cache.len();
+        let positions = span.positions(offset);
         // (b, t, h*d) -> (b, h, t, d)
         let q = self
             .attn_q
@@ -98,10 +100,10 @@ impl Attention {
             .forward(xs)?
             .reshape((b, t, self.num_kv_heads, self.head_dim))?;
         // v stays position-major (b, t, kv_heads, d), as the cache holds it.
-        let q = (rope.apply(&q, offset)? * (1.0 / (self.head_dim as f64).sqrt()))?;
-        let k = rope.apply(&k, offset)?;
+        let q = (rope.apply(&q, &positions)? * (1.0 / (self.head_dim as f64).sqrt()))?;
+        let k = rope.apply(&k, &positions)?;
         cache.append(layer, &k.transpose(1, 2)?, &v)?;
-        let out = attention(&q, cache, layer, offset, window)?;
+        let out = attention(&q, cache, layer, offset, span, window)?;
         self.attn_output.forward(&out)
     }
 }
@@ -194,13 +196,21 @@ impl Model {
     pub fn forward(
         &self,
         tokens: &[u32],
+        span: &Span,
         cache: &mut KvCache,
         logits_from: usize,
     ) -> Result<Tensor> {
+        if span.len() != tokens.len() {
+            return Err(LlmError::Tensor(candle_core::Error::Msg(format!(
+                "forward: {} tokens for a span of {}",
+                tokens.len(),
+                span.len()
+            ))));
+        }
         let mut xs = embed(&self.token_embd, tokens)?;
         for (i, block) in self.blocks.iter().enumerate() {
             let h = block.attn_norm.forward(&xs)?;
-            let h = block.attn.forward(&h, &self.rope, None, cache, i)?;
+            let h = block.attn.forward(&h, &self.rope, None, cache, i, span)?;
             xs = (xs + h)?;
             let h = block.mlp.forward(&block.ffn_norm.forward(&xs)?)?;
             xs = (xs + h)?;

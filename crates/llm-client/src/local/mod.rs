@@ -15,6 +15,7 @@ use candle_core::Tensor;
 
 pub use cache::KvCache;
 use gguf::Gguf;
+use kernels::Span;
 
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::{LlmError, Result};
@@ -62,10 +63,16 @@ enum Decoder {
 }
 
 impl Decoder {
-    fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits_from: usize) -> Result<Tensor> {
+    fn forward(
+        &self,
+        tokens: &[u32],
+        span: &Span,
+        cache: &mut KvCache,
+        logits_from: usize,
+    ) -> Result<Tensor> {
         match self {
-            Decoder::Gemma3(m) => m.forward(tokens, cache, logits_from),
-            Decoder::Llama(m) => m.forward(tokens, cache, logits_from),
+            Decoder::Gemma3(m) => m.forward(tokens, span, cache, logits_from),
+            Decoder::Llama(m) => m.forward(tokens, span, cache, logits_from),
         }
     }
 
@@ -293,9 +300,12 @@ impl LocalModel {
         while start < tokens.len() {
             let end = (start + self.prefill_chunk).min(tokens.len());
             let chunk_from = logits_from.saturating_sub(start).min(end - start - 1);
-            let logits = self
-                .decoder
-                .forward(&tokens[start..end], cache, chunk_from)?;
+            let logits = self.decoder.forward(
+                &tokens[start..end],
+                &Span::sequence(end - start),
+                cache,
+                chunk_from,
+            )?;
             if end > logits_from {
                 wanted.push(logits);
             }
@@ -329,6 +339,11 @@ impl LocalModel {
     }
 
     /// `score` on token ids: the summed log-probability of each continuation after `prompt`.
+    ///
+    /// The continuations run together, as branches of one forward call after the prompt
+    /// ([`Span`]), as many per call as fit in `prefill_chunk` positions: one pass over the
+    /// weights instead of one per continuation. Each branch sees the prompt and itself only,
+    /// so its log-probabilities are the bits a call on `prompt + continuation` alone gives.
     pub fn score_tokens(&self, prompt: &[u32], continuations: &[Vec<u32>]) -> Result<Vec<f32>> {
         if prompt.is_empty() {
             return Err(LlmError::EmptyPrompt);
@@ -337,26 +352,110 @@ impl LocalModel {
         for cont in continuations {
             self.check_ids(cont)?;
         }
+        let context = self.decoder.max_seq_len();
+        let longest = continuations.iter().map(Vec::len).max().unwrap_or(0);
+        if prompt.len() + longest > context {
+            return Err(LlmError::ContextOverflow {
+                needed: prompt.len() + longest,
+                context,
+            });
+        }
         let mut state = self.lock()?;
-        let mut totals = Vec::with_capacity(continuations.len());
-        for cont in continuations {
-            if cont.is_empty() {
-                totals.push(0.0);
+        let result = self.score_branches(&mut state, prompt, continuations);
+        if result.is_err() {
+            // A failed forward may have appended some layers and not others.
+            state.cache.clear();
+            state.tokens.clear();
+        }
+        result
+    }
+
+    fn score_branches(
+        &self,
+        state: &mut CacheState,
+        prompt: &[u32],
+        continuations: &[Vec<u32>],
+    ) -> Result<Vec<f32>> {
+        let p = prompt.len();
+        let shared = if self.reuse_prefix {
+            state
+                .tokens
+                .iter()
+                .zip(prompt)
+                .take_while(|(a, b)| a == b)
+                .count()
+        } else {
+            0
+        };
+        // The last prompt position's logits predict every continuation's first token, so it
+        // runs (as the root of the first call) even when cached.
+        let keep = shared.min(p - 1);
+        state.cache.truncate(keep)?;
+        state.tokens.truncate(keep);
+        if p - keep > self.prefill_chunk {
+            // A long uncached prompt goes through the chunked prefill first.
+            self.run(state, &prompt[..p - 1], p - 2, true)?;
+        }
+        let mut root: Vec<u32> = prompt[state.tokens.len()..].to_vec();
+        // Per continuation, each token's log-probability, in order.
+        let mut logprobs: Vec<Vec<f32>> = continuations
+            .iter()
+            .map(|c| Vec::with_capacity(c.len()))
+            .collect();
+        let branch = |c: &Vec<u32>| c.len().saturating_sub(1);
+        let mut first_row: Vec<f32> = Vec::new();
+        let mut i = 0;
+        while !root.is_empty() || i < continuations.len() {
+            let mut j = i;
+            let mut size = root.len();
+            while j < continuations.len()
+                && (j == i || size + branch(&continuations[j]) <= self.prefill_chunk)
+            {
+                size += branch(&continuations[j]);
+                j += 1;
+            }
+            if size == 0 {
+                i = j;
                 continue;
             }
-            let mut tokens = prompt.to_vec();
-            tokens.extend_from_slice(cont);
-            // The logits at the last prompt position predict the first continuation token.
-            let logits = self.run(&mut state, &tokens, prompt.len() - 1, self.reuse_prefix)?;
-            let rows = nn::log_softmax_rows(&logits)?;
-            let total: f64 = cont
-                .iter()
-                .zip(&rows)
-                .map(|(&id, row)| row[id as usize] as f64)
-                .sum();
-            totals.push(total as f32);
+            let span = Span {
+                root: root.len(),
+                branches: continuations[i..j].iter().map(branch).collect(),
+            };
+            let mut tokens = root.clone();
+            for c in &continuations[i..j] {
+                tokens.extend_from_slice(&c[..branch(c)]);
+            }
+            let logits_from = root.len().saturating_sub(1);
+            let logits = self
+                .decoder
+                .forward(&tokens, &span, &mut state.cache, logits_from)?;
+            let mut rows = nn::log_softmax_rows(&logits)?.into_iter();
+            if !root.is_empty() {
+                first_row = rows.next().unwrap_or_default();
+                state.tokens.append(&mut root);
+            }
+            for (c, lp) in continuations[i..j].iter().zip(&mut logprobs[i..j]) {
+                for (&id, row) in c.iter().skip(1).zip(rows.by_ref().take(branch(c))) {
+                    lp.push(row[id as usize]);
+                }
+            }
+            // Drop the branches: the cache holds the prompt again.
+            state.cache.truncate(p)?;
+            i = j;
         }
-        Ok(totals)
+        Ok(continuations
+            .iter()
+            .zip(logprobs)
+            .map(|(c, rest)| match c.first() {
+                None => 0.0,
+                Some(&id) => {
+                    let first = first_row.get(id as usize).copied().unwrap_or(f32::NAN);
+                    let total: f64 = std::iter::once(first).chain(rest).map(|x| x as f64).sum();
+                    total as f32
+                }
+            })
+            .collect())
     }
 
     /// `generate` on token ids.

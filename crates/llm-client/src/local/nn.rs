@@ -6,7 +6,9 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor, D};
 
 use super::cache::KvCache;
-use super::kernels::{CausalAttention, GatedActivation, GatedLinearUnit, Int8Linear, QuantMatrix};
+use super::kernels::{
+    CausalAttention, GatedActivation, GatedLinearUnit, Int8Linear, QuantMatrix, Span,
+};
 
 use crate::error::{LlmError, Result};
 
@@ -72,11 +74,21 @@ impl RotaryEmbedding {
         })
     }
 
-    /// Rotate `xs` of shape `(1, heads, t, head_dim)` holding positions `offset..offset + t`.
-    pub fn apply(&self, xs: &Tensor, offset: usize) -> Result<Tensor> {
+    /// Rotate `xs` of shape `(1, heads, t, head_dim)` holding `positions` (one per row).
+    pub fn apply(&self, xs: &Tensor, positions: &[usize]) -> Result<Tensor> {
         let t = xs.dim(2)?;
-        let cos = self.cos.narrow(0, offset, t)?;
-        let sin = self.sin.narrow(0, offset, t)?;
+        let first = positions.first().copied().unwrap_or(0);
+        let consecutive = positions.iter().enumerate().all(|(i, &p)| p == first + i);
+        let (cos, sin) = if consecutive && positions.len() == t {
+            (self.cos.narrow(0, first, t)?, self.sin.narrow(0, first, t)?)
+        } else {
+            let ids: Vec<u32> = positions.iter().map(|&p| p as u32).collect();
+            let ids = Tensor::from_vec(ids, positions.len(), &Device::Cpu)?;
+            (
+                self.cos.index_select(&ids, 0)?,
+                self.sin.index_select(&ids, 0)?,
+            )
+        };
         let xs = xs.contiguous()?;
         Ok(match self.layout {
             RopeLayout::Halves => candle_nn::rotary_emb::rope(&xs, &cos, &sin)?,
@@ -86,30 +98,33 @@ impl RotaryEmbedding {
 }
 
 /// Causal grouped-query attention over the keys and values of `cache`'s `layer` (the new
-/// positions already appended) for queries at `offset..offset + t`, each seeing the last
-/// `window` positions (itself included) or, without one, every earlier position. `q`: `(1,
-/// heads, t, d)` already scaled. Returns `(1, t, heads * d)`.
+/// positions of `span` already appended after `offset` cached ones), each query seeing the last
+/// `window` positions of its sequence (itself included) or, without one, every earlier
+/// position. `q`: `(1, heads, t, d)` already scaled. Returns `(1, t, heads * d)`.
 pub fn attention(
     q: &Tensor,
     cache: &KvCache,
     layer: usize,
     offset: usize,
+    span: &Span,
     window: Option<usize>,
 ) -> Result<Tensor> {
     let (_, heads, t, d) = q.dims4()?;
     let (k, v, row) = cache.layer(layer);
     let kv_heads = row / d.max(1);
     let total = offset + t;
-    if kv_heads == 0 || heads % kv_heads != 0 || k.len() != total * row {
+    if kv_heads == 0 || heads % kv_heads != 0 || k.len() != total * row || span.len() != t {
         return Err(LlmError::Tensor(candle_core::Error::Msg(format!(
             "attention: {heads} query heads of {d} against {} cached values per position, {} \
-             positions for {t} queries after {offset}",
+             positions for {t} queries ({} in the span) after {offset}",
             row,
-            k.len() / row.max(1)
+            k.len() / row.max(1),
+            span.len()
         ))));
     }
     let q = q.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    let out = CausalAttention { offset, window }.run(&q, heads, t, d, k, v, kv_heads, total);
+    let out =
+        CausalAttention { offset, window }.run_span(span, &q, heads, d, k, v, kv_heads, total);
     Ok(Tensor::from_vec(out, (1, t, heads * d), &Device::Cpu)?)
 }
 

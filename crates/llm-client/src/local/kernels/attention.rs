@@ -42,6 +42,75 @@ impl KvRows<'_> {
     }
 }
 
+/// How the new positions of one forward call continue the cached ones: the first `root` as one
+/// sequence, then `branches` (their lengths, laid out one after another), each continuing the
+/// root on its own and seeing no other branch: the tree of several continuations of one prompt
+/// (the candidates a `score` call compares), run in one call. A branch's positions compute what
+/// they would after the root alone: the same keys, visited in the same order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Span {
+    pub root: usize,
+    pub branches: Vec<usize>,
+}
+
+impl Span {
+    /// `t` positions of one sequence.
+    pub fn sequence(t: usize) -> Self {
+        Self {
+            root: t,
+            branches: Vec::new(),
+        }
+    }
+
+    /// New positions in the call.
+    pub fn len(&self) -> usize {
+        self.root + self.branches.iter().sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Each new position's query after `offset` cached positions, in the call's order.
+    pub fn queries(&self, offset: usize) -> Vec<Query> {
+        let mut out: Vec<Query> = (0..self.root)
+            .map(|i| Query {
+                at: offset + i,
+                pos: offset + i,
+                shared: 0,
+                start: 0,
+            })
+            .collect();
+        let shared = offset + self.root;
+        let mut start = shared;
+        for &len in &self.branches {
+            out.extend((0..len).map(|i| Query {
+                at: start + i,
+                pos: shared + i,
+                shared,
+                start,
+            }));
+            start += len;
+        }
+        out
+    }
+
+    /// The new positions' places in their sequences (RoPE's positions).
+    pub fn positions(&self, offset: usize) -> Vec<usize> {
+        self.queries(offset).iter().map(|q| q.pos).collect()
+    }
+}
+
+/// One new position: where its key and value sit in the cache (`at`), its place in its
+/// sequence (`pos`), and the cached keys it sees: `0..shared`, then its own run `start..=at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Query {
+    pub at: usize,
+    pub pos: usize,
+    pub shared: usize,
+    pub start: usize,
+}
+
 /// `softmax(q k^T + causal mask) v` for queries at positions `offset..offset + t`.
 #[derive(Debug, Clone, Copy)]
 pub struct CausalAttention {
@@ -66,6 +135,24 @@ impl CausalAttention {
         kv_heads: usize,
         total: usize,
     ) -> Vec<f32> {
+        self.run_span(&Span::sequence(t), q, heads, d, k, v, kv_heads, total)
+    }
+
+    /// [`Self::run`] for the new positions of `span` (`t = span.len()` queries).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_span(
+        &self,
+        span: &Span,
+        q: &[f32],
+        heads: usize,
+        d: usize,
+        k: &[f32],
+        v: &[f32],
+        kv_heads: usize,
+        total: usize,
+    ) -> Vec<f32> {
+        let t = span.len();
+        let queries = span.queries(self.offset);
         let mut out = vec![0f32; t * heads * d];
         let rep = heads / kv_heads.max(1);
         let tiles = t.div_ceil(TILE);
@@ -82,7 +169,7 @@ impl CausalAttention {
                 stride: kv_heads * d,
             };
             let qh = &q[h * t * d..(h + 1) * t * d];
-            let rows = self.tile_dispatch(qh, i0, i1, d, &heads_k);
+            let rows = self.tile_dispatch(qh, &queries, i0, i1, d, &heads_k);
             debug_assert_eq!(total * kv_heads * d, k.len());
             for (n, row) in rows.chunks_exact(d).enumerate() {
                 let at = (i0 + n) * heads * d + h * d;
@@ -95,101 +182,140 @@ impl CausalAttention {
         out
     }
 
-    /// Keys a query at position `pos` sees.
-    fn range(&self, pos: usize) -> (usize, usize) {
-        let lo = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        (lo, pos + 1)
+    /// The cached keys query `q` sees, as two ranges in increasing order (either may be empty):
+    /// those of the shared prefix, then those of its own run, clipped to the window by
+    /// position in the sequence.
+    fn keys(&self, q: &Query) -> [(usize, usize); 2] {
+        let lo = self.window.map_or(0, |w| (q.pos + 1).saturating_sub(w));
+        [
+            (lo.min(q.shared), q.shared),
+            (q.start + lo.saturating_sub(q.shared), q.at + 1),
+        ]
     }
 
     /// [`Self::tile`] with the dot product of the widest vectors this CPU has
     /// (`Isa::detect`). All three give the same bits: lane l of a dot product sums the same
     /// elements in the same order, the lanes are summed in the same tree, and there is no
     /// fused multiply-add.
-    fn tile_dispatch(&self, q: &[f32], i0: usize, i1: usize, d: usize, kv: &KvRows) -> Vec<f32> {
-        #[cfg(target_arch = "x86_64")]
-        match super::Isa::detect() {
-            // SAFETY: `Isa::detect` reports only features this CPU has.
-            super::Isa::Avx512Vnni => return unsafe { self.tile_avx512(q, i0, i1, d, kv) },
-            super::Isa::Avx2 => return unsafe { self.tile_avx2(q, i0, i1, d, kv) },
-            super::Isa::Portable => {}
-        }
-        self.tile(q, i0, i1, d, kv, dots)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn tile_avx512(
+    fn tile_dispatch(
         &self,
         q: &[f32],
+        queries: &[Query],
         i0: usize,
         i1: usize,
         d: usize,
         kv: &KvRows,
     ) -> Vec<f32> {
-        self.tile(q, i0, i1, d, kv, |qs, d, k, out| unsafe {
+        let keys: Vec<[(usize, usize); 2]> = queries[i0..i1].iter().map(|q| self.keys(q)).collect();
+        #[cfg(target_arch = "x86_64")]
+        match super::Isa::detect() {
+            // SAFETY: `Isa::detect` reports only features this CPU has.
+            super::Isa::Avx512Vnni => return unsafe { Self::tile_avx512(q, &keys, i0, d, kv) },
+            super::Isa::Avx2 => return unsafe { Self::tile_avx2(q, &keys, i0, d, kv) },
+            super::Isa::Portable => {}
+        }
+        Self::tile(q, &keys, i0, d, kv, dots)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_avx512(
+        q: &[f32],
+        keys: &[[(usize, usize); 2]],
+        i0: usize,
+        d: usize,
+        kv: &KvRows,
+    ) -> Vec<f32> {
+        Self::tile(q, keys, i0, d, kv, |qs, d, k, out| unsafe {
             x86::dots_avx512(qs, d, k, out)
         })
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn tile_avx2(&self, q: &[f32], i0: usize, i1: usize, d: usize, kv: &KvRows) -> Vec<f32> {
-        self.tile(q, i0, i1, d, kv, |qs, d, k, out| unsafe {
+    unsafe fn tile_avx2(
+        q: &[f32],
+        keys: &[[(usize, usize); 2]],
+        i0: usize,
+        d: usize,
+        kv: &KvRows,
+    ) -> Vec<f32> {
+        Self::tile(q, keys, i0, d, kv, |qs, d, k, out| unsafe {
             x86::dots_avx2(qs, d, k, out)
         })
     }
 
-    /// Outputs `(i1 - i0, d)` of queries `i0..i1` of one head.
+    /// Outputs `(n, d)` of the `n = keys.len()` queries from `i0` of one head; query m sees
+    /// the keys of `keys[m]`.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
     fn tile(
-        &self,
         q: &[f32],
+        keys: &[[(usize, usize); 2]],
         i0: usize,
-        i1: usize,
         d: usize,
         kv: &KvRows,
         dots: impl Fn(&[f32], usize, &[f32], &mut [f32]),
     ) -> Vec<f32> {
-        let ranges: Vec<(usize, usize)> = (i0..i1).map(|i| self.range(self.offset + i)).collect();
-        let first = ranges.iter().map(|r| r.0).min().unwrap_or(0);
-        let last = ranges.iter().map(|r| r.1).max().unwrap_or(0);
+        let sees = |m: usize, key: usize| keys[m].iter().any(|r| (r.0..r.1).contains(&key));
+        let spans = keys.iter().flatten().filter(|r| r.0 < r.1);
+        let first = spans.clone().map(|r| r.0).min().unwrap_or(0);
+        let last = spans.map(|r| r.1).max().unwrap_or(0);
         let width = last - first;
-        let n = i1 - i0;
-        // Scores, then probabilities, of query n for key first + j at [n * width + j].
+        let n = keys.len();
+        // Scores, then probabilities, of query m for key first + j at [m * width + j].
         let mut p = vec![0f32; n * width];
         let mut scores = vec![0f32; n];
         for key in first..last {
             let krow = kv.key(key, d);
-            // The queries that see this key are consecutive: ranges move right with m.
-            let a = ranges.iter().position(|&(_, hi)| key < hi).unwrap_or(n);
-            let b = a + ranges[a..].iter().take_while(|&&(lo, _)| lo <= key).count();
-            dots(
-                &q[(i0 + a) * d..(i0 + b) * d],
-                d,
-                krow,
-                &mut scores[..b - a],
-            );
-            for (m, &s) in (a..b).zip(&scores) {
-                p[m * width + key - first] = s;
+            // Runs of consecutive queries that see this key, scored together.
+            let mut m = 0;
+            while m < n {
+                if !sees(m, key) {
+                    m += 1;
+                    continue;
+                }
+                let a = m;
+                while m < n && sees(m, key) {
+                    m += 1;
+                }
+                dots(
+                    &q[(i0 + a) * d..(i0 + m) * d],
+                    d,
+                    krow,
+                    &mut scores[..m - a],
+                );
+                for (j, &s) in (a..m).zip(&scores) {
+                    p[j * width + key - first] = s;
+                }
             }
         }
         let mut inv = vec![0f32; n];
-        for (m, &(lo, hi)) in ranges.iter().enumerate() {
-            let row = &mut p[m * width + lo - first..m * width + hi - first];
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for (m, ranges) in keys.iter().enumerate() {
+            let row = &mut p[m * width..(m + 1) * width];
+            let seen: Vec<std::ops::Range<usize>> = ranges
+                .iter()
+                .filter(|r| r.0 < r.1)
+                .map(|r| r.0 - first..r.1 - first)
+                .collect();
+            let max = seen
+                .iter()
+                .flat_map(|r| &row[r.clone()])
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max);
             // The exps first (a loop the compiler vectorizes), then their sum in key order.
-            for s in row.iter_mut() {
-                *s = super::glu::exp(*s - max);
+            for r in &seen {
+                for s in &mut row[r.clone()] {
+                    *s = super::glu::exp(*s - max);
+                }
             }
-            let sum: f32 = row.iter().sum();
+            let sum: f32 = seen.iter().flat_map(|r| &row[r.clone()]).sum();
             inv[m] = 1.0 / sum;
         }
         let mut out = vec![0f32; n * d];
         for key in first..last {
             let vrow = kv.value(key, d);
-            for (m, &(lo, hi)) in ranges.iter().enumerate() {
-                if (lo..hi).contains(&key) {
+            for m in 0..n {
+                if sees(m, key) {
                     let w = p[m * width + key - first];
                     for (o, &x) in out[m * d..(m + 1) * d].iter_mut().zip(vrow) {
                         *o += w * x;
@@ -519,6 +645,72 @@ mod tests {
                     "offset {offset} {window:?}"
                 );
             }
+        }
+    }
+
+    /// Branches of a span: each branch query gives the bits of the same query run as one
+    /// sequence of the root followed by its branch alone (with and without a window that
+    /// reaches back into the shared prefix).
+    #[test]
+    fn a_branch_gives_the_bits_of_its_sequence_alone() {
+        let (heads, kv_heads, d) = (2, 1, 32);
+        let (offset, root, branches) = (20, 3, vec![4, 0, 1, 5]);
+        let span = Span {
+            root,
+            branches: branches.clone(),
+        };
+        let t = span.len();
+        let total = offset + t;
+        let q = data(heads * t * d, 11);
+        let k = data(kv_heads * total * d, 12);
+        let v = data(kv_heads * total * d, 13);
+        for window in [None, Some(6), Some(25)] {
+            let got = CausalAttention { offset, window }
+                .run_span(&span, &q, heads, d, &k, &v, kv_heads, total);
+            let shared = offset + root;
+            let mut start = shared;
+            for &len in &branches {
+                // The sequence: keys and values of the prefix and root, then this branch's.
+                let mut ks = k[..shared * kv_heads * d].to_vec();
+                let mut vs = v[..shared * kv_heads * d].to_vec();
+                ks.extend_from_slice(&k[start * kv_heads * d..(start + len) * kv_heads * d]);
+                vs.extend_from_slice(&v[start * kv_heads * d..(start + len) * kv_heads * d]);
+                let mut qs = Vec::new();
+                for h in 0..heads {
+                    let from = h * t + start - offset;
+                    qs.extend_from_slice(&q[from * d..(from + len) * d]);
+                }
+                let alone = CausalAttention {
+                    offset: shared,
+                    window,
+                }
+                .run(&qs, heads, len, d, &ks, &vs, kv_heads, shared + len);
+                for i in 0..len {
+                    let row = start - offset + i;
+                    assert_eq!(
+                        got[row * heads * d..(row + 1) * heads * d],
+                        alone[i * heads * d..(i + 1) * heads * d],
+                        "{window:?}, branch from {start}, query {i}"
+                    );
+                }
+                start += len;
+            }
+            // The root is an ordinary sequence.
+            let mut qs = Vec::new();
+            for h in 0..heads {
+                qs.extend_from_slice(&q[h * t * d..(h * t + root) * d]);
+            }
+            let alone = CausalAttention { offset, window }.run(
+                &qs,
+                heads,
+                root,
+                d,
+                &k[..shared * kv_heads * d],
+                &v[..shared * kv_heads * d],
+                kv_heads,
+                shared,
+            );
+            assert_eq!(got[..root * heads * d], alone[..], "{window:?}, root");
         }
     }
 }

@@ -25,7 +25,7 @@ mod glu;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use attention::CausalAttention;
+pub use attention::{CausalAttention, Span};
 pub use glu::{GatedActivation, GatedLinearUnit};
 
 /// Values per block, each block with its own scale (as in GGUF's Q8_0).
