@@ -195,43 +195,58 @@ pub fn table1(args: &Table1Config) -> Result<(String, PathBuf)> {
         );
     }
     let cells = args.ways.len() * rows.len() * columns.len();
-    let bar = crate::progress::bar(cells as u64, "table 1 cells");
+    let bar = crate::progress::bar((cells * base.episodes) as u64, "table 1 episodes");
     let mut prompt_tokens = 0usize;
     // acc[way][row][column] per scoring.
     let mut grid: Vec<Vec<Vec<Cell>>> = Vec::new();
     for &way in &args.ways {
         let mut by_row = Vec::new();
         for row in &rows {
-            let mut by_col = Vec::new();
-            for &(_, induction, shots, repeats) in columns.iter().map(|&c| &GRID[c]) {
-                // Cells are keyed by the checkpoint's hash: a retrained checkpoint gets new
-                // cells instead of colliding with the old ones.
-                let dir = out.join("cells").join(format!(
-                    "{}-{}-L{}-{way}way-{shots}shot-r{repeats}-{}",
-                    row.key,
-                    &row.checkpoint_sha[..12],
-                    row.layers,
-                    if induction { "ind" } else { "noind" }
-                ));
-                let cell = RunConfig {
-                    checkpoint: crate::tokenizer::CheckpointRef::new(
-                        row.checkpoint.clone(),
-                        base.checkpoint.builtin,
-                    ),
-                    way,
-                    shots,
-                    repeats,
-                    induction,
-                    layers: row.layers,
-                    words: row.words,
-                    out: Some(dir.clone()),
-                    ..base.clone()
-                };
-                let summary = crate::fewshot::execute(&cell, Some(llm.as_ref()))
-                    .with_context(|| format!("{} {way}-way cell {}", row.name, dir.display()))?;
+            let cfgs: Vec<RunConfig> = columns
+                .iter()
+                .map(|&c| {
+                    let (_, induction, shots, repeats) = GRID[c];
+                    // Cells are keyed by the checkpoint's hash: a retrained checkpoint gets
+                    // new cells instead of colliding with the old ones.
+                    let dir = out.join("cells").join(format!(
+                        "{}-{}-L{}-{way}way-{shots}shot-r{repeats}-{}",
+                        row.key,
+                        &row.checkpoint_sha[..12],
+                        row.layers,
+                        if induction { "ind" } else { "noind" }
+                    ));
+                    RunConfig {
+                        checkpoint: crate::tokenizer::CheckpointRef::new(
+                            row.checkpoint.clone(),
+                            base.checkpoint.builtin,
+                        ),
+                        way,
+                        shots,
+                        repeats,
+                        induction,
+                        layers: row.layers,
+                        words: row.words,
+                        out: Some(dir),
+                        ..base.clone()
+                    }
+                })
+                .collect();
+            // A row's cells run episode by episode together, the most repeats first: an
+            // episode's prompt with r repeats of its support set begins with the one with
+            // fewer (the same draw), so a local model reuses most of it.
+            let mut order: Vec<usize> = (0..cfgs.len()).collect();
+            order.sort_by_key(|&i| {
+                let c = &cfgs[i];
+                (!c.induction, c.shots, std::cmp::Reverse(c.repeats))
+            });
+            let ordered: Vec<RunConfig> = order.iter().map(|&i| cfgs[i].clone()).collect();
+            let summaries =
+                crate::fewshot::execute_interleaved(&ordered, llm.as_ref(), || bar.inc(1))
+                    .with_context(|| format!("{} {way}-way cells", row.name))?;
+            let mut by_col: Vec<Cell> = vec![Vec::new(); cfgs.len()];
+            for (&i, summary) in order.iter().zip(summaries) {
                 prompt_tokens += summary.prompt_tokens;
-                by_col.push(summary.scorings);
-                bar.inc(1);
+                by_col[i] = summary.scorings;
             }
             by_row.push(by_col);
         }

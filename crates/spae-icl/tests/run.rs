@@ -370,6 +370,58 @@ fn table1_fills_the_grid_and_a_rerun_is_served_from_results() {
     );
 }
 
+/// The grid runs a row's cells episode by episode together (the most repeats first, so a
+/// local model reuses each prompt's shared beginning); each cell must still hold what a run
+/// of its settings alone computes: the same answers and log-probabilities.
+#[test]
+fn a_table1_cell_equals_its_run_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = checkpoint(dir.path());
+    let out_dir = dir.path().join("table");
+    let scoring = "constrained,open,calibrated";
+    ok(bin()
+        .args(["table1", "--task", "sample", "--llm", "local:smollm2-135m"])
+        .args(["--ways", "2", "--episodes", "3", "--columns", "1,4,5"])
+        .args(["--scoring", scoring, "--no-cache"])
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .arg("--out")
+        .arg(&out_dir));
+    let cells: Vec<PathBuf> = std::fs::read_dir(out_dir.join("cells"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let scorings = |path: &Path| -> Vec<serde_json::Value> {
+        lines(&path.join("results.jsonl"))
+            .into_iter()
+            .map(|l| l["scorings"].clone())
+            .collect()
+    };
+    for repeats in [0, 1, 3] {
+        let name = format!("-L2-2way-1shot-r{repeats}-ind");
+        let cell = cells
+            .iter()
+            .find(|c| {
+                let n = c.file_name().unwrap().to_string_lossy().to_string();
+                n.starts_with("spae-") && n.ends_with(&name)
+            })
+            .unwrap_or_else(|| panic!("no cell *{name} in {cells:?}"));
+        let alone = dir.path().join(format!("alone-r{repeats}"));
+        ok(bin()
+            .args(["run", "--task", "sample", "--llm", "local:smollm2-135m"])
+            .args(["--way", "2", "--shots", "1", "--induction", "--layers", "2"])
+            .args(["--repeats", &repeats.to_string(), "--episodes", "3"])
+            .args(["--scoring", scoring, "--no-cache"])
+            .arg("--checkpoint")
+            .arg(&ckpt)
+            .arg("--out")
+            .arg(&alone));
+        let (got, want) = (scorings(cell), scorings(&alone));
+        assert_eq!(got.len(), 3);
+        assert_eq!(got, want, "repeats {repeats}");
+    }
+}
+
 #[test]
 fn generate_writes_each_layer_of_codebook_words() {
     let dir = tempfile::tempdir().unwrap();

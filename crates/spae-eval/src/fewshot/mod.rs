@@ -186,180 +186,284 @@ pub struct RunSummary {
 /// Runs (or resumes) the episodes of `cfg` and writes its result files. `llm`: the model
 /// `cfg.llm` names, already loaded (a grid of runs loads it once).
 pub fn execute(cfg: &RunConfig, llm: Option<&dyn LanguageModel>) -> Result<RunSummary> {
+    let loaded;
+    let llm: &dyn LanguageModel = match llm {
+        Some(m) => m,
+        None => {
+            check_settings(cfg)?;
+            loaded = cfg.llm.load()?;
+            loaded.as_ref()
+        }
+    };
+    let mut run = Run::open(cfg, llm)?;
+    let bar = crate::progress::bar(run.episodes() as u64, "episodes");
+    for i in 0..run.episodes() {
+        run.step(i)?;
+        bar.inc(1);
+        bar.set_message(run.progress());
+    }
+    bar.finish_and_clear();
+    run.finish()
+}
+
+/// [`execute`] for several runs on one model, episode by episode across the runs: episode i of
+/// each in `cfgs`' order, then episode i + 1. Runs whose prompts share a beginning (the same
+/// episode with fewer repeats of its support set is a prefix of the one with more) then
+/// follow each other, and a local model reuses the prefix it just computed (for Table 1's
+/// repeat columns, most of their prompts). `on_episode` is called after each episode.
+pub fn execute_interleaved(
+    cfgs: &[RunConfig],
+    llm: &dyn LanguageModel,
+    mut on_episode: impl FnMut(),
+) -> Result<Vec<RunSummary>> {
+    let mut runs = cfgs
+        .iter()
+        .map(|cfg| Run::open(cfg, llm))
+        .collect::<Result<Vec<_>>>()?;
+    let most = runs.iter().map(Run::episodes).max().unwrap_or(0);
+    for i in 0..most {
+        for run in runs.iter_mut().filter(|r| i < r.episodes()) {
+            run.step(i)?;
+            on_episode();
+        }
+    }
+    runs.into_iter().map(Run::finish).collect()
+}
+
+fn check_settings(cfg: &RunConfig) -> Result<()> {
     if cfg.way < 2 {
         bail!("--way {}: an episode needs at least 2 classes", cfg.way);
     }
     if cfg.scorings.is_empty() {
         bail!("no scoring asked for: name at least one with --scoring");
     }
-    let scoring_keys: Vec<&str> = cfg.scorings.iter().map(|s| s.key()).collect();
-    let templates = match &cfg.prompts {
-        Some(dir) => Templates::with_overrides(dir)?,
-        None => Templates::builtin()?,
-    };
-    let template = cfg.task.template.as_str();
-    let template_hash = sha256_hex(templates.source(template)?.as_bytes());
-    let (spae, ckpt) = cfg.checkpoint.load(&Device::Cpu)?;
-    spae.config()
-        .pyramid
-        .check_depth(cfg.layers)
-        .with_context(|| format!("--layers {}", cfg.layers))?;
-    let checkpoint_hash = cfg.checkpoint.sha256()?;
-    let mc = spae.config().clone();
-    let episode_cfg = EpisodeConfig {
-        way: cfg.way,
-        shots: cfg.shots,
-        repeats: cfg.repeats,
-        induction: cfg.induction,
-        seed: cfg.seed,
-        episodes: cfg.episodes,
-    };
-    let task = Task::open(
-        &cfg.task,
-        cfg.data.as_deref(),
-        &cfg.split,
-        &episode_cfg,
-        mc.in_channels,
-        mc.image_size,
-    )?;
-    let form = PromptForm::for_llm(&cfg.llm, cfg.text_prompts)?;
-    let mut identity = serde_json::json!({
-        "task": cfg.task.name,
-        "data": cfg.data.as_ref().map(|d| d.display().to_string()),
-        "split": cfg.split,
-        "checkpoint_sha256": checkpoint_hash,
-        "llm": cfg.llm.name,
-        "template_sha256": template_hash,
-        "prompt_form": format!("{form:?}").to_lowercase(),
-        "seed": cfg.seed,
-        "way": cfg.way,
-        "shots": cfg.shots,
-        "repeats": cfg.repeats,
-        "induction": cfg.induction,
-        "layers": cfg.layers,
-        "words": cfg.words,
-        "max_tokens": cfg.max_tokens,
-        "content_free": CONTENT_FREE,
-    });
-    if let Some(names) = &cfg.task.class_names {
-        identity["class_names"] = serde_json::json!(names);
-    }
-    let out = cfg
-        .out
-        .clone()
-        .unwrap_or_else(|| cfg.default_out(&checkpoint_hash));
-    let invocation = serde_json::json!({
-        "checkpoint": ckpt,
-        "episodes": cfg.episodes,
-        "scorings": scoring_keys,
-        "spae_eval_version": env!("CARGO_PKG_VERSION"),
-    });
-    let mut store: ResultStore<EpisodeResult> =
-        open_results(&out, &identity, &invocation, |r: &EpisodeResult| r.episode)?;
-    let records: Vec<prompt::FrozenRecord> = task
-        .episodes
-        .iter()
-        .map(prompt::FrozenRecord::from_episode)
-        .collect();
-    prompt::write_frozen(&out.join("episodes.json"), &records)?;
+    Ok(())
+}
 
-    let image_words = words::image_words(&task, &spae, cfg.layers, cfg.words, cfg.seed)?;
-    let loaded;
-    let llm: &dyn LanguageModel = match llm {
-        Some(m) => m,
-        None => {
-            loaded = cfg.llm.load()?;
-            loaded.as_ref()
+/// One few-shot run, opened: its episodes, their prompts' words and its result store.
+struct Run<'a> {
+    cfg: &'a RunConfig,
+    llm: &'a dyn LanguageModel,
+    templates: Templates,
+    task: Task,
+    image_words: HashMap<String, ImageWords>,
+    form: PromptForm,
+    scoring_keys: Vec<&'static str>,
+    identity: serde_json::Value,
+    out: PathBuf,
+    store: ResultStore<EpisodeResult>,
+    rt: tokio::runtime::Runtime,
+    finished: Vec<EpisodeResult>,
+    asked: usize,
+    primary_correct: usize,
+}
+
+impl<'a> Run<'a> {
+    fn open(cfg: &'a RunConfig, llm: &'a dyn LanguageModel) -> Result<Self> {
+        check_settings(cfg)?;
+        let scoring_keys: Vec<&'static str> = cfg.scorings.iter().map(|s| s.key()).collect();
+        let templates = match &cfg.prompts {
+            Some(dir) => Templates::with_overrides(dir)?,
+            None => Templates::builtin()?,
+        };
+        let template_hash = sha256_hex(templates.source(&cfg.task.template)?.as_bytes());
+        let (spae, ckpt) = cfg.checkpoint.load(&Device::Cpu)?;
+        spae.config()
+            .pyramid
+            .check_depth(cfg.layers)
+            .with_context(|| format!("--layers {}", cfg.layers))?;
+        let checkpoint_hash = cfg.checkpoint.sha256()?;
+        let mc = spae.config().clone();
+        let episode_cfg = EpisodeConfig {
+            way: cfg.way,
+            shots: cfg.shots,
+            repeats: cfg.repeats,
+            induction: cfg.induction,
+            seed: cfg.seed,
+            episodes: cfg.episodes,
+        };
+        let task = Task::open(
+            &cfg.task,
+            cfg.data.as_deref(),
+            &cfg.split,
+            &episode_cfg,
+            mc.in_channels,
+            mc.image_size,
+        )?;
+        let form = PromptForm::for_llm(&cfg.llm, cfg.text_prompts)?;
+        let mut identity = serde_json::json!({
+            "task": cfg.task.name,
+            "data": cfg.data.as_ref().map(|d| d.display().to_string()),
+            "split": cfg.split,
+            "checkpoint_sha256": checkpoint_hash,
+            "llm": cfg.llm.name,
+            "template_sha256": template_hash,
+            "prompt_form": format!("{form:?}").to_lowercase(),
+            "seed": cfg.seed,
+            "way": cfg.way,
+            "shots": cfg.shots,
+            "repeats": cfg.repeats,
+            "induction": cfg.induction,
+            "layers": cfg.layers,
+            "words": cfg.words,
+            "max_tokens": cfg.max_tokens,
+            "content_free": CONTENT_FREE,
+        });
+        if let Some(names) = &cfg.task.class_names {
+            identity["class_names"] = serde_json::json!(names);
         }
-    };
-    if form == PromptForm::Tokens {
-        check_vocabulary(llm, spae.codebook())?;
-    }
-    let rt = crate::util::runtime()?;
+        let out = cfg
+            .out
+            .clone()
+            .unwrap_or_else(|| cfg.default_out(&checkpoint_hash));
+        let invocation = serde_json::json!({
+            "checkpoint": ckpt,
+            "episodes": cfg.episodes,
+            "scorings": scoring_keys,
+            "spae_eval_version": env!("CARGO_PKG_VERSION"),
+        });
+        let store: ResultStore<EpisodeResult> =
+            open_results(&out, &identity, &invocation, |r: &EpisodeResult| r.episode)?;
+        let records: Vec<prompt::FrozenRecord> = task
+            .episodes
+            .iter()
+            .map(prompt::FrozenRecord::from_episode)
+            .collect();
+        prompt::write_frozen(&out.join("episodes.json"), &records)?;
 
-    let bar = crate::progress::bar(task.episodes.len() as u64, "episodes");
-    let mut finished: Vec<EpisodeResult> = Vec::with_capacity(task.episodes.len());
-    let (mut asked, mut primary_correct) = (0usize, 0usize);
-    for (i, ep) in task.episodes.iter().enumerate() {
-        let built = build_prompt(ep, &templates, template, &image_words, form, llm)
-            .with_context(|| format!("episode {i}"))?;
+        let image_words = words::image_words(&task, &spae, cfg.layers, cfg.words, cfg.seed)?;
+        if form == PromptForm::Tokens {
+            check_vocabulary(llm, spae.codebook())?;
+        }
+        Ok(Self {
+            cfg,
+            llm,
+            templates,
+            finished: Vec::with_capacity(task.episodes.len()),
+            task,
+            image_words,
+            form,
+            scoring_keys,
+            identity,
+            out,
+            store,
+            rt: crate::util::runtime()?,
+            asked: 0,
+            primary_correct: 0,
+        })
+    }
+
+    fn episodes(&self) -> usize {
+        self.task.episodes.len()
+    }
+
+    /// Episode `i`, from the result files or asked of the model (and saved).
+    fn step(&mut self, i: usize) -> Result<()> {
+        let ep = &self.task.episodes[i];
+        let built = build_prompt(
+            ep,
+            &self.templates,
+            &self.cfg.task.template,
+            &self.image_words,
+            self.form,
+            self.llm,
+        )
+        .with_context(|| format!("episode {i}"))?;
         if i == 0 {
             // What the model reads, for a person to look at (token prompts detokenized).
             let text = match &built.prompt {
                 Prompt::Text(t) => t.clone(),
-                Prompt::Tokens(ids) => llm.detokenize(ids)?,
+                Prompt::Tokens(ids) => self.llm.detokenize(ids)?,
             };
-            write_atomic(&out.join("prompt-episode-0.txt"), &text)?;
+            write_atomic(&self.out.join("prompt-episode-0.txt"), &text)?;
         }
-        let done = store.get(i).filter(|r| {
-            r.prompt_hash == built.hash && scoring_keys.iter().all(|s| r.scorings.contains_key(*s))
+        let keys = &self.scoring_keys;
+        let done = self.store.get(i).filter(|r| {
+            r.prompt_hash == built.hash && keys.iter().all(|s| r.scorings.contains_key(*s))
         });
         let mut result = match done {
             Some(r) => r.clone(),
             None => {
-                let r = rt
-                    .block_on(ask(llm, i, ep, &built, &cfg.scorings, cfg.max_tokens))
+                let r = self
+                    .rt
+                    .block_on(ask(
+                        self.llm,
+                        i,
+                        ep,
+                        &built,
+                        &self.cfg.scorings,
+                        self.cfg.max_tokens,
+                    ))
                     .with_context(|| {
                         format!(
-                            "episode {i} (the {asked} finished before it are saved in {}; rerun the same command to resume)",
-                            out.display()
+                            "episode {i} (the {} finished before it are saved in {}; rerun the same command to resume)",
+                            self.asked,
+                            self.out.display()
                         )
                     })?;
-                store.append(r.clone())?;
-                asked += 1;
+                self.store.append(r.clone())?;
+                self.asked += 1;
                 r
             }
         };
-        set_primary(&mut result, scoring_keys[0]);
-        primary_correct += result.correct as usize;
-        finished.push(result);
-        bar.inc(1);
-        bar.set_message(format!(
-            "{} {:.1}%",
-            scoring_keys[0],
-            100.0 * primary_correct as f64 / finished.len() as f64
-        ));
+        set_primary(&mut result, self.scoring_keys[0]);
+        self.primary_correct += result.correct as usize;
+        self.finished.push(result);
+        Ok(())
     }
-    bar.finish_and_clear();
-    tracing::info!(
-        "{} episodes: {asked} asked, {} resumed from {}",
-        finished.len(),
-        finished.len() - asked,
-        out.display()
-    );
 
-    let refs: Vec<&EpisodeResult> = finished.iter().collect();
-    let (rows, bias) = results::summarize(&refs, &scoring_keys);
-    let title = format!(
-        "spae-icl run: {}, {}-way {}-shot, repeats {}, {}induction, {} layers, {} words, {}",
-        cfg.task.name,
-        cfg.way,
-        cfg.shots,
-        cfg.repeats,
-        if cfg.induction { "" } else { "no " },
-        cfg.layers,
-        cfg.words.name(),
-        cfg.llm.name
-    );
-    let md = results::markdown(&title, &rows, bias.as_deref());
-    let summary = serde_json::json!({
-        "identity": identity,
-        "episodes": finished.len(),
-        "primary": scoring_keys[0],
-        "scorings": rows.iter().map(|(k, v)| Ok((k.clone(), serde_json::to_value(v)?))).collect::<Result<serde_json::Map<_, _>>>()?,
-        "content_free_p_by_position": bias,
-    });
-    write_atomic(
-        &out.join("summary.json"),
-        &serde_json::to_string_pretty(&summary)?,
-    )?;
-    write_atomic(&out.join("summary.md"), &md)?;
-    Ok(RunSummary {
-        out,
-        scorings: rows,
-        prompt_tokens: finished.iter().filter_map(|r| r.prompt_tokens).sum(),
-        markdown: md,
-    })
+    /// The primary scoring's accuracy so far, for a progress bar.
+    fn progress(&self) -> String {
+        format!(
+            "{} {:.1}%",
+            self.scoring_keys[0],
+            100.0 * self.primary_correct as f64 / self.finished.len().max(1) as f64
+        )
+    }
+
+    /// Writes the summary files of the episodes stepped through.
+    fn finish(self) -> Result<RunSummary> {
+        let (cfg, finished, out) = (self.cfg, self.finished, self.out);
+        tracing::info!(
+            "{} episodes: {} asked, {} resumed from {}",
+            finished.len(),
+            self.asked,
+            finished.len() - self.asked,
+            out.display()
+        );
+        let refs: Vec<&EpisodeResult> = finished.iter().collect();
+        let (rows, bias) = results::summarize(&refs, &self.scoring_keys);
+        let title = format!(
+            "spae-icl run: {}, {}-way {}-shot, repeats {}, {}induction, {} layers, {} words, {}",
+            cfg.task.name,
+            cfg.way,
+            cfg.shots,
+            cfg.repeats,
+            if cfg.induction { "" } else { "no " },
+            cfg.layers,
+            cfg.words.name(),
+            cfg.llm.name
+        );
+        let md = results::markdown(&title, &rows, bias.as_deref());
+        let summary = serde_json::json!({
+            "identity": self.identity,
+            "episodes": finished.len(),
+            "primary": self.scoring_keys[0],
+            "scorings": rows.iter().map(|(k, v)| Ok((k.clone(), serde_json::to_value(v)?))).collect::<Result<serde_json::Map<_, _>>>()?,
+            "content_free_p_by_position": bias,
+        });
+        write_atomic(
+            &out.join("summary.json"),
+            &serde_json::to_string_pretty(&summary)?,
+        )?;
+        write_atomic(&out.join("summary.md"), &md)?;
+        Ok(RunSummary {
+            out,
+            scorings: rows,
+            prompt_tokens: finished.iter().filter_map(|r| r.prompt_tokens).sum(),
+            markdown: md,
+        })
+    }
 }
 
 /// The record's `prediction` and `correct` follow the run's first scoring.
