@@ -1,5 +1,5 @@
 //! Local backend speed: prefill tokens/s at 512 and 2048 prompt tokens, decode tokens/s, and
-//! what reusing a few-shot prefix saves. `cargo bench --workspace --bench local`.
+//! what reusing a few-shot prefix saves, and what scoring candidates as branches of one call saves. `cargo bench --workspace --bench local`.
 //! `eval/bench-llama-cpp.sh` runs it beside llama.cpp's `llama-bench` on the same GGUF files.
 
 use std::time::Duration;
@@ -79,6 +79,36 @@ fn bench_model(c: &mut Criterion, which: KnownModel) {
             b.iter(|| m.score_tokens(&prompt, &answers).expect("score"))
         });
     }
+    group.finish();
+
+    // Scoring five multi-token class names after a cached prompt (a 5-way episode): all five
+    // as branches of one call, against the baseline of one call per name (what `score` did
+    // before branches: the prompt's last position and one name per pass over the weights).
+    let mut group = c.benchmark_group(format!("{name}/score-5-candidates"));
+    group.sample_size(10).warm_up_time(Duration::from_secs(1));
+    let names: Vec<Vec<u32>> = [
+        " T-shirt",
+        " Trouser",
+        " Pullover",
+        " Sneaker",
+        " Ankle boot",
+    ]
+    .iter()
+    .map(|n| model.tokenizer().encode(n))
+    .collect();
+    reusing.logits(&prompt, prompt.len() - 1).expect("prefill");
+    group.bench_function("branches", |b| {
+        b.iter(|| reusing.score_tokens(&prompt, &names).expect("score"))
+    });
+    group.bench_function("one-call-per-candidate", |b| {
+        b.iter(|| {
+            for n in &names {
+                reusing
+                    .score_tokens(&prompt, std::slice::from_ref(n))
+                    .expect("score");
+            }
+        })
+    });
     group.finish();
 }
 
