@@ -33,4 +33,6 @@ pub use pyramid::PyramidConfig;
 pub use quantizer::{Quantized, QuantizerKind, SaqQuantizer};
 pub use scorer::{CodebookScorer, ImageTextModel, SemanticScorer};
 pub use spae::{SpaeModel, TokenLayer, TokenPyramid};
-pub use train::{LossBreakdown, SemanticConfig, SemanticTargets, TrainConfig, Trainer};
+pub use train::{
+    usage_loss, LossBreakdown, SemanticConfig, SemanticTargets, TrainConfig, Trainer, UsageConfig,
+};

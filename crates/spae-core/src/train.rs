@@ -39,6 +39,23 @@ pub struct TrainConfig {
     /// The semantic loss; `None`: reconstruction and commitment only.
     #[serde(default)]
     pub semantic: Option<SemanticConfig>,
+    /// The codebook-usage term; `None`: off.
+    #[serde(default)]
+    pub usage: Option<UsageConfig>,
+}
+
+/// A codebook-usage (entropy) term on the first layer **(ours, for baselines without the
+/// semantic loss)**: with a frozen codebook and reconstruction alone, an encoder may collapse
+/// onto a handful of entries whose positions the decoder learns to read. Over the soft
+/// assignments p = softmax_k(-||z - e_k||^2 / tau) of the first layer's positions, the term is
+/// the mean per-position entropy H(p) minus the entropy of the batch's mean assignment: each
+/// position commits to one entry while the batch spreads over many (the entropy penalty of
+/// MAGVIT-v2, Yu et al. 2024, Sec. 3.1, as in vector-quantize-pytorch's `entropy_loss_weight`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageConfig {
+    pub weight: f64,
+    pub tau: f64,
 }
 
 /// The semantic loss (SPAE paper, Sec. 3.1: semantic guidance): on each of the first
@@ -91,6 +108,7 @@ impl Default for TrainConfig {
             commitment: 0.25,
             seed: 0,
             semantic: None,
+            usage: None,
         }
     }
 }
@@ -122,6 +140,9 @@ pub struct LossBreakdown {
     pub semantic: f32,
     /// The semantic weight at this step (ramped).
     pub semantic_weight: f64,
+    /// The usage term (per-position entropy minus the batch's), before its weight (0 without).
+    #[serde(default)]
+    pub usage: f32,
     pub total: f32,
 }
 
@@ -253,6 +274,12 @@ impl Trainer {
             semantic = loss.to_scalar()?;
             total = (total + (loss * sem_w)?)?;
         }
+        let mut usage = 0f32;
+        if let Some(u) = self.cfg.usage.as_ref().filter(|_| !self.cfg.freeze_encoder) {
+            let loss = usage_loss(model, &z, u.tau)?;
+            usage = loss.to_scalar()?;
+            total = (total + (loss * u.weight)?)?;
+        }
         self.opt.backward_step(&total)?;
         let out = LossBreakdown {
             step: self.step,
@@ -262,6 +289,7 @@ impl Trainer {
             commit: commit.to_scalar()?,
             semantic,
             semantic_weight: sem_w,
+            usage,
             total: total.to_scalar()?,
         };
         self.step += 1;
@@ -283,6 +311,30 @@ fn depth_from_draw(u: u64, full_depth_share: f64, max: usize) -> usize {
         return max as usize;
     }
     1 + ((u & 0xFFFF_FFFF) % max) as usize
+}
+
+/// [`UsageConfig`]'s term at the first layer's positions of `z` (B, S, S, D): mean entropy of
+/// each position's soft assignment minus the entropy of their mean, in nats.
+pub fn usage_loss(model: &SpaeModel, z: &Tensor, tau: f64) -> Result<Tensor> {
+    let d = z.dims4()?.3;
+    let pos: Vec<u32> = model
+        .config()
+        .pyramid
+        .positions(0)
+        .iter()
+        .map(|&p| p as u32)
+        .collect();
+    let pos = Tensor::new(pos.as_slice(), z.device())?;
+    let flat = crate::quantizer::subsample(z, &pos)?.reshape(((), d))?;
+    let dist = crate::quantizer::sq_distances(&flat, model.codebook())?; // (N, V)
+    let logits = (dist * (-1.0 / tau))?;
+    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let p = logp.exp()?;
+    let per_position = (&p * &logp)?.sum(D::Minus1)?.mean_all()?.neg()?;
+    let mean = p.mean(0)?;
+    // The 1e-12 keeps log finite where no position puts mass.
+    let batch = (&mean * (&mean + 1e-12)?.log()?)?.sum_all()?.neg()?;
+    Ok((per_position - batch)?)
 }
 
 /// Mean over images of confidence x cross-entropy, averaged over the positions of the first

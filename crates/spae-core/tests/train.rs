@@ -4,8 +4,8 @@
 use candle_core::{Device, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use spae_core::{
-    Codebook, CodebookInfo, DecoderInput, ModelConfig, SpaeModel, TrainConfig, Trainer,
-    VocabFilter, WordMarker,
+    usage_loss, Codebook, CodebookInfo, DecoderInput, ModelConfig, SpaeModel, TrainConfig, Trainer,
+    UsageConfig, VocabFilter, WordMarker,
 };
 
 fn codebook(v: usize, d: usize) -> Codebook {
@@ -356,4 +356,84 @@ fn growing_the_decoder_and_the_pyramid_keeps_every_image_and_word() {
     enc.patch.as_mut().unwrap().enc_width += 1;
     let e = small.grow_decoder(&enc).unwrap_err().to_string();
     assert!(e.contains("keeps every setting"), "{e}");
+}
+
+/// The usage term is the mean per-position entropy of the soft assignments minus the entropy
+/// of their mean: 0 when every position sits on one entry, -ln(B) when each of B images sits
+/// on its own entry (each position sharp, the batch spread evenly over B entries).
+#[test]
+fn usage_term_is_zero_when_collapsed_and_minus_ln_b_when_spread() {
+    let (v, d) = (256, 16);
+    let cb = codebook(v, d);
+    let model = SpaeModel::new_seeded(small_cfg(), cb.clone(), &Device::Cpu, 0).unwrap();
+    let z0 = model
+        .encode(&batch(&mut StdRng::seed_from_u64(1), 1))
+        .unwrap();
+    let (_, s, _, _) = z0.dims4().unwrap();
+    let rows = cb.embeddings().to_vec2::<f32>().unwrap();
+    let b = 4;
+    // z of image j: entry entries[j] at every position.
+    let z_of = |entries: &[usize]| -> Tensor {
+        let mut data = Vec::new();
+        for &e in entries {
+            for _ in 0..s * s {
+                data.extend_from_slice(&rows[e]);
+            }
+        }
+        Tensor::from_vec(data, (entries.len(), s, s, d), &Device::Cpu).unwrap()
+    };
+    // Sharp assignments: tau 1/40 of the smallest squared distance from a chosen entry to any
+    // other leaves the rest at most V e^-40 ~ 1e-15 of the mass.
+    let chosen = [3, 50, 120, 200];
+    let nearest = chosen
+        .iter()
+        .map(|&e| {
+            (0..v)
+                .filter(|&o| o != e)
+                .map(|o| {
+                    rows[e]
+                        .iter()
+                        .zip(&rows[o])
+                        .map(|(a, c)| (a - c) * (a - c))
+                        .sum::<f32>()
+                })
+                .fold(f32::INFINITY, f32::min)
+        })
+        .fold(f32::INFINITY, f32::min);
+    let tau = nearest as f64 / 40.0;
+    // f32 log-softmax and entropies over V entries: each sum of V terms rounds by at most
+    // V ulps of its largest term (<= 1 here; ln B for the batch's).
+    let tol = v as f32 * f32::EPSILON * (b as f32).ln().max(1.0);
+    let collapsed: f32 = usage_loss(&model, &z_of(&[50; 4]), tau)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(
+        collapsed.abs() <= tol,
+        "collapsed: {collapsed} (tol {tol:.1e})"
+    );
+    let spread: f32 = usage_loss(&model, &z_of(&chosen), tau)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    let want = -(b as f32).ln();
+    assert!(
+        (spread - want).abs() <= tol,
+        "spread: {spread} vs {want} (tol {tol:.1e})"
+    );
+    // And a training step reports it, with the term on.
+    let tcfg = TrainConfig {
+        steps: 1,
+        batch_size: 2,
+        usage: Some(UsageConfig {
+            weight: 0.1,
+            tau: 0.1,
+        }),
+        ..Default::default()
+    };
+    let mut trainer = Trainer::new(&model, tcfg).unwrap();
+    let l = trainer
+        .step(&model, &batch(&mut StdRng::seed_from_u64(3), 2))
+        .unwrap();
+    assert!(l.usage.is_finite() && l.usage != 0.0, "{l:?}");
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
-use spae_core::{DecoderInput, SemanticConfig, SpaeModel, TrainConfig, Trainer};
+use spae_core::{DecoderInput, SemanticConfig, SpaeModel, TrainConfig, Trainer, UsageConfig};
 use spae_datasets::Split;
 
 use crate::bail;
@@ -76,6 +76,16 @@ pub struct TrainRunConfig {
     /// it is not the model's: a teacher that sees more pixels than the tokenizer.
     #[serde(default)]
     pub scorer_image_size: Option<usize>,
+    /// Weight of the codebook-usage term on the first layer (`spae_core::UsageConfig`); 0: off.
+    #[serde(default)]
+    pub usage_weight: f64,
+    /// Its temperature over squared distances.
+    #[serde(default = "default_usage_tau")]
+    pub usage_tau: f64,
+}
+
+fn default_usage_tau() -> f64 {
+    0.1
 }
 
 impl Default for TrainRunConfig {
@@ -102,6 +112,8 @@ impl Default for TrainRunConfig {
             grow: GrowConfig::default(),
             include_class_words: false,
             scorer_image_size: None,
+            usage_weight: 0.0,
+            usage_tau: default_usage_tau(),
         }
     }
 }
@@ -208,6 +220,10 @@ pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
             weight: args.semantic_weight,
             ramp_steps: args.semantic_ramp,
             tau: args.semantic_tau,
+        }),
+        usage: (args.usage_weight > 0.0).then_some(UsageConfig {
+            weight: args.usage_weight,
+            tau: args.usage_tau,
         }),
         ..TrainConfig::default()
     };
@@ -324,8 +340,8 @@ pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
         writeln!(metrics, "{}", serde_json::to_string(&loss)?)?;
         bar.inc(1);
         bar.set_message(format!(
-            "recon {:.4} commit {:.4} sem {:.3} depth {}",
-            loss.recon, loss.commit, loss.semantic, loss.depth
+            "recon {:.4} commit {:.4} sem {:.3} usage {:.3} depth {}",
+            loss.recon, loss.commit, loss.semantic, loss.usage, loss.depth
         ));
         if (step + 1) % args.checkpoint_every == 0 || step + 1 == cfg.steps {
             save(step + 1)?;

@@ -141,6 +141,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
         grow: args.grow.config(),
         include_class_words: args.include_class_words,
         scorer_image_size: args.scorer_image_size,
+        usage_weight: args.usage_weight,
+        usage_tau: args.usage_tau,
     };
     let ckpt = spae_eval::train::train(&cfg, &crate::device(&args.device)?)?;
     eprintln!("wrote {}", ckpt.display());
