@@ -11,7 +11,7 @@ tokenize:
 
 # Table 1 (few-shot grid) on Fashion-MNIST with the local Gemma 3; `episodes` per cell. Rows:
 # SPAE 2 and 3 layers (built-in checkpoint), the shipped LQAE-style checkpoint, oracle, random.
-table1 episodes="20":
+table1 episodes="100":
     cargo run --release --bin spae-icl -- table1 --task fashion-mnist --episodes {{episodes}} \
         --lqae-checkpoint checkpoints/lqae-gemma3-mnist-fashion.safetensors \
         --out eval/results/table1-fashion-mnist-gemma3-270m
@@ -125,9 +125,10 @@ probe-decoder-phase:
     done
     cargo run --release --bin spae-icl -- eval-tokenizer --checkpoint runs/builtin-c70fdd7.safetensors --data mnist --split test --limit 500
 
-# Retrain the shipped LQAE-style baseline: one flat 8x8 layer, no semantic loss, same budget.
+# Retrain the shipped LQAE-style baseline: one flat 8x8 layer, no semantic loss, same budget; a
+# codebook-usage term keeps its encoder from collapsing onto a few entries of the frozen codebook.
 train-lqae:
-    cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --layers 8 --project-dim 64 --scorer none --steps 2000 --batch-size 32 --lr 2e-3 --warmup 100 --checkpoint-every 250 --out runs/lqae-gemma3
+    cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --layers 8 --project-dim 64 --scorer none --usage-weight 0.1 --usage-tau 0.1 --steps 2000 --batch-size 32 --lr 2e-3 --warmup 100 --checkpoint-every 250 --out runs/lqae-gemma3
 
 # Retrain the shipped easy-VQA scorer and tokenizer (colour + shape captions, 32x32 RGB) into runs/.
 train-easy-vqa:
