@@ -12,7 +12,7 @@ use super::kernels::{GatedActivation, QuantMatrix, Span};
 use super::nn::{
     attention, embed, positions_from, GatedUp, Linear, RmsNorm, RopeLayout, RotaryEmbedding,
 };
-use crate::error::{LlmError, Result};
+use crate::error::Result;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -226,7 +226,8 @@ impl Model {
         &self.cfg
     }
 
-    /// Run `tokens` after the positions already in `cache`; logits `(1, t - logits_from, vocab)`
+    /// Run `tokens` after the positions already in `cache`, laid out as `span` says (one
+    /// sequence, or branches after a root); logits `(1, t - logits_from, vocab)`
     /// for positions `logits_from..t` of `tokens` only, since the 262k-wide head dominates
     /// the cost of a decode step.
     pub fn forward(
@@ -236,13 +237,6 @@ impl Model {
         cache: &mut KvCache,
         logits_from: usize,
     ) -> Result<Tensor> {
-        if span.len() != tokens.len() {
-            return Err(LlmError::Tensor(candle_core::Error::Msg(format!(
-                "forward: {} tokens for a span of {}",
-                tokens.len(),
-                span.len()
-            ))));
-        }
         // Gemma scales embeddings by sqrt(hidden_size).
         let mut xs = (embed(&self.token_embd, tokens)? * (self.cfg.hidden_size as f64).sqrt())?;
         for (i, block) in self.blocks.iter().enumerate() {

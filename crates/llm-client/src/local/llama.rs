@@ -11,7 +11,7 @@ use super::kernels::{GatedActivation, QuantMatrix, Span};
 use super::nn::{
     attention, embed, positions_from, GatedUp, Linear, RmsNorm, RopeLayout, RotaryEmbedding,
 };
-use crate::error::{LlmError, Result};
+use crate::error::Result;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -192,7 +192,8 @@ impl Model {
         &self.cfg
     }
 
-    /// Run `tokens` after the positions already in `cache`; logits `(1, t - logits_from, vocab)`.
+    /// Run `tokens` after the positions already in `cache`, laid out as `span` says (one
+    /// sequence, or branches after a root); logits `(1, t - logits_from, vocab)`.
     pub fn forward(
         &self,
         tokens: &[u32],
@@ -200,13 +201,6 @@ impl Model {
         cache: &mut KvCache,
         logits_from: usize,
     ) -> Result<Tensor> {
-        if span.len() != tokens.len() {
-            return Err(LlmError::Tensor(candle_core::Error::Msg(format!(
-                "forward: {} tokens for a span of {}",
-                tokens.len(),
-                span.len()
-            ))));
-        }
         let mut xs = embed(&self.token_embd, tokens)?;
         for (i, block) in self.blocks.iter().enumerate() {
             let h = block.attn_norm.forward(&xs)?;

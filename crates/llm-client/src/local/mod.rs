@@ -70,6 +70,13 @@ impl Decoder {
         cache: &mut KvCache,
         logits_from: usize,
     ) -> Result<Tensor> {
+        if span.len() != tokens.len() {
+            return Err(LlmError::Tensor(candle_core::Error::Msg(format!(
+                "forward: {} tokens for a span of {}",
+                tokens.len(),
+                span.len()
+            ))));
+        }
         match self {
             Decoder::Gemma3(m) => m.forward(tokens, span, cache, logits_from),
             Decoder::Llama(m) => m.forward(tokens, span, cache, logits_from),
@@ -102,6 +109,17 @@ impl Decoder {
 struct CacheState {
     cache: KvCache,
     tokens: Vec<u32>,
+}
+
+impl CacheState {
+    /// How many of `tokens`' first positions the cache holds.
+    fn shared(&self, tokens: &[u32]) -> usize {
+        self.tokens
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count()
+    }
 }
 
 /// A GGUF model run in-process.
@@ -256,16 +274,7 @@ impl LocalModel {
                 context,
             });
         }
-        let shared = if reuse {
-            state
-                .tokens
-                .iter()
-                .zip(tokens)
-                .take_while(|(a, b)| a == b)
-                .count()
-        } else {
-            0
-        };
+        let shared = if reuse { state.shared(tokens) } else { 0 };
         // Positions whose logits are wanted must be run even when cached.
         let keep = shared.min(logits_from);
         state.cache.truncate(keep)?;
@@ -378,12 +387,7 @@ impl LocalModel {
     ) -> Result<Vec<f32>> {
         let p = prompt.len();
         let shared = if self.reuse_prefix {
-            state
-                .tokens
-                .iter()
-                .zip(prompt)
-                .take_while(|(a, b)| a == b)
-                .count()
+            state.shared(prompt)
         } else {
             0
         };
