@@ -163,7 +163,8 @@ impl SaqQuantizer {
         self.kind
     }
 
-    fn positions(&self, layer: usize, z: &Tensor) -> Result<Tensor> {
+    /// Layer `layer`'s grid positions along one axis, as an index tensor on `z`'s device.
+    pub(crate) fn positions(&self, layer: usize, z: &Tensor) -> Result<Tensor> {
         let pos: Vec<u32> = self
             .pyramid
             .positions(layer)

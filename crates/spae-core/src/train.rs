@@ -317,14 +317,7 @@ fn depth_from_draw(u: u64, full_depth_share: f64, max: usize) -> usize {
 /// each position's soft assignment minus the entropy of their mean, in nats.
 pub fn usage_loss(model: &SpaeModel, z: &Tensor, tau: f64) -> Result<Tensor> {
     let d = z.dims4()?.3;
-    let pos: Vec<u32> = model
-        .config()
-        .pyramid
-        .positions(0)
-        .iter()
-        .map(|&p| p as u32)
-        .collect();
-    let pos = Tensor::new(pos.as_slice(), z.device())?;
+    let pos = model.quantizer().positions(0, z)?;
     let flat = crate::quantizer::subsample(z, &pos)?.reshape(((), d))?;
     let dist = crate::quantizer::sq_distances(&flat, model.codebook())?; // (N, V)
     let logits = (dist * (-1.0 / tau))?;
@@ -356,8 +349,7 @@ fn semantic_loss(
     for layer in 0..layers {
         let l = (layer + 1) as f64;
         let s = pyr.side(layer);
-        let pos: Vec<u32> = pyr.positions(layer).iter().map(|&p| p as u32).collect();
-        let pos = Tensor::new(pos.as_slice(), z.device())?;
+        let pos = model.quantizer().positions(layer, z)?;
         let z_p = crate::quantizer::subsample(z, &pos)?;
         let target = if layer == 0 {
             z_p
