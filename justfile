@@ -47,6 +47,22 @@ scorer-emoji-teachers:
     cargo run --release --bin spae-icl -- scorer-report --scorer conse \
         --data emoji --image-size 64 --channels 3 --words 8 > eval/results/scorer-emoji/report-conse.jsonl
 
+# The DeViSE emoji scorer (shipped as checkpoints/scorer-devise-emoji.safetensors): a linear head
+# over frozen ImageNet MobileNetV2 features (64x64 emoji read at 224) trained on the train concepts'
+# names; 500 steps chosen on the val concepts against 1500. Scored zero-shot alone and with ConSE
+# on the val concepts and on the test concepts it never saw.
+scorer-emoji-devise steps="500":
+    cargo run --release --bin spae-icl -- train-scorer --data emoji --image-size 64 --channels 3 --arch devise \
+        --steps {{steps}} --batch-size 128 --lr 2e-3 --out runs/scorer-devise-emoji.safetensors
+    mkdir -p eval/results/scorer-emoji
+    for d in emoji-val emoji; do \
+        for s in "" "+conse"; do \
+            cargo run --release --bin spae-icl -- scorer-report --scorer runs/scorer-devise-emoji.safetensors$s \
+                --data $d --image-size 64 --channels 3 --words 8 \
+                > eval/results/scorer-emoji/report$([ $d = emoji-val ] && echo -val)-devise$([ -n "$s" ] && echo -conse).jsonl; \
+        done; \
+    done
+
 # Retrain the emoji tokenizer (built in as checkpoints/spae-gemma3-emoji.safetensors): the train
 # concepts at 32x32 RGB, every dictionary word of Gemma 3 plus the train names' words, taught by
 # the emoji tower and ConSE together.

@@ -10,13 +10,14 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use spae_assets::AssetCache;
 use spae_core::scorer::conse::{ConseConfig, ConseModel};
+use spae_core::scorer::devise::{self, DeviseConfig, DeviseHead, DeviseModel};
 use spae_core::scorer::text::SentenceEncoder;
 use spae_core::scorer::tower::{Captions, ImageTower, TowerScorer, TowerStep};
 use spae_core::scorer::training::{
     class_top_words, train_tower, zero_shot, zero_shot_top_k, TowerTrainRun,
 };
 use spae_core::scorer::{Ensemble, Resized};
-use spae_core::{Codebook, CodebookScorer, ImageTextModel};
+use spae_core::{Codebook, CodebookScorer, ImageTextModel, LabeledPixels};
 use spae_datasets::Split;
 
 use crate::error::{Context, Result};
@@ -111,10 +112,7 @@ pub fn load_scorer(spec: &str, codebook: &Codebook, data: &str) -> Result<Loaded
                 text,
             }),
             CONSE => Box::new(conse_teacher(text, data, &device)?),
-            path => Box::new(TowerScorer {
-                tower: ImageTower::load(Path::new(path), &device)?,
-                text,
-            }),
+            path => load_checkpoint(Path::new(path), text, &device)?,
         };
         members.push(match side {
             Some(side) => Box::new(Resized { inner: model, side }),
@@ -134,6 +132,49 @@ pub fn load_scorer(spec: &str, codebook: &Codebook, data: &str) -> Result<Loaded
     Ok(CodebookScorer::new(model, codebook, Some(&cache))?)
 }
 
+/// The backbone a DeViSE head reads: MobileNetV2's weights, fetched on first use.
+const BACKBONE_ASSET: &str = "mobilenet-v2-imagenet";
+
+/// A `train-scorer` checkpoint: the trained tower, or a DeViSE head over the pinned
+/// MobileNetV2 (fetched on first use; the head names the weights it was trained on).
+fn load_checkpoint(
+    path: &Path,
+    text: SentenceEncoder,
+    device: &Device,
+) -> Result<Box<dyn ImageTextModel>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let Some(cfg) = devise::read_config(&bytes, path)? else {
+        return Ok(Box::new(TowerScorer {
+            tower: ImageTower::load_bytes(&bytes, path, device)?,
+            text,
+        }));
+    };
+    let pinned = spae_assets::find(BACKBONE_ASSET)?.sha256;
+    if cfg.backbone_sha256 != pinned {
+        return Err(crate::error::EvalError::msg(format!(
+            "{}: the DeViSE head was trained on backbone weights {}, the pinned {BACKBONE_ASSET} is {pinned}",
+            path.display(),
+            cfg.backbone_sha256
+        )));
+    }
+    let weights = AssetCache::from_env().fetch_named(BACKBONE_ASSET)?;
+    let net = devise::backbone(&weights, cfg.input_size, device)?;
+    let head = DeviseHead::load_bytes(&bytes, path, device)?;
+    Ok(Box::new(DeviseModel::new(net, head, text)?))
+}
+
+/// The image side of a scorer trained by `train-scorer`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScorerArch {
+    /// A small CNN trained from scratch (`spae_core::scorer::tower`).
+    #[default]
+    Tower,
+    /// A linear head over frozen ImageNet MobileNetV2 features (DeViSE,
+    /// `spae_core::scorer::devise`): generalises to concepts it never saw.
+    Devise,
+}
+
 /// A scorer's training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainScorerConfig {
@@ -148,6 +189,10 @@ pub struct TrainScorerConfig {
     pub seed: u64,
     /// The scorer checkpoint to write; metrics go beside it (`.metrics.jsonl`).
     pub out: PathBuf,
+    #[serde(default)]
+    pub arch: ScorerArch,
+    /// Side MobileNetV2 reads the images at ([`ScorerArch::Devise`]).
+    pub backbone_size: usize,
 }
 
 /// Zero-shot accuracy on one test set.
@@ -190,17 +235,42 @@ pub fn train_scorer(args: &TrainScorerConfig) -> Result<Vec<ZeroShot>> {
         bar.set_message(format!("loss {:.3} acc {:.2}", s.loss, s.accuracy));
         Ok(())
     };
-    let tower = train_tower(
-        &run,
-        &data.labeled_pixels()?,
-        &data.class_names,
-        &text,
-        &mut write_step,
-    )?;
-    bar.finish_and_clear();
-    tower.save(&args.out)?;
+    let pixels = data.labeled_pixels()?;
+    let scorer: Box<dyn ImageTextModel> = match args.arch {
+        ScorerArch::Tower => {
+            let tower = train_tower(&run, &pixels, &data.class_names, &text, &mut write_step)?;
+            bar.finish_and_clear();
+            tower.save(&args.out)?;
+            Box::new(TowerScorer { tower, text })
+        }
+        ScorerArch::Devise => {
+            let weights = AssetCache::from_env().fetch_named(BACKBONE_ASSET)?;
+            let net = devise::backbone(&weights, args.backbone_size, &device)?;
+            let (features, labels) = backbone_features(&net, &pixels)?;
+            let cfg = DeviseConfig {
+                input_size: args.backbone_size,
+                feature_dim: net.config().last_channels,
+                embed_dim: text.dim(),
+                logit_scale: DEVISE_LOGIT_SCALE,
+                text_model: spae_core::scorer::training::TEXT_MODEL.to_string(),
+                captions: run.captions,
+                backbone_sha256: spae_assets::find(BACKBONE_ASSET)?.sha256.to_string(),
+            };
+            let head = devise::train_head(
+                &run,
+                cfg,
+                &features,
+                &labels,
+                &data.class_names,
+                &text,
+                &mut write_step,
+            )?;
+            bar.finish_and_clear();
+            head.save(&args.out)?;
+            Box::new(DeviseModel::new(net, head, text)?)
+        }
+    };
     tracing::info!("wrote {}", args.out.display());
-    let scorer = TowerScorer { tower, text };
     let mut out = Vec::new();
     for name in args.data.split('+') {
         let test = spae_datasets::load_spec(name, Split::Test, channels, size)?;
@@ -217,6 +287,41 @@ pub fn train_scorer(args: &TrainScorerConfig) -> Result<Vec<ZeroShot>> {
         });
     }
     Ok(out)
+}
+
+/// Softmax scale on cosines of a DeViSE head: the tower's (`TowerConfig::small`).
+const DEVISE_LOGIT_SCALE: f64 = 20.0;
+
+/// MobileNetV2's pooled features of every image of `data` and of its mirror image (a
+/// horizontal flip keeps what an image shows), with the labels of both: (2N, F), 2N labels.
+fn backbone_features(
+    net: &spae_core::scorer::mobilenet::MobileNetV2,
+    data: &LabeledPixels,
+) -> Result<(candle_core::Tensor, Vec<u32>)> {
+    const CHUNK: usize = 64;
+    let n = data.len();
+    let bar = crate::progress::bar(2 * n as u64, "backbone features");
+    let side = data.size();
+    let mirror: Vec<u32> = (0..side as u32).rev().collect();
+    let mirror = candle_core::Tensor::new(mirror.as_slice(), &Device::Cpu)?;
+    let (mut plain, mut flipped) = (Vec::new(), Vec::new());
+    for start in (0..n).step_by(CHUNK) {
+        let idx: Vec<usize> = (start..(start + CHUNK).min(n)).collect();
+        let x = data.batch(&idx)?;
+        plain.push(net.features(&x)?);
+        flipped.push(net.features(&x.index_select(&mirror, 3)?)?);
+        bar.inc(2 * idx.len() as u64);
+    }
+    bar.finish_and_clear();
+    let features = candle_core::Tensor::cat(
+        &[
+            candle_core::Tensor::cat(&plain, 0)?,
+            candle_core::Tensor::cat(&flipped, 0)?,
+        ],
+        0,
+    )?;
+    let labels = [data.labels(), data.labels()].concat();
+    Ok((features, labels))
 }
 
 /// The captions a scorer trains on for `data`: emoji are drawings of named concepts, the other

@@ -167,6 +167,19 @@ pub struct TrainScorerArgs {
     /// Where to write the scorer checkpoint (metrics beside it, .metrics.jsonl).
     #[arg(short, long)]
     pub out: PathBuf,
+    /// The image side: `tower` (a small CNN trained from scratch) or `devise` (a linear head
+    /// over frozen ImageNet MobileNetV2 features, fetched on first use).
+    #[arg(long, value_enum, default_value = "tower")]
+    pub arch: ScorerArchArg,
+    /// Side MobileNetV2 reads the images at (`--arch devise`).
+    #[arg(long, default_value_t = 224)]
+    pub backbone_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ScorerArchArg {
+    Tower,
+    Devise,
 }
 
 #[derive(Debug, Args)]

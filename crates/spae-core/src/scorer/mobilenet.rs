@@ -1,6 +1,7 @@
 //! torchvision's MobileNetV2 (Sandler et al., "MobileNetV2: Inverted Residuals and Linear
 //! Bottlenecks", CVPR 2018, arXiv 1801.04381), width 1.0, inference only: the ImageNet-1k
-//! classifier under the ConSE teacher ([`super::conse`]).
+//! classifier under the ConSE teacher ([`super::conse`]), and the frozen image side of the
+//! DeViSE head ([`super::devise`]).
 //!
 //! Loaded from torchvision's state dict (`mobilenet_v2-b0353104.pth`, read by
 //! [`crate::torch_pth`]) under torchvision's names. Every BatchNorm is folded into the
@@ -485,6 +486,15 @@ impl MobileNetV2 {
 
     /// Normalised images (B, 3, H, W) (ImageNet mean/std) -> logits (B, num_classes).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .pooled(x)?
+            .matmul(&self.fc_w)?
+            .broadcast_add(&self.fc_b)?)
+    }
+
+    /// Normalised images (B, 3, H, W) -> the globally pooled last feature map
+    /// (B, last_channels), the classifier's input.
+    fn pooled(&self, x: &Tensor) -> Result<Tensor> {
         let c0 = self.stem_w.dim(0)?;
         let h = x
             .conv2d(&self.stem_w, 1, 2, 1, 1)?
@@ -496,8 +506,7 @@ impl MobileNetV2 {
         let h = self.last.forward(&h)?;
         let (b, hh, ww, c) = h.dims4()?;
         // Global average pooling.
-        let pooled = h.reshape((b, hh * ww, c))?.mean(1)?;
-        Ok(pooled.matmul(&self.fc_w)?.broadcast_add(&self.fc_b)?)
+        Ok(h.reshape((b, hh * ww, c))?.mean(1)?)
     }
 
     /// Images (B, C, S, S) in [0, 1], C = 1 (gray, repeated to RGB) or 3 (RGB) -> ImageNet
@@ -505,6 +514,25 @@ impl MobileNetV2 {
     /// torchvision's `Resize`), normalised with the ImageNet mean and std, softmax of the
     /// logits. Runs in chunks of 32 images to bound memory.
     pub fn classify(&self, images: &Tensor) -> Result<Tensor> {
+        self.in_chunks(images, self.cfg.num_classes, |x| {
+            Ok(candle_nn::ops::softmax(&self.forward(x)?, D::Minus1)?)
+        })
+    }
+
+    /// Images as [`MobileNetV2::classify`] takes them -> the pooled features the classifier
+    /// reads (B, last_channels): the frozen image side of a DeViSE head
+    /// ([`super::devise`]).
+    pub fn features(&self, images: &Tensor) -> Result<Tensor> {
+        self.in_chunks(images, self.cfg.last_channels, |x| self.pooled(x))
+    }
+
+    /// `f` on chunks of `images` resized to `input_size` and normalised, concatenated.
+    fn in_chunks(
+        &self,
+        images: &Tensor,
+        width: usize,
+        f: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let (b, c, _, _) = images.dims4()?;
         if c != 1 && c != 3 {
             return Err(SpaeError::Images(format!(
@@ -529,15 +557,10 @@ impl MobileNetV2 {
                 x = x.upsample_bilinear2d(size, size, false)?;
             }
             let x = x.broadcast_sub(&mean)?.broadcast_div(&std)?;
-            let logits = self.forward(&x)?;
-            parts.push(candle_nn::ops::softmax(&logits, D::Minus1)?);
+            parts.push(f(&x)?);
         }
         if parts.is_empty() {
-            return Ok(Tensor::zeros(
-                (0, self.cfg.num_classes),
-                DType::F32,
-                &self.device,
-            )?);
+            return Ok(Tensor::zeros((0, width), DType::F32, &self.device)?);
         }
         Ok(Tensor::cat(&parts, 0)?)
     }

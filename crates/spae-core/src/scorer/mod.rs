@@ -10,6 +10,7 @@
 
 pub mod clip;
 pub mod conse;
+pub mod devise;
 pub mod mobilenet;
 pub mod text;
 pub mod tower;

@@ -137,21 +137,8 @@ impl ImageTower {
 
     /// Write the tower (weights + config) atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let data = self.varmap.data().lock().unwrap_or_else(|p| p.into_inner());
-        let tensors: BTreeMap<String, Tensor> = data
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), v.as_tensor().to_device(&Device::Cpu)?)))
-            .collect::<Result<_>>()?;
-        let meta: HashMap<String, String> = [
-            ("spae.format".to_string(), SCORER_FORMAT.to_string()),
-            (
-                "spae.tower".to_string(),
-                serde_json::to_string(&self.cfg).map_err(|e| scorer_err(path, e))?,
-            ),
-        ]
-        .into();
-        drop(data);
-        crate::checkpoint::write_atomic(path, &tensors, meta)
+        let json = serde_json::to_string(&self.cfg).map_err(|e| scorer_err(path, e))?;
+        save_scorer(&self.varmap, path, "spae.tower", json)
     }
 
     /// Read a tower written by [`ImageTower::save`].
@@ -172,35 +159,53 @@ impl ImageTower {
             serde_json::from_str(meta.get("spae.tower").map_or("", String::as_str))
                 .map_err(|e| scorer_err(path, format!("spae.tower: {e}")))?;
         let tower = Self::new(cfg, device)?;
-        let tensors = candle_core::safetensors::load_buffer(bytes, device)
-            .map_err(|e| scorer_err(path, e))?;
-        let data = tower
-            .varmap
-            .data()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        for (name, var) in data.iter() {
-            let t = tensors
-                .get(name)
-                .ok_or_else(|| scorer_err(path, format!("missing tensor {name}")))?;
-            if t.dims() != var.dims() {
-                return Err(scorer_err(
-                    path,
-                    format!(
-                        "tensor {name} has shape {:?}, expected {:?}",
-                        t.dims(),
-                        var.dims()
-                    ),
-                ));
-            }
-            var.set(&t.to_dtype(DType::F32)?)?;
-        }
-        drop(data);
+        fill_vars(&tower.varmap, bytes, path, device)?;
         Ok(tower)
     }
 }
 
-fn scorer_err(path: &Path, reason: impl std::fmt::Display) -> SpaeError {
+/// Write a scorer's vars and its config (JSON under metadata key `key`) atomically.
+pub(crate) fn save_scorer(varmap: &VarMap, path: &Path, key: &str, json: String) -> Result<()> {
+    let data = varmap.data().lock().unwrap_or_else(|p| p.into_inner());
+    let tensors: BTreeMap<String, Tensor> = data
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), v.as_tensor().to_device(&Device::Cpu)?)))
+        .collect::<Result<_>>()?;
+    drop(data);
+    let meta: HashMap<String, String> = [
+        ("spae.format".to_string(), SCORER_FORMAT.to_string()),
+        (key.to_string(), json),
+    ]
+    .into();
+    crate::checkpoint::write_atomic(path, &tensors, meta)
+}
+
+/// Set every var of `varmap` from the safetensors `bytes`, which must hold each by name and
+/// shape; `path` names the bytes in errors.
+pub(crate) fn fill_vars(varmap: &VarMap, bytes: &[u8], path: &Path, device: &Device) -> Result<()> {
+    let tensors =
+        candle_core::safetensors::load_buffer(bytes, device).map_err(|e| scorer_err(path, e))?;
+    let data = varmap.data().lock().unwrap_or_else(|p| p.into_inner());
+    for (name, var) in data.iter() {
+        let t = tensors
+            .get(name)
+            .ok_or_else(|| scorer_err(path, format!("missing tensor {name}")))?;
+        if t.dims() != var.dims() {
+            return Err(scorer_err(
+                path,
+                format!(
+                    "tensor {name} has shape {:?}, expected {:?}",
+                    t.dims(),
+                    var.dims()
+                ),
+            ));
+        }
+        var.set(&t.to_dtype(DType::F32)?)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn scorer_err(path: &Path, reason: impl std::fmt::Display) -> SpaeError {
     SpaeError::Scorer {
         path: path.to_path_buf(),
         reason: reason.to_string(),
@@ -247,7 +252,12 @@ pub struct TowerStep {
 
 impl TowerTrainer {
     pub fn new(tower: &ImageTower, lr: f64) -> Result<Self> {
-        let vars = tower.varmap.all_vars();
+        Self::for_vars(tower.varmap.all_vars(), lr, tower.cfg.logit_scale)
+    }
+
+    /// A trainer of `vars` whose image embeddings are compared with captions at `scale`
+    /// (a head over frozen features, [`super::devise`]).
+    pub fn for_vars(vars: Vec<candle_core::Var>, lr: f64, scale: f64) -> Result<Self> {
         let opt = AdamW::new(
             vars,
             ParamsAdamW {
@@ -256,10 +266,7 @@ impl TowerTrainer {
                 ..Default::default()
             },
         )?;
-        Ok(Self {
-            opt,
-            scale: tower.cfg.logit_scale,
-        })
+        Ok(Self { opt, scale })
     }
 
     pub fn set_lr(&mut self, lr: f64) {
@@ -276,9 +283,48 @@ impl TowerTrainer {
         captions: &Tensor,
         labels: &Tensor,
     ) -> Result<TowerStep> {
-        let img = tower.forward(images)?.unsqueeze(2)?; // (b, d, 1)
+        self.step_embedded(&tower.forward(images)?, captions, labels)
+    }
+
+    /// [`TowerTrainer::step`] on unit image embeddings (B, D) already computed by the
+    /// trained vars.
+    pub fn step_embedded(
+        &mut self,
+        embeddings: &Tensor,
+        captions: &Tensor,
+        labels: &Tensor,
+    ) -> Result<TowerStep> {
+        let img = embeddings.unsqueeze(2)?; // (b, d, 1)
         let logits = (captions.matmul(&img)?.squeeze(2)? * self.scale)?; // (b, k)
-        let loss = candle_nn::loss::cross_entropy(&logits, labels)?;
+        self.step_logits(&logits, labels)
+    }
+
+    /// [`TowerTrainer::step_embedded`] with the captions given as the whole table (T, K, D)
+    /// and each image's template index `templates` (B): one matmul against all T * K
+    /// captions, then each row's template picked, instead of copying a (B, K, D) block.
+    pub fn step_templated(
+        &mut self,
+        embeddings: &Tensor,
+        table: &Tensor,
+        templates: &[u32],
+        labels: &Tensor,
+    ) -> Result<TowerStep> {
+        let (t, k, d) = table.dims3()?;
+        let b = templates.len();
+        let all = embeddings
+            .matmul(&table.reshape((t * k, d))?.t()?)?
+            .reshape((b, t, k))?;
+        let pick: Vec<u32> = templates
+            .iter()
+            .flat_map(|&i| std::iter::repeat_n(i, k))
+            .collect();
+        let pick = Tensor::from_vec(pick, (b, 1, k), embeddings.device())?;
+        let logits = (all.gather(&pick, 1)?.squeeze(1)? * self.scale)?; // (b, k)
+        self.step_logits(&logits, labels)
+    }
+
+    fn step_logits(&mut self, logits: &Tensor, labels: &Tensor) -> Result<TowerStep> {
+        let loss = candle_nn::loss::cross_entropy(logits, labels)?;
         self.opt.backward_step(&loss)?;
         let pred = logits.argmax(1)?;
         let acc = pred
@@ -290,5 +336,50 @@ impl TowerTrainer {
             loss: loss.to_scalar()?,
             accuracy: acc,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Picking each row's template out of one matmul against the whole table gives the loss of
+    /// the copied (B, K, D) block.
+    #[test]
+    fn templated_step_equals_the_copied_captions() {
+        let dev = Device::Cpu;
+        let (t, k, d, b) = (5, 7, 16, 6);
+        let unit = |x: Tensor| super::super::text::l2_normalize(&x).unwrap();
+        let table = unit(Tensor::randn(0f32, 1.0, (t * k, d), &dev).unwrap())
+            .reshape((t, k, d))
+            .unwrap();
+        let emb = unit(Tensor::randn(0f32, 1.0, (b, d), &dev).unwrap());
+        let templates: Vec<u32> = vec![0, 4, 2, 2, 1, 3];
+        let labels = Tensor::new(&[1u32, 0, 6, 3, 3, 5], &dev).unwrap();
+        let copied = table
+            .index_select(&Tensor::new(templates.as_slice(), &dev).unwrap(), 0)
+            .unwrap();
+        let scale = 20.0;
+        // The losses are read before the optimiser's update, so a trainer with no vars works.
+        let mut a = TowerTrainer::for_vars(vec![], 1e-3, scale).unwrap();
+        let mut c = TowerTrainer::for_vars(vec![], 1e-3, scale).unwrap();
+        let x = a.step_embedded(&emb, &copied, &labels).unwrap();
+        let y = c.step_templated(&emb, &table, &templates, &labels).unwrap();
+        // Each logit is scale times a dot product of two unit vectors of d terms: two summation
+        // orders differ by at most 2 d eps times the sum of |terms| (<= 1). Cross-entropy moves
+        // by at most twice the largest logit change, its log-sum-exp adds a few eps of the loss.
+        let tol =
+            2.0 * (2.0 * d as f32 * f32::EPSILON * scale as f32) + 8.0 * f32::EPSILON * x.loss;
+        assert!((x.loss - y.loss).abs() <= tol, "{} vs {}", x.loss, y.loss);
+        assert_eq!(x.accuracy, y.accuracy);
+        // A wrong pick (every row template 0) gives another loss.
+        let mut w = TowerTrainer::for_vars(vec![], 1e-3, scale).unwrap();
+        let z = w.step_templated(&emb, &table, &[0; 6], &labels).unwrap();
+        assert!(
+            (x.loss - z.loss).abs() > 100.0 * tol,
+            "{} vs {}",
+            x.loss,
+            z.loss
+        );
     }
 }

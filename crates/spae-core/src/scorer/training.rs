@@ -76,7 +76,11 @@ fn templates_for(class: &str) -> [&'static str; 5] {
 }
 
 /// (T, C, D) caption embeddings: template t of class c.
-fn caption_table(text: &SentenceEncoder, classes: &[String], captions: Captions) -> Result<Tensor> {
+pub(crate) fn caption_table(
+    text: &SentenceEncoder,
+    classes: &[String],
+    captions: Captions,
+) -> Result<Tensor> {
     let mut rows = Vec::new();
     for t in 0..5 {
         let caps: Vec<String> = classes
@@ -100,6 +104,25 @@ pub struct TowerTrainRun {
     pub captions: Captions,
 }
 
+impl TowerTrainRun {
+    /// The learning rate at `step`: cosine decay from `lr` to a tenth of it.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        let t = step as f64 / self.steps.max(1) as f64;
+        self.lr * (0.1 + 0.45 * (1.0 + (std::f64::consts::PI * t).cos()))
+    }
+}
+
+/// xorshift64* seeded from `seed`: the draws of the shipped scorers' recipes.
+pub(crate) fn draws(seed: u64) -> impl FnMut() -> u64 {
+    let mut rng = seed ^ 0x9E37_79B9_7F4A_7C15;
+    move || {
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
 /// Trains a new tower on `data` (labels naming `class_names`) against `text`'s embeddings of
 /// five caption templates per class; `on_step` sees every step's numbers.
 pub fn train_tower(
@@ -117,18 +140,9 @@ pub fn train_tower(
     };
     let tower = ImageTower::new(cfg, &device)?;
     let mut trainer = TowerTrainer::new(&tower, run.lr)?;
-    // xorshift64*: the draws of the shipped scorer's recipe.
-    let mut rng = run.seed ^ 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        rng ^= rng >> 12;
-        rng ^= rng << 25;
-        rng ^= rng >> 27;
-        rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    };
+    let mut next = draws(run.seed);
     for step in 0..run.steps {
-        // Cosine decay to a tenth.
-        let t = step as f64 / run.steps.max(1) as f64;
-        trainer.set_lr(run.lr * (0.1 + 0.45 * (1.0 + (std::f64::consts::PI * t).cos())));
+        trainer.set_lr(run.lr_at(step));
         let idx: Vec<usize> = (0..run.batch_size)
             .map(|_| (next() % data.len() as u64) as usize)
             .collect();

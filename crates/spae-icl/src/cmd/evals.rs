@@ -5,12 +5,12 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use spae_eval::ablations::AblationsConfig;
 use spae_eval::plot::{self, PyramidPlotConfig};
-use spae_eval::scorer::{ScorerReportConfig, TrainScorerConfig};
+use spae_eval::scorer::{ScorerArch, ScorerReportConfig, TrainScorerConfig};
 use spae_eval::tokenizer_eval::{self, TableTokenizerConfig};
 
 use crate::cli::{
-    AblationsArgs, EvalTokenizerArgs, Format, PlotCommand, ScorerReportArgs, TableTokenizerArgs,
-    TrainScorerArgs,
+    AblationsArgs, EvalTokenizerArgs, Format, PlotCommand, ScorerArchArg, ScorerReportArgs,
+    TableTokenizerArgs, TrainScorerArgs,
 };
 
 pub fn eval_tokenizer(args: EvalTokenizerArgs) -> Result<()> {
@@ -84,6 +84,11 @@ pub fn train_scorer(args: TrainScorerArgs) -> Result<()> {
         lr: args.lr,
         seed: args.seed,
         out: args.out,
+        arch: match args.arch {
+            ScorerArchArg::Tower => ScorerArch::Tower,
+            ScorerArchArg::Devise => ScorerArch::Devise,
+        },
+        backbone_size: args.backbone_size,
     };
     for z in spae_eval::scorer::train_scorer(&cfg)? {
         println!("{}", serde_json::to_string(&z)?);
