@@ -44,6 +44,26 @@ pub struct ModelConfig {
     /// side. Checkpoints without the field read the mean.
     #[serde(default, skip_serializing_if = "DecoderInput::is_mean")]
     pub decoder_input: DecoderInput,
+    /// The encoder also reads a frozen ImageNet network's pooled features of the image
+    /// **(ours)**: a visual prior learned from 1.3M images, so that the semantic layers' words
+    /// carry to concepts the tokenizer never saw (the paper gets this from CLIP's image
+    /// encoder, SPAE paper Sec. 3.1). Patch encoder only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone: Option<BackboneConfig>,
+}
+
+/// The frozen network an encoder reads features from: torchvision's ImageNet MobileNetV2
+/// (`crate::scorer::mobilenet`), named by its weights file's sha256. Its weights are not in
+/// the checkpoint; whoever loads the model attaches them ([`crate::SpaeModel::attach_backbone`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneConfig {
+    /// Side the image is resized to before the network.
+    pub input_size: usize,
+    /// Width of the pooled features (1280 for MobileNetV2 width 1.0).
+    pub feature_dim: usize,
+    /// sha256 of the weights file (`mobilenet_v2-b0353104.pth`).
+    pub weights_sha256: String,
 }
 
 /// The decoder's input at depth l **(ours: `Layers`)**.
@@ -96,6 +116,7 @@ impl ModelConfig {
                 fine_blocks: 1,
             }),
             decoder_input: DecoderInput::Mean,
+            backbone: None,
         }
     }
 
@@ -168,6 +189,14 @@ impl ModelConfig {
         }
         if self.embed_dim == 0 {
             return bad("embed_dim must be at least 1".into());
+        }
+        if let Some(b) = &self.backbone {
+            if self.patch.is_none() {
+                return bad("a backbone needs the patch encoder".into());
+            }
+            if b.input_size == 0 || b.feature_dim == 0 {
+                return bad(format!("backbone {b:?} has an empty dimension"));
+            }
         }
         if self.decoder_input == DecoderInput::Layers && self.patch.is_none() {
             return bad("decoder_input \"layers\" needs the patch decoder".into());

@@ -184,6 +184,9 @@ pub struct PatchEncoder {
     blocks: Vec<Block>,
     /// Pooled summary of the image added to every position (`ModelConfig::global_context`).
     global: Option<Linear>,
+    /// A frozen network's pooled features of the image, mapped to the width and added to
+    /// every position (`ModelConfig::backbone`).
+    backbone: Option<Linear>,
     lin_out: Linear,
 }
 
@@ -193,6 +196,7 @@ impl PatchEncoder {
         in_channels: usize,
         embed_dim: usize,
         global_context: bool,
+        backbone_dim: Option<usize>,
         vb: VarBuilder,
     ) -> Result<Self> {
         let w = pc.enc_width;
@@ -205,22 +209,41 @@ impl PatchEncoder {
             } else {
                 None
             },
+            backbone: backbone_dim
+                .map(|f| linear(f, w, vb.pp("backbone")))
+                .transpose()?,
             lin_out: linear(w, embed_dim, vb.pp("lin_out"))?,
         })
     }
-}
 
-impl Module for PatchEncoder {
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+    /// Images (B, C, S, S) -> grid (B, G, G, d); `features` (B, F) are the backbone's pooled
+    /// features of the same images, required when the encoder reads a backbone.
+    pub fn forward_with(&self, xs: &Tensor, features: Option<&Tensor>) -> Result<Tensor> {
         // (b, c, s, s) -> (b, s, s, c) -> (b, g, g, p*p*c)
         let x = space_to_depth(&xs.permute((0, 2, 3, 1))?, self.patch)?;
         let mut h = run(&self.blocks, dense(&self.lin_in, &x)?)?;
+        let (b, _, _, c) = h.dims4()?;
         if let Some(g) = &self.global {
-            let (b, _, _, c) = h.dims4()?;
             let pooled = h.mean(1)?.mean(1)?; // (b, c)
             h = h.broadcast_add(&g.forward(&pooled.silu()?)?.reshape((b, 1, 1, c))?)?;
         }
-        dense(&self.lin_out, &h.silu()?)
+        match (&self.backbone, features) {
+            (Some(lin), Some(f)) => {
+                h = h.broadcast_add(&lin.forward(f)?.reshape((b, 1, 1, c))?)?;
+            }
+            (Some(_), None) => {
+                return Err(SpaeError::Config(
+                    "this encoder reads backbone features, and none were given".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(SpaeError::Config(
+                    "backbone features given to an encoder without a backbone".into(),
+                ))
+            }
+            (None, None) => {}
+        }
+        Ok(dense(&self.lin_out, &h.silu()?)?)
     }
 }
 

@@ -10,6 +10,7 @@ use crate::codebook::Codebook;
 use crate::model::{Decoder, DecoderInput, Encoder, ModelConfig};
 use crate::patch::{PatchDecoder, PatchEncoder};
 use crate::quantizer::{Quantized, SaqQuantizer};
+use crate::scorer::mobilenet::MobileNetV2;
 use crate::train::straight_through;
 use crate::{Result, SpaeError};
 
@@ -126,6 +127,9 @@ pub struct SpaeModel {
     codebook: Arc<Codebook>,
     quantizer: SaqQuantizer,
     device: Device,
+    /// The frozen network whose features the encoder reads (`ModelConfig::backbone`), once
+    /// attached.
+    backbone: Option<Arc<MobileNetV2>>,
 }
 
 impl std::fmt::Debug for SpaeModel {
@@ -171,6 +175,7 @@ impl SpaeModel {
                     cfg.in_channels,
                     cfg.embed_dim,
                     cfg.global_context,
+                    cfg.backbone.as_ref().map(|b| b.feature_dim),
                     vb.pp("encoder"),
                 )?),
                 AnyDecoder::Patch(PatchDecoder::new(
@@ -194,6 +199,7 @@ impl SpaeModel {
             codebook: Arc::new(codebook),
             quantizer,
             device: device.clone(),
+            backbone: None,
         })
     }
 
@@ -236,8 +242,18 @@ impl SpaeModel {
             (16, c.in_channels, c.image_size, c.image_size),
             &self.device,
         )?;
+        // Before a backbone is attached its features count as zero: the term starts at its
+        // (zero) bias either way, so the scale is that of the rest of the encoder.
+        let features = match (&self.cfg.backbone, &self.backbone) {
+            (Some(b), None) => Some(Tensor::zeros(
+                (16, b.feature_dim),
+                DType::F32,
+                &self.device,
+            )?),
+            _ => self.backbone_features(&probe)?,
+        };
         let z_rms = self
-            .encode(&probe)?
+            .encode_with(&probe, features.as_ref())?
             .sqr()?
             .mean_all()?
             .to_scalar::<f32>()?
@@ -297,8 +313,54 @@ impl SpaeModel {
         Ok(b)
     }
 
+    /// Attach the frozen network named by `ModelConfig::backbone`; its features must have
+    /// the configured width and input side. The caller checks that its weights are the file
+    /// the config names by sha256.
+    pub fn attach_backbone(&mut self, net: Arc<MobileNetV2>) -> Result<()> {
+        let Some(b) = &self.cfg.backbone else {
+            return Err(SpaeError::Config(
+                "this model reads no backbone features".into(),
+            ));
+        };
+        let n = net.config();
+        if n.last_channels != b.feature_dim || n.input_size != b.input_size {
+            return Err(SpaeError::Config(format!(
+                "the encoder reads {} backbone features at {}x{}, the network gives {} at {}x{}",
+                b.feature_dim,
+                b.input_size,
+                b.input_size,
+                n.last_channels,
+                n.input_size,
+                n.input_size
+            )));
+        }
+        self.backbone = Some(net);
+        Ok(())
+    }
+
+    /// The attached backbone's pooled features of `images` (B, F), or `None` when the model
+    /// reads none; an error when it reads them and none is attached.
+    pub fn backbone_features(&self, images: &Tensor) -> Result<Option<Tensor>> {
+        match (&self.cfg.backbone, &self.backbone) {
+            (None, _) => Ok(None),
+            (Some(_), Some(net)) => Ok(Some(net.features(images)?.to_device(&self.device)?)),
+            (Some(b), None) => Err(SpaeError::Config(format!(
+                "this model's encoder reads MobileNetV2 features (weights sha256 {}), and no \
+                 backbone is attached",
+                b.weights_sha256
+            ))),
+        }
+    }
+
     /// Images (B, C, S, S) in [0, 1] -> grid z (B, G, G, d).
     pub fn encode(&self, images: &Tensor) -> Result<Tensor> {
+        let features = self.backbone_features(images)?;
+        self.encode_with(images, features.as_ref())
+    }
+
+    /// [`SpaeModel::encode`] with the backbone's features of `images` already computed (a
+    /// training run keeps them per image instead of running the frozen network every step).
+    pub fn encode_with(&self, images: &Tensor, features: Option<&Tensor>) -> Result<Tensor> {
         self.check_images(images)?;
         let pad = self.cfg.canvas() - self.cfg.image_size;
         let (lo, hi) = (pad / 2, pad - pad / 2);
@@ -310,7 +372,7 @@ impl SpaeModel {
         Ok(match &self.encoder {
             // (b, d, g, g) -> (b, g, g, d)
             AnyEncoder::Conv(e) => e.forward(&x)?.permute((0, 2, 3, 1))?.contiguous()?,
-            AnyEncoder::Patch(e) => e.forward(&x)?,
+            AnyEncoder::Patch(e) => e.forward_with(&x, features)?,
         })
     }
 
@@ -522,7 +584,8 @@ impl SpaeModel {
         if *to == self.cfg {
             return bad("the decoder is already this size".into());
         }
-        let model = SpaeModel::new(to.clone(), (*self.codebook).clone(), &self.device)?;
+        let mut model = SpaeModel::new(to.clone(), (*self.codebook).clone(), &self.device)?;
+        model.backbone = self.backbone.clone();
         let old: std::collections::HashMap<String, candle_core::Var> =
             self.named_vars().into_iter().collect();
         for (name, var) in model.named_vars() {

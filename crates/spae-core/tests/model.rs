@@ -100,6 +100,7 @@ fn rgb_128x128_works() {
         global_context: false,
         patch: None,
         decoder_input: Default::default(),
+        backbone: None,
     };
     let m = SpaeModel::new_seeded(cfg, codebook(64, 16), &Device::Cpu, 1).unwrap();
     let x = images(1, 3, 128);
@@ -276,4 +277,84 @@ fn corrupt_checkpoints_are_clear_errors() {
     )
     .unwrap();
     assert!(load_err(&p).contains("not a spae-icl checkpoint"));
+}
+
+/// An encoder that reads a frozen ImageNet network's features (`ModelConfig::backbone`): it
+/// refuses to encode until the network is attached, refuses a network that gives other
+/// features, computes from the features it is given, and saves and loads without the network.
+#[test]
+fn an_encoder_reads_the_attached_backbone_features() {
+    use spae_core::model::BackboneConfig;
+    use spae_core::scorer::devise::backbone;
+    let weights = spae_assets::AssetCache::from_env()
+        .fetch_named("mobilenet-v2-imagenet")
+        .unwrap();
+    let cfg = ModelConfig {
+        image_size: 32,
+        in_channels: 3,
+        backbone: Some(BackboneConfig {
+            input_size: 64,
+            feature_dim: 1280,
+            weights_sha256: "the test's".into(),
+        }),
+        ..ModelConfig::mnist(16)
+    };
+    let mut m = SpaeModel::new_seeded(cfg.clone(), codebook(300, 16), &Device::Cpu, 0).unwrap();
+    let x = images(2, 3, 32);
+    let err = m.encode(&x).unwrap_err().to_string();
+    assert!(err.contains("no backbone is attached"), "{err}");
+    let wrong = backbone(&weights, 96, &Device::Cpu).unwrap();
+    let err = m.attach_backbone(wrong.into()).unwrap_err().to_string();
+    assert!(err.contains("64x64") && err.contains("96x96"), "{err}");
+    let net = std::sync::Arc::new(backbone(&weights, 64, &Device::Cpu).unwrap());
+    m.attach_backbone(net.clone()).unwrap();
+
+    let z = m.encode(&x).unwrap();
+    let features = m.backbone_features(&x).unwrap().unwrap();
+    assert_eq!(features.dims(), [2, 1280]);
+    // The same arithmetic on the same inputs: bit for bit.
+    assert_eq!(
+        max_diff(&m.encode_with(&x, Some(&features)).unwrap(), &z),
+        0.0
+    );
+    // Other features give another grid: the features are read.
+    let other = m
+        .encode_with(&x, Some(&features.zeros_like().unwrap()))
+        .unwrap();
+    let rms = z
+        .sqr()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt();
+    assert!(
+        max_diff(&other, &z) > 0.01 * rms,
+        "features do not change z"
+    );
+    assert!(m.encode_with(&x, None).is_err());
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bb.safetensors");
+    m.save(&path).unwrap();
+    let mut l = SpaeModel::load(&path, &Device::Cpu).unwrap();
+    assert_eq!(l.config(), &cfg);
+    assert!(l.tokenize(&x, 2).is_err());
+    l.attach_backbone(net.clone()).unwrap();
+    assert_eq!(l.tokenize(&x, 5).unwrap(), m.tokenize(&x, 5).unwrap());
+
+    // A model without a backbone takes none.
+    let mut plain = SpaeModel::new_seeded(
+        ModelConfig {
+            backbone: None,
+            ..cfg
+        },
+        codebook(300, 16),
+        &Device::Cpu,
+        0,
+    )
+    .unwrap();
+    assert!(plain.encode_with(&x, Some(&features)).is_err());
+    assert!(plain.attach_backbone(net).is_err());
 }

@@ -135,6 +135,20 @@ pub fn load_scorer(spec: &str, codebook: &Codebook, data: &str) -> Result<Loaded
 /// The backbone a DeViSE head reads: MobileNetV2's weights, fetched on first use.
 const BACKBONE_ASSET: &str = "mobilenet-v2-imagenet";
 
+/// sha256 of the pinned MobileNetV2 weights.
+pub fn backbone_sha256() -> Result<String> {
+    Ok(spae_assets::find(BACKBONE_ASSET)?.sha256.to_string())
+}
+
+/// torchvision's ImageNet MobileNetV2 (fetched on first use), resizing images to `input_size`.
+pub fn imagenet_backbone(
+    input_size: usize,
+    device: &Device,
+) -> Result<spae_core::scorer::mobilenet::MobileNetV2> {
+    let weights = AssetCache::from_env().fetch_named(BACKBONE_ASSET)?;
+    Ok(devise::backbone(&weights, input_size, device)?)
+}
+
 /// A `train-scorer` checkpoint: the trained tower, or a DeViSE head over the pinned
 /// MobileNetV2 (fetched on first use; the head names the weights it was trained on).
 fn load_checkpoint(
@@ -149,7 +163,7 @@ fn load_checkpoint(
             text,
         }));
     };
-    let pinned = spae_assets::find(BACKBONE_ASSET)?.sha256;
+    let pinned = backbone_sha256()?;
     if cfg.backbone_sha256 != pinned {
         return Err(crate::error::EvalError::msg(format!(
             "{}: the DeViSE head was trained on backbone weights {}, the pinned {BACKBONE_ASSET} is {pinned}",
@@ -157,8 +171,7 @@ fn load_checkpoint(
             cfg.backbone_sha256
         )));
     }
-    let weights = AssetCache::from_env().fetch_named(BACKBONE_ASSET)?;
-    let net = devise::backbone(&weights, cfg.input_size, device)?;
+    let net = imagenet_backbone(cfg.input_size, device)?;
     let head = DeviseHead::load_bytes(&bytes, path, device)?;
     Ok(Box::new(DeviseModel::new(net, head, text)?))
 }
@@ -244,8 +257,7 @@ pub fn train_scorer(args: &TrainScorerConfig) -> Result<Vec<ZeroShot>> {
             Box::new(TowerScorer { tower, text })
         }
         ScorerArch::Devise => {
-            let weights = AssetCache::from_env().fetch_named(BACKBONE_ASSET)?;
-            let net = devise::backbone(&weights, args.backbone_size, &device)?;
+            let net = imagenet_backbone(args.backbone_size, &device)?;
             let (features, labels) = backbone_features(&net, &pixels)?;
             let cfg = DeviseConfig {
                 input_size: args.backbone_size,
@@ -254,7 +266,7 @@ pub fn train_scorer(args: &TrainScorerConfig) -> Result<Vec<ZeroShot>> {
                 logit_scale: DEVISE_LOGIT_SCALE,
                 text_model: spae_core::scorer::training::TEXT_MODEL.to_string(),
                 captions: run.captions,
-                backbone_sha256: spae_assets::find(BACKBONE_ASSET)?.sha256.to_string(),
+                backbone_sha256: backbone_sha256()?,
             };
             let head = devise::train_head(
                 &run,

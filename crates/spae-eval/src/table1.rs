@@ -150,6 +150,7 @@ pub fn table1(args: &Table1Config) -> Result<(String, PathBuf)> {
     if let Some(lqae) = &args.lqae_checkpoint {
         let m = SpaeModel::load(lqae, &Device::Cpu)
             .with_context(|| format!("--lqae-checkpoint {}", lqae.display()))?;
+        // Only its config is read here: the run loads it again with its backbone, if any.
         let p = &m.config().pyramid;
         rows.push(Row {
             name: "LQAE-style (one flat layer)".into(),

@@ -167,6 +167,10 @@ pub struct ArchConfig {
     /// `saq` (the paper's, Sec. 3.2) or `rq`.
     pub quantizer: String,
     pub seed: u64,
+    /// The side frozen ImageNet MobileNetV2 reads each image at, its features an input of the
+    /// encoder (`ModelConfig::backbone`); 0: none.
+    #[serde(default)]
+    pub backbone_size: usize,
 }
 
 impl Default for ArchConfig {
@@ -181,6 +185,7 @@ impl Default for ArchConfig {
             arch: "patch".into(),
             quantizer: "saq".into(),
             seed: 0,
+            backbone_size: 0,
         }
     }
 }
@@ -231,8 +236,37 @@ pub fn build(arch: &ArchConfig, device: &Device) -> Result<SpaeModel> {
         global_context: true,
         patch,
         decoder_input: spae_core::model::DecoderInput::Mean,
+        backbone: match arch.backbone_size {
+            0 => None,
+            side => Some(spae_core::model::BackboneConfig {
+                input_size: side,
+                feature_dim: spae_core::scorer::mobilenet::Config::imagenet().last_channels,
+                weights_sha256: crate::scorer::backbone_sha256()?,
+            }),
+        },
     };
-    Ok(SpaeModel::new_seeded(cfg, codebook, device, arch.seed)?)
+    let mut model = SpaeModel::new_seeded(cfg, codebook, device, arch.seed)?;
+    attach_backbone(&mut model)?;
+    Ok(model)
+}
+
+/// Attach the frozen MobileNetV2 a model's encoder reads (`ModelConfig::backbone`; fetched on
+/// first use), checking that its pinned weights are the file the model was trained with.
+/// Models without a backbone are left as they are.
+pub fn attach_backbone(model: &mut SpaeModel) -> Result<()> {
+    let Some(b) = model.config().backbone.clone() else {
+        return Ok(());
+    };
+    let pinned = crate::scorer::backbone_sha256()?;
+    if b.weights_sha256 != pinned {
+        bail!(
+            "the tokenizer was trained on MobileNetV2 weights {}, the pinned ones are {pinned}",
+            b.weights_sha256
+        );
+    }
+    let net = crate::scorer::imagenet_backbone(b.input_size, model.device())?;
+    model.attach_backbone(std::sync::Arc::new(net))?;
+    Ok(())
 }
 
 /// The tokenizers built into the library (`checkpoints/README.md` says how each was made).
@@ -291,7 +325,7 @@ impl CheckpointRef {
 
     /// The model, and the name it goes by in messages.
     pub fn load(&self, device: &Device) -> Result<(SpaeModel, String)> {
-        let (model, label) = match &self.path {
+        let (mut model, label) = match &self.path {
             Some(p) => (SpaeModel::load(p, device)?, p.display().to_string()),
             None => (
                 SpaeModel::load_bytes(
@@ -302,6 +336,7 @@ impl CheckpointRef {
                 self.builtin.label().to_string(),
             ),
         };
+        attach_backbone(&mut model).with_context(|| label.clone())?;
         tracing::debug!(?model, "loaded {label}");
         Ok((model, label))
     }

@@ -233,10 +233,14 @@ pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
                 .with_context(|| format!("--resume: {}", state_path.display()))?,
         )
         .with_context(|| format!("{}", state_path.display()))?;
-        (SpaeModel::load(&ckpt, device)?, state.step)
+        let mut model = SpaeModel::load(&ckpt, device)?;
+        crate::tokenizer::attach_backbone(&mut model)?;
+        (model, state.step)
     } else if let Some(init) = &args.init {
-        let model =
+        let mut model =
             SpaeModel::load(init, device).with_context(|| format!("--init {}", init.display()))?;
+        crate::tokenizer::attach_backbone(&mut model)
+            .with_context(|| format!("--init {}", init.display()))?;
         (grow(model, &args.grow)?, 0)
     } else {
         let mut arch = args.arch.clone();

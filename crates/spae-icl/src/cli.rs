@@ -257,6 +257,11 @@ pub struct ModelArgs {
     /// Seed of the initial weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// The encoder also reads frozen ImageNet MobileNetV2 features of each image, the image
+    /// resized to this side (0: none). The weights are fetched on first use and not stored
+    /// in the checkpoint.
+    #[arg(long, default_value_t = 0)]
+    pub backbone_size: usize,
 }
 
 #[derive(Debug, Args)]
@@ -679,6 +684,11 @@ pub struct EvalVqaArgs {
     /// Default: runs/<task>-easy-vqa-<llm>.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Each image's words: spae (the tokenizer's), oracle (codebook entries nearest its true
+    /// caption: the ceiling of this LLM and prompt) or random (codebook entries that carry
+    /// nothing). easy-VQA tasks only.
+    #[arg(long, value_parser = word_source(), default_value = "spae")]
+    pub words: WordSource,
 }
 
 #[derive(Debug, Args)]

@@ -43,6 +43,7 @@ impl ModelArgs {
             arch: self.arch.clone(),
             quantizer: self.quantizer.clone(),
             seed: self.seed,
+            backbone_size: self.backbone_size,
         }
     }
 }
