@@ -23,7 +23,7 @@ use llm_client::{GenerateParams, LanguageModel, Prompt};
 use prompt::{CaptionContext, CaptionItem, VqaContext, VqaItem};
 use rand::rngs::StdRng;
 use rand::seq::index;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use spae_core::SpaeModel;
 use spae_datasets::{EasyVqa, Split, EASY_VQA_COLOURS, EASY_VQA_SHAPES};
@@ -31,7 +31,7 @@ use spae_datasets::{EasyVqa, Split, EASY_VQA_COLOURS, EASY_VQA_SHAPES};
 use crate::bail;
 use crate::error::{Context, EvalError, Result};
 use crate::fewshot::words::ImageWords;
-use crate::fewshot::Scoring;
+use crate::fewshot::{Scoring, WordSource};
 use crate::llm::LlmConfig;
 use crate::reader::Reader;
 use crate::store::{open_results, ResultStore};
@@ -154,6 +154,15 @@ pub struct EvalVqaConfig {
     pub max_tokens: usize,
     /// Default: [`EvalVqaConfig::default_out`].
     pub out: Option<PathBuf>,
+    /// The words every image reads as: the tokenizer's (SPAE), the oracle's (codebook entries
+    /// nearest the image's true caption, "red circle": the ceiling this LLM and prompt allow),
+    /// or random entries (words that carry nothing).
+    #[serde(default = "spae_words")]
+    pub words: WordSource,
+}
+
+fn spae_words() -> WordSource {
+    WordSource::Spae
 }
 
 impl EvalVqaConfig {
@@ -171,6 +180,7 @@ impl EvalVqaConfig {
             limit: d.episodes,
             max_tokens: d.max_tokens,
             out: None,
+            words: WordSource::Spae,
             task,
         }
     }
@@ -255,6 +265,9 @@ impl EvalVqaConfig {
         }
         if self.max_tokens != MAX_ANSWER_TOKENS {
             id["max_tokens"] = serde_json::json!(self.max_tokens);
+        }
+        if self.words != WordSource::Spae {
+            id["words"] = serde_json::json!(self.words.name());
         }
         id
     }
@@ -389,6 +402,69 @@ pub(crate) fn words_of(
     Ok(out)
 }
 
+/// The words of `images` of the easy-VQA split `data` as `source` gives them, `depth`
+/// pyramid layers' worth each. The oracle's words are the image's true colour and shape
+/// ("red circle red circle red", as tokens of the LLM's vocabulary): every question is
+/// answerable from them. Random words are uniform over the codebook,
+/// seeded by (`seed`, image), so an image reads the same in every prompt.
+fn vqa_words(
+    spae: &SpaeModel,
+    data: &EasyVqa,
+    images: &[usize],
+    depth: usize,
+    source: WordSource,
+    seed: u64,
+) -> Result<Vec<ImageWords>> {
+    if source == WordSource::Spae {
+        return words_of(spae, &data.images, images, depth);
+    }
+    let codebook = spae.codebook();
+    let n_words = spae.config().pyramid.tokens_up_to(depth);
+    let mut said: HashMap<String, (String, u32)> = HashMap::new();
+    let mut out = Vec::with_capacity(images.len());
+    for &i in images {
+        // Apart from the support draw of item i, which starts from item_seed(seed, i).
+        const WORDS: u64 = 0x776f_7264_7300_0000;
+        let mut rng = StdRng::seed_from_u64(crate::util::item_seed(seed ^ WORDS, i));
+        let pairs: Vec<(String, u32)> = match source {
+            WordSource::Oracle => {
+                let caption = data.caption(i);
+                let mut parts = Vec::new();
+                for word in caption.split(' ').filter(|w| *w != "a") {
+                    if !said.contains_key(word) {
+                        said.insert(word.to_string(), oracle_word(codebook, word)?);
+                    }
+                    parts.push(said[word].clone());
+                }
+                parts.iter().cloned().cycle().take(n_words).collect()
+            }
+            _ => (0..n_words)
+                .map(|_| {
+                    let e = rng.gen_range(0..codebook.len());
+                    (codebook.word(e).to_string(), codebook.token_ids()[e])
+                })
+                .collect(),
+        };
+        let (words, token_ids) = pairs.into_iter().unzip();
+        out.push(ImageWords { words, token_ids });
+    }
+    Ok(out)
+}
+
+/// `word` as the LLM reads it, one whole-word token: from the LLM's vocabulary, whether or
+/// not the checkpoint's codebook kept it (the oracle is the ceiling of the LLM, not of one
+/// codebook); the codebook entry nearest it when the LLM has no such token.
+fn oracle_word(codebook: &spae_core::Codebook, word: &str) -> Result<(String, u32)> {
+    if let Some(pair) = crate::fewshot::words::vocabulary_word(codebook, word)? {
+        return Ok(pair);
+    }
+    let e = crate::fewshot::words::class_neighbours(codebook, word)?
+        .first()
+        .copied()
+        .with_context(|| format!("no codebook entry near {word:?}"))?;
+    Ok((codebook.word(e).to_string(), codebook.token_ids()[e]))
+}
+
 /// A split of easy-VQA at the checkpoint's side.
 fn easy_vqa(split: Split, size: usize) -> Result<EasyVqa> {
     let cache = spae_assets::AssetCache::from_env();
@@ -413,11 +489,11 @@ struct SupportPool {
 }
 
 impl SupportPool {
-    fn new(spae: &SpaeModel, depth: usize) -> Result<Self> {
+    fn new(spae: &SpaeModel, depth: usize, source: WordSource, seed: u64) -> Result<Self> {
         let train = easy_vqa(Split::Train, spae.config().image_size)
             .context("reading easy-VQA's training split (the support pool)")?;
         let all: Vec<usize> = (0..train.images.len()).collect();
-        let words = words_of(spae, &train.images, &all, depth)?;
+        let words = vqa_words(spae, &train, &all, depth, source, seed)?;
         let mut by_form: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, q) in train.questions.iter().enumerate() {
             by_form
@@ -569,7 +645,7 @@ pub fn caption_each(
 ) -> Result<Vec<Captioned>> {
     let r = reader(cfg)?;
     let depth = cfg.layers;
-    let pool = SupportPool::new(&r.spae, depth)?;
+    let pool = SupportPool::new(&r.spae, depth, WordSource::Spae, cfg.seed)?;
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let mut out = Vec::with_capacity(images.len());
     for path in images {
@@ -600,7 +676,7 @@ pub fn caption(cfg: &VqaCommonConfig, images: &[PathBuf]) -> Result<Vec<Captione
 pub fn vqa(cfg: &VqaCommonConfig, image: &Path, question: &str, open: bool) -> Result<String> {
     let r = reader(cfg)?;
     let depth = cfg.layers;
-    let pool = SupportPool::new(&r.spae, depth)?;
+    let pool = SupportPool::new(&r.spae, depth, WordSource::Spae, cfg.seed)?;
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let q = r.query_words(image, depth)?;
     let question = question.trim().to_lowercase();
@@ -709,7 +785,7 @@ pub fn eval_vqa(cfg: &EvalVqaConfig) -> Result<EvalVqaSummary> {
         |r: &ItemResult| r.item,
     )?;
 
-    let pool = SupportPool::new(&r.spae, depth)?;
+    let pool = SupportPool::new(&r.spae, depth, cfg.words, c.seed)?;
     let test = easy_vqa(split, r.spae.config().image_size)
         .with_context(|| format!("reading easy-VQA's {} split", cfg.split))?;
     let population = match task {
@@ -735,7 +811,7 @@ pub fn eval_vqa(cfg: &EvalVqaConfig) -> Result<EvalVqaSummary> {
             VqaTask::Caption => picked[item],
         })
         .collect();
-    let test_words = words_of(&r.spae, &test.images, &test_images, depth)?;
+    let test_words = vqa_words(&r.spae, &test, &test_images, depth, cfg.words, c.seed)?;
     let asker = Asker {
         cfg,
         task,
@@ -769,6 +845,7 @@ pub fn eval_vqa(cfg: &EvalVqaConfig) -> Result<EvalVqaSummary> {
         shots: c.shots,
         depth,
         words: pool.words_per_image(),
+        source: cfg.words,
         checkpoint: &r.checkpoint,
         majority: match task {
             VqaTask::Vqa => &pool.majority_answer,
@@ -933,6 +1010,8 @@ struct Header<'a> {
     depth: usize,
     /// Words per image.
     words: usize,
+    /// Whose words.
+    source: WordSource,
     checkpoint: &'a str,
     /// The majority answer (or caption).
     majority: &'a str,
@@ -969,7 +1048,7 @@ fn markdown(h: &Header, s: &VqaSummary) -> String {
     let mut md = format!(
         "# {title} on easy-VQA, {llm}\n\n\
          {n} {what} (drawn with seed {seed}); {shots} support items per prompt{support}, \
-         {depth} pyramid layers per image ({words} words); checkpoint `{checkpoint}`.\n\
+         {depth} pyramid layers per image ({words} words{source}); checkpoint `{checkpoint}`.\n\
          Written by `spae-icl eval-vqa {argv}`.\n\n\
          Accuracy in % with 95% Wilson intervals. Open: the greedy continuation up to the first \
          period, exact match. Constrained: the most likely of {cands}. Majority: always \
@@ -984,6 +1063,11 @@ fn markdown(h: &Header, s: &VqaSummary) -> String {
         checkpoint = h.checkpoint,
         argv = h.argv,
         majority = h.majority,
+        source = match h.source {
+            WordSource::Spae => "",
+            WordSource::Oracle => ", the oracle's: the true colour and shape",
+            WordSource::Random => ", random codebook words",
+        },
     );
     for k in &s.kinds {
         md.push_str(&format!(
@@ -1016,6 +1100,55 @@ fn markdown(h: &Header, s: &VqaSummary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The oracle's words of an image are its true colour and shape as LLM tokens, the same
+    /// every time; random words are seeded, and come from anywhere in the codebook.
+    #[test]
+    fn oracle_words_are_drawn_near_the_true_caption() {
+        let (spae, _) = CheckpointRef::new(None, BuiltIn::EasyVqa)
+            .load(&Device::Cpu)
+            .unwrap();
+        let test = easy_vqa(Split::Test, spae.config().image_size).unwrap();
+        let images: Vec<usize> = (0..40).collect();
+        let oracle = vqa_words(&spae, &test, &images, 2, WordSource::Oracle, 0).unwrap();
+        assert_eq!(
+            oracle,
+            vqa_words(&spae, &test, &images, 2, WordSource::Oracle, 0).unwrap()
+        );
+        let codebook = spae.codebook();
+        let mut captions = std::collections::HashSet::new();
+        for (&i, w) in images.iter().zip(&oracle) {
+            assert_eq!(w.words.len(), 5, "2 layers: 1 + 4 words");
+            let caption = test.caption(i);
+            let parts: Vec<&str> = caption.split(' ').filter(|p| *p != "a").collect();
+            for (k, word) in w.words.iter().enumerate() {
+                assert_eq!(word, parts[k % parts.len()], "{caption}: {:?}", w.words);
+            }
+            captions.insert(caption);
+        }
+        // Every colour and shape is a whole-word Gemma 3 token, also those the built-in
+        // codebook lacks ("triangle", "teal"); the ids are the LLM's.
+        for word in EASY_VQA_COLOURS.iter().chain(&EASY_VQA_SHAPES) {
+            let (w, id) = oracle_word(codebook, word).unwrap();
+            assert_eq!(&w, word);
+            if let Some(e) = (0..codebook.len()).find(|&e| codebook.word(e) == *word) {
+                assert_eq!(codebook.token_ids()[e], id, "{word}");
+            }
+        }
+        assert!((0..codebook.len()).all(|e| codebook.word(e) != "triangle"));
+        assert!(captions.len() > 3, "{captions:?}");
+        let random = vqa_words(&spae, &test, &images, 2, WordSource::Random, 0).unwrap();
+        assert_eq!(
+            random,
+            vqa_words(&spae, &test, &images, 2, WordSource::Random, 0).unwrap()
+        );
+        let other = vqa_words(&spae, &test, &images, 2, WordSource::Random, 1).unwrap();
+        assert_ne!(random, other);
+        // 200 words uniform over 4,096 entries: (a little) repeats, never 20 neighbours only.
+        let distinct: std::collections::HashSet<&u32> =
+            random.iter().flat_map(|w| &w.token_ids).collect();
+        assert!(distinct.len() > 150, "{}", distinct.len());
+    }
 
     fn item(item: usize, kind: &str, truth: &str, open: &str, constrained: &str) -> ItemResult {
         let blind = if kind == "caption" {
@@ -1167,6 +1300,7 @@ mod tests {
                 shots: 16,
                 depth: 2,
                 words: 5,
+                source: WordSource::Spae,
                 checkpoint: "<built-in spae-gemma3-easy-vqa>",
                 majority: "no",
                 argv: "--task vqa".into(),
@@ -1220,6 +1354,7 @@ mod tests {
                 shots: 4,
                 depth: 3,
                 words: 21,
+                source: WordSource::Spae,
                 checkpoint: "c",
                 majority: "a red circle",
                 argv: String::new(),

@@ -18,7 +18,7 @@ use crate::error::{Context, Result};
 use crate::task::Task;
 
 /// An image's words (layer order) and their LLM token ids, one token per word.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageWords {
     pub words: Vec<String>,
     pub token_ids: Vec<u32>,
@@ -248,6 +248,17 @@ fn class_anchor(table: &Codebook, gguf: Option<&Path>, parts: &[String]) -> Resu
         return Ok(None);
     }
     Ok(Some(Tensor::stack(&rows, 0)?.mean(0)?))
+}
+
+/// `word` as a whole-word token of the LLM the codebook was cut from (its file's vocabulary
+/// under the codebook's filter, uncapped, where the file is at hand; else the codebook's
+/// own words): the word and its token id, or `None` if the LLM has no such token.
+pub fn vocabulary_word(codebook: &Codebook, word: &str) -> Result<Option<(String, u32)>> {
+    let table = raw_rows(codebook)?;
+    let table = table.as_ref().map_or(codebook, |r| &r.words);
+    Ok(table
+        .index_of_word(word)
+        .map(|i| (table.word(i).to_string(), table.token_ids()[i])))
 }
 
 /// (codebook source, codebook size, class name) -> nearest entries.

@@ -48,7 +48,14 @@ pub fn eval_vqa(args: EvalVqaArgs) -> Result<()> {
     cfg.common = args.common.config(cfg.common.clone());
     cfg.limit = args.limit.unwrap_or(cfg.limit);
     cfg.out = args.out;
+    cfg.words = args.words;
     if spae_eval::naming::runs(&cfg) {
+        if cfg.words != spae_eval::fewshot::WordSource::Spae {
+            anyhow::bail!(
+                "--words {}: emoji captioning reads the tokenizer's words only",
+                cfg.words.name()
+            );
+        }
         println!("{}", spae_eval::naming::eval_naming(&cfg)?.markdown);
         return Ok(());
     }
