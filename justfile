@@ -64,12 +64,12 @@ scorer-emoji-devise steps="500":
     done
 
 # Retrain the emoji tokenizer (built in as checkpoints/spae-gemma3-emoji.safetensors): the train
-# concepts at 32x32 RGB, every dictionary word of Gemma 3 plus the train names' words, taught by
-# the emoji tower and ConSE together.
+# concepts at 32x32 RGB, every dictionary word of Gemma 3 plus the train names' words, an encoder
+# that also reads frozen MobileNetV2 features (at 128x128), taught by DeViSE and ConSE together.
 train-emoji:
     cargo run --release --bin spae-icl -- train --data emoji --image-size 32 --channels 3 --project-dim 64 \
-        --max-entries 0 --dictionary wamerican --include-class-words \
-        --scorer checkpoints/scorer-minilm-emoji.safetensors@32+conse --scorer-image-size 64 \
+        --max-entries 0 --dictionary wamerican --include-class-words --backbone-size 128 \
+        --scorer checkpoints/scorer-devise-emoji.safetensors+conse --scorer-image-size 64 \
         --semantic-weight 0.5 --steps 1500 --batch-size 32 --lr 1e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 \
         --out runs/spae-emoji
 
