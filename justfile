@@ -146,10 +146,20 @@ probe-decoder-phase:
 train-lqae:
     cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --layers 8 --project-dim 64 --scorer none --usage-weight 0.1 --usage-tau 0.1 --steps 2000 --batch-size 32 --lr 2e-3 --warmup 100 --checkpoint-every 250 --out runs/lqae-gemma3
 
-# Retrain the shipped easy-VQA scorer and tokenizer (colour + shape captions, 32x32 RGB) into runs/.
+# Retrain the shipped easy-VQA scorer and tokenizer into runs/: a DeViSE scorer over MobileNetV2 features
+# (colour + shape captions), and a 32x32 RGB tokenizer whose encoder reads the same features.
 train-easy-vqa:
-    cargo run --release --bin spae-icl -- train-scorer --data easy-vqa --image-size 32 --channels 3 --steps 400 --batch-size 64 --lr 3e-3 --out runs/scorer-easy-vqa.safetensors
-    cargo run --release --bin spae-icl -- train --data easy-vqa --image-size 32 --channels 3 --project-dim 64 --scorer runs/scorer-easy-vqa.safetensors --steps 1500 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 --out runs/spae-easy-vqa
+    cargo run --release --bin spae-icl -- train-scorer --data easy-vqa --image-size 64 --channels 3 --arch devise \
+        --steps 500 --batch-size 128 --lr 2e-3 --out runs/scorer-devise-easy-vqa.safetensors
+    cargo run --release --bin spae-icl -- train --data easy-vqa --image-size 32 --channels 3 --project-dim 64 \
+        --dictionary wamerican --include-class-words --backbone-size 128 \
+        --scorer runs/scorer-devise-easy-vqa.safetensors --scorer-image-size 64 \
+        --semantic-weight 0.5 --steps 1500 --batch-size 32 --lr 1e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 \
+        --out runs/spae-easy-vqa
+
+# The ceiling of easy-VQA VQA for the local Gemma 3: every image read as its true colour and shape.
+eval-vqa-oracle limit="300":
+    cargo run --release --bin spae-icl -- eval-vqa --task vqa --limit {{limit}} --words oracle --out eval/results/vqa-easy-vqa-gemma3-270m-oracle
 
 # Retrain the SmolLM2-vocabulary tokenizer (MNIST + Fashion-MNIST, the shipped scorer).
 train-smollm2:

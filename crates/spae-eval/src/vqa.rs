@@ -1126,8 +1126,8 @@ mod tests {
             }
             captions.insert(caption);
         }
-        // Every colour and shape is a whole-word Gemma 3 token, also those the built-in
-        // codebook lacks ("triangle", "teal"); the ids are the LLM's.
+        // Every colour and shape is a whole-word Gemma 3 token, whether or not the codebook
+        // kept it; where it did, the ids agree.
         for word in EASY_VQA_COLOURS.iter().chain(&EASY_VQA_SHAPES) {
             let (w, id) = oracle_word(codebook, word).unwrap();
             assert_eq!(&w, word);
@@ -1135,7 +1135,6 @@ mod tests {
                 assert_eq!(codebook.token_ids()[e], id, "{word}");
             }
         }
-        assert!((0..codebook.len()).all(|e| codebook.word(e) != "triangle"));
         assert!(captions.len() > 3, "{captions:?}");
         let random = vqa_words(&spae, &test, &images, 2, WordSource::Random, 0).unwrap();
         assert_eq!(
