@@ -322,18 +322,7 @@ impl SpaeModel {
                 "this model reads no backbone features".into(),
             ));
         };
-        let n = net.config();
-        if n.last_channels != b.feature_dim || n.input_size != b.input_size {
-            return Err(SpaeError::Config(format!(
-                "the encoder reads {} backbone features at {}x{}, the network gives {} at {}x{}",
-                b.feature_dim,
-                b.input_size,
-                b.input_size,
-                n.last_channels,
-                n.input_size,
-                n.input_size
-            )));
-        }
+        net.check_gives(b.feature_dim, b.input_size, "the encoder")?;
         self.backbone = Some(net);
         Ok(())
     }

@@ -404,6 +404,28 @@ pub fn depth_or_all(model: &SpaeModel, layers: Option<usize>) -> Result<usize> {
 mod tests {
     use super::*;
 
+    /// The built-in tokenizers that read MobileNetV2 load with it attached and tokenize; a model
+    /// that names other weights is refused, naming both.
+    #[test]
+    fn backbones_are_attached_by_their_pinned_weights() {
+        for builtin in [BuiltIn::Emoji, BuiltIn::EasyVqa] {
+            let (model, _) = CheckpointRef::new(None, builtin).load(&Device::Cpu).unwrap();
+            let cfg = model.config().clone();
+            assert!(cfg.backbone.is_some(), "{builtin:?}");
+            let x = candle_core::Tensor::rand(0f32, 1f32, (2, 3, 32, 32), &Device::Cpu).unwrap();
+            assert_eq!(model.tokenize(&x, 2).unwrap().len(), 2);
+
+            let mut other = cfg.clone();
+            if let Some(b) = other.backbone.as_mut() {
+                b.weights_sha256 = "0".repeat(64);
+            }
+            let mut m = SpaeModel::new(other, model.codebook().clone(), &Device::Cpu).unwrap();
+            let err = attach_backbone(&mut m).unwrap_err().to_string();
+            assert!(err.contains(&"0".repeat(64)), "{err}");
+            assert!(err.contains(&crate::scorer::backbone_sha256().unwrap()), "{err}");
+        }
+    }
+
     #[test]
     fn parses_vocab_names() {
         assert_eq!(

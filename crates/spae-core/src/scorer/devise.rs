@@ -155,18 +155,8 @@ pub fn backbone(weights: &Path, input_size: usize, device: &Device) -> Result<Mo
 impl DeviseModel {
     /// `net` must give the features `head` was trained on (its width and input size).
     pub fn new(net: MobileNetV2, head: DeviseHead, text: SentenceEncoder) -> Result<Self> {
-        let (n, h) = (net.config(), head.config());
-        if n.last_channels != h.feature_dim || n.input_size != h.input_size {
-            return Err(SpaeError::Config(format!(
-                "the DeViSE head reads {} features at {}x{}, the backbone gives {} at {}x{}",
-                h.feature_dim,
-                h.input_size,
-                h.input_size,
-                n.last_channels,
-                n.input_size,
-                n.input_size
-            )));
-        }
+        let h = head.config();
+        net.check_gives(h.feature_dim, h.input_size, "the DeViSE head")?;
         if text.dim() != h.embed_dim {
             return Err(SpaeError::Config(format!(
                 "the DeViSE head maps into {} dims, the text encoder gives {}",

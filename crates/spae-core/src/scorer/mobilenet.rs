@@ -480,6 +480,19 @@ impl MobileNetV2 {
         &self.cfg
     }
 
+    /// An error unless this network gives `feature_dim` pooled features of images resized to
+    /// `input_size`, what `reader` (named in the message) was trained on.
+    pub fn check_gives(&self, feature_dim: usize, input_size: usize, reader: &str) -> Result<()> {
+        let (f, s) = (self.cfg.last_channels, self.cfg.input_size);
+        if f != feature_dim || s != input_size {
+            return Err(SpaeError::Config(format!(
+                "{reader} reads {feature_dim} features at {input_size}x{input_size}, the network \
+                 gives {f} at {s}x{s}"
+            )));
+        }
+        Ok(())
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }
