@@ -166,7 +166,7 @@ train-smollm2:
     cargo run --release --bin spae-icl -- train --vocab smollm2-135m --project-dim 64 --data mnist+fashion-mnist --scorer checkpoints/scorer-minilm-mnist-fashion.safetensors --steps 2000 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 --out runs/spae-smollm2
 
 # VQA and captioning on easy-VQA's test split by the local Gemma 3 (built-in easy-VQA tokenizer).
-eval-vqa limit="300" captions="150":
+eval-vqa limit="1000" captions="150":
     cargo run --release --bin spae-icl -- eval-vqa --task vqa --limit {{limit}} --out eval/results/vqa-easy-vqa-gemma3-270m
     cargo run --release --bin spae-icl -- eval-vqa --task caption --limit {{captions}} --out eval/results/caption-easy-vqa-gemma3-270m
 
