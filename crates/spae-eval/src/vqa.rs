@@ -1104,7 +1104,7 @@ mod tests {
     /// The oracle's words of an image are its true colour and shape as LLM tokens, the same
     /// every time; random words are seeded, and come from anywhere in the codebook.
     #[test]
-    fn oracle_words_are_drawn_near_the_true_caption() {
+    fn oracle_words_are_the_true_colour_and_shape() {
         let (spae, _) = CheckpointRef::new(None, BuiltIn::EasyVqa)
             .load(&Device::Cpu)
             .unwrap();
