@@ -409,7 +409,9 @@ mod tests {
     #[test]
     fn backbones_are_attached_by_their_pinned_weights() {
         for builtin in [BuiltIn::Emoji, BuiltIn::EasyVqa] {
-            let (model, _) = CheckpointRef::new(None, builtin).load(&Device::Cpu).unwrap();
+            let (model, _) = CheckpointRef::new(None, builtin)
+                .load(&Device::Cpu)
+                .unwrap();
             let cfg = model.config().clone();
             assert!(cfg.backbone.is_some(), "{builtin:?}");
             let x = candle_core::Tensor::rand(0f32, 1f32, (2, 3, 32, 32), &Device::Cpu).unwrap();
@@ -422,7 +424,10 @@ mod tests {
             let mut m = SpaeModel::new(other, model.codebook().clone(), &Device::Cpu).unwrap();
             let err = attach_backbone(&mut m).unwrap_err().to_string();
             assert!(err.contains(&"0".repeat(64)), "{err}");
-            assert!(err.contains(&crate::scorer::backbone_sha256().unwrap()), "{err}");
+            assert!(
+                err.contains(&crate::scorer::backbone_sha256().unwrap()),
+                "{err}"
+            );
         }
     }
 
