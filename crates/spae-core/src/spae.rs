@@ -348,7 +348,8 @@ impl SpaeModel {
     }
 
     /// [`SpaeModel::encode`] with the backbone's features of `images` already computed (a
-    /// training run keeps them per image instead of running the frozen network every step).
+    /// training run keeps them per image instead of running the frozen network every step,
+    /// [`crate::Trainer::step_with_features`]).
     pub fn encode_with(&self, images: &Tensor, features: Option<&Tensor>) -> Result<Tensor> {
         self.check_images(images)?;
         let pad = self.cfg.canvas() - self.cfg.image_size;

@@ -235,12 +235,27 @@ impl Trainer {
         images: &Tensor,
         targets: Option<&SemanticTargets>,
     ) -> Result<LossBreakdown> {
+        let images = images.to_device(model.device())?;
+        let features = model.backbone_features(&images)?;
+        self.step_with_features(model, &images, features.as_ref(), targets)
+    }
+
+    /// [`Trainer::step_with`] with the model's backbone features of `images` given
+    /// ([`SpaeModel::backbone_features`]; `None` for a model without a backbone). The backbone
+    /// is frozen, so a run computes each image's features once and keeps them.
+    pub fn step_with_features(
+        &mut self,
+        model: &SpaeModel,
+        images: &Tensor,
+        features: Option<&Tensor>,
+        targets: Option<&SemanticTargets>,
+    ) -> Result<LossBreakdown> {
         let max_depth = model.config().pyramid.depth();
         let depth = self.sample_depth(max_depth);
         let lr = self.cfg.lr_at(self.step);
         self.opt.set_learning_rate(lr);
         let images = images.to_device(model.device())?;
-        let z = model.encode(&images)?;
+        let z = model.encode_with(&images, features)?;
         // A frozen encoder: no gradient reaches it, and the losses that only move it are off.
         let z = if self.cfg.freeze_encoder {
             z.detach()

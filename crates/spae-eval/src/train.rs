@@ -312,6 +312,11 @@ pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
         )?),
         None => None,
     };
+    let mut features = model
+        .config()
+        .backbone
+        .is_some()
+        .then(BackboneFeatures::default);
     let mut trainer = Trainer::new(&model, cfg.clone())?;
     trainer.skip_to(start);
     let mut metrics = std::fs::OpenOptions::new()
@@ -340,7 +345,11 @@ pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
             Some(t) => Some(t.batch(&pixels, &idx, model.device())?),
             None => None,
         };
-        let loss = trainer.step_with(&model, &x, t.as_ref())?;
+        let f = match &mut features {
+            Some(f) => Some(f.batch(&model, &data, &idx)?),
+            None => None,
+        };
+        let loss = trainer.step_with_features(&model, &x, f.as_ref(), t.as_ref())?;
         writeln!(metrics, "{}", serde_json::to_string(&loss)?)?;
         bar.inc(1);
         bar.set_message(format!(
@@ -353,4 +362,40 @@ pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
     }
     bar.finish_and_clear();
     Ok(ckpt)
+}
+
+/// The frozen backbone's features of each training image, computed the first time a batch
+/// draws it and kept: a run draws every image many times, and the features never change.
+#[derive(Default)]
+struct BackboneFeatures {
+    rows: std::collections::HashMap<usize, candle_core::Tensor>,
+}
+
+impl BackboneFeatures {
+    /// (B, F) features of images `idx` of `data`.
+    fn batch(
+        &mut self,
+        model: &SpaeModel,
+        data: &spae_datasets::LabeledImages,
+        idx: &[usize],
+    ) -> Result<candle_core::Tensor> {
+        let mut missing: Vec<usize> = idx
+            .iter()
+            .copied()
+            .filter(|i| !self.rows.contains_key(i))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            let x = data.batch(&missing, model.device())?;
+            let f = model
+                .backbone_features(&x)?
+                .context("the model reads no backbone features")?;
+            for (k, &i) in missing.iter().enumerate() {
+                self.rows.insert(i, f.narrow(0, k, 1)?);
+            }
+        }
+        let rows: Vec<&candle_core::Tensor> = idx.iter().map(|i| &self.rows[i]).collect();
+        Ok(candle_core::Tensor::cat(&rows, 0)?)
+    }
 }
