@@ -149,6 +149,23 @@ pub fn imagenet_backbone(
     Ok(devise::backbone(&weights, input_size, device)?)
 }
 
+/// [`imagenet_backbone`] for a model that `who` trained on the weights `recorded` (sha256):
+/// an error naming both when they are not the pinned ones.
+pub fn pinned_backbone(
+    recorded: &str,
+    input_size: usize,
+    who: &str,
+    device: &Device,
+) -> Result<spae_core::scorer::mobilenet::MobileNetV2> {
+    let pinned = backbone_sha256()?;
+    if recorded != pinned {
+        return Err(crate::error::EvalError::msg(format!(
+            "{who} was trained on MobileNetV2 weights {recorded}, the pinned {BACKBONE_ASSET} is {pinned}"
+        )));
+    }
+    imagenet_backbone(input_size, device)
+}
+
 /// A `train-scorer` checkpoint: the trained tower, or a DeViSE head over the pinned
 /// MobileNetV2 (fetched on first use; the head names the weights it was trained on).
 fn load_checkpoint(
@@ -163,15 +180,8 @@ fn load_checkpoint(
             text,
         }));
     };
-    let pinned = backbone_sha256()?;
-    if cfg.backbone_sha256 != pinned {
-        return Err(crate::error::EvalError::msg(format!(
-            "{}: the DeViSE head was trained on backbone weights {}, the pinned {BACKBONE_ASSET} is {pinned}",
-            path.display(),
-            cfg.backbone_sha256
-        )));
-    }
-    let net = imagenet_backbone(cfg.input_size, device)?;
+    let who = format!("{}: the DeViSE head", path.display());
+    let net = pinned_backbone(&cfg.backbone_sha256, cfg.input_size, &who, device)?;
     let head = DeviseHead::load_bytes(&bytes, path, device)?;
     Ok(Box::new(DeviseModel::new(net, head, text)?))
 }

@@ -257,14 +257,12 @@ pub fn attach_backbone(model: &mut SpaeModel) -> Result<()> {
     let Some(b) = model.config().backbone.clone() else {
         return Ok(());
     };
-    let pinned = crate::scorer::backbone_sha256()?;
-    if b.weights_sha256 != pinned {
-        bail!(
-            "the tokenizer was trained on MobileNetV2 weights {}, the pinned ones are {pinned}",
-            b.weights_sha256
-        );
-    }
-    let net = crate::scorer::imagenet_backbone(b.input_size, model.device())?;
+    let net = crate::scorer::pinned_backbone(
+        &b.weights_sha256,
+        b.input_size,
+        "the tokenizer",
+        model.device(),
+    )?;
     model.attach_backbone(std::sync::Arc::new(net))?;
     Ok(())
 }

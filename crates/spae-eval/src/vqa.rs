@@ -154,9 +154,9 @@ pub struct EvalVqaConfig {
     pub max_tokens: usize,
     /// Default: [`EvalVqaConfig::default_out`].
     pub out: Option<PathBuf>,
-    /// The words every image reads as: the tokenizer's (SPAE), the oracle's (codebook entries
-    /// nearest the image's true caption, "red circle": the ceiling this LLM and prompt allow),
-    /// or random entries (words that carry nothing).
+    /// The words every image reads as: the tokenizer's (SPAE), the oracle's (the image's true
+    /// colour and shape as LLM tokens, "red circle": the ceiling this LLM and prompt allow), or
+    /// random codebook entries (words that carry nothing).
     #[serde(default = "spae_words")]
     pub words: WordSource,
 }
