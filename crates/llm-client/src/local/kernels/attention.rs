@@ -210,7 +210,9 @@ impl CausalAttention {
         #[cfg(target_arch = "x86_64")]
         match super::Isa::detect() {
             // SAFETY: `Isa::detect` reports only features this CPU has.
-            super::Isa::Avx512Vnni => return unsafe { Self::tile_avx512(q, &keys, i0, d, kv) },
+            super::Isa::Avx512Vnni | super::Isa::Amx => {
+                return unsafe { Self::tile_avx512(q, &keys, i0, d, kv) }
+            }
             super::Isa::Avx2 => return unsafe { Self::tile_avx2(q, &keys, i0, d, kv) },
             super::Isa::Portable => {}
         }

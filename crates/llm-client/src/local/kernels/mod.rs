@@ -7,8 +7,8 @@
 //! (f32 weights read four times what int8 ones do), and a prefill is bound by multiply-adds,
 //! of which one AVX-512 VNNI instruction does 64 in int8 against 16 in f32.
 //!
-//! The kernel is picked once, at run time, from what the CPU has ([`Isa::detect`]): AVX-512
-//! VNNI, AVX2, or portable Rust. Every path computes each output from its own row and token
+//! The kernel is picked once, at run time, from what the CPU has ([`Isa::detect`]): AMX
+//! (Intel's int8 tiles, from Sapphire Rapids on), AVX-512 VNNI, AVX2, or portable Rust. Every path computes each output from its own row and token
 //! only, with the same operations in the same order however many tokens one call holds: a
 //! prompt split into several forward calls gives the bits one call gives, which the prefix
 //! cache relies on. Paths differ from each other by f32 rounding only (the block dot products
@@ -20,6 +20,8 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod attention;
 mod glu;
 #[cfg(target_arch = "x86_64")]
@@ -48,10 +50,13 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512 VNNI: `vpdpbusd`, two blocks per instruction.
     Avx512Vnni,
+    /// x86-64 AMX int8 (with AVX-512 around it): `tdpbssd`, one block of 16 weight rows by
+    /// 16 tokens per instruction.
+    Amx,
 }
 
 impl Isa {
-    /// The fastest kernel this CPU runs, detected once; `SPAE_KERNEL=portable|avx2|avx512vnni`
+    /// The fastest kernel this CPU runs, detected once; `SPAE_KERNEL=portable|avx2|avx512vnni|amx`
     /// picks a slower one (to compare paths, or to rule a kernel out).
     pub fn detect() -> Isa {
         static ISA: OnceLock<Isa> = OnceLock::new();
@@ -83,6 +88,7 @@ impl Isa {
             Isa::Portable => "portable",
             Isa::Avx2 => "avx2",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::Amx => "amx",
         }
     }
 
@@ -99,6 +105,9 @@ impl Isa {
                 && is_x86_feature_detected!("avx512vnni")
             {
                 isas.push(Isa::Avx512Vnni);
+                if amx::usable() {
+                    isas.push(Isa::Amx);
+                }
             }
         }
         isas
@@ -301,6 +310,8 @@ impl QuantMatrix {
             });
         }
         let x = Blocks::quantize(x, t, cols);
+        #[cfg(target_arch = "x86_64")]
+        let packed = (isa == Isa::Amx && t > 1).then(|| amx::AmxInput::pack(&x));
         let rows = self.w.rows;
         let mut out = vec![0f32; t * rows];
         // Tasks own disjoint ranges of weight rows: out[j * rows + r] for r in the range. At
@@ -308,7 +319,9 @@ impl QuantMatrix {
         // so that a small matrix (a decode step's k projection) still keeps every core busy.
         let by_size = 256 * 1024 / (self.w.blocks * BLOCK);
         let by_threads = rows.div_ceil(4 * rayon::current_num_threads());
-        let per_task = by_size.min(by_threads).max(4).next_multiple_of(4);
+        // Whole tiles of rows: 4 for the AVX kernels, 16 for AMX's.
+        let tile = if isa == Isa::Amx { 16 } else { 4 };
+        let per_task = by_size.min(by_threads).max(tile).next_multiple_of(tile);
         let out_ptr = SharedOut(out.as_mut_ptr());
         let tasks = rows.div_ceil(per_task);
         let run = |task: usize| {
@@ -316,6 +329,13 @@ impl QuantMatrix {
             let r1 = (r0 + per_task).min(rows);
             // SAFETY: each task writes only columns r0..r1 of out, disjoint across tasks, and
             // `out` outlives the parallel loop.
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Amx {
+                // SAFETY: as below; `Isa::Amx` is only reported where `amx::usable()` (and
+                // AVX-512 F) holds.
+                unsafe { amx::amx(self, &x, packed.as_ref(), r0, r1, out_ptr.0, rows) };
+                return;
+            }
             unsafe { self.rows_into(&x, r0, r1, isa, &out_ptr) };
         };
         if tasks > 1 {
@@ -479,7 +499,13 @@ mod tests {
     /// |kernel - exact| <= (blocks + 20) * 2^-24 * sum |term|.
     #[test]
     fn every_kernel_matches_the_exact_int8_product() {
-        for &(rows, cols, t) in &[(37, 640, 5), (8, 96, 1), (70, 576, 9), (5, 33, 3)] {
+        for &(rows, cols, t) in &[
+            (37, 640, 5),
+            (8, 96, 1),
+            (70, 576, 9),
+            (5, 33, 3),
+            (20, 64, 35),
+        ] {
             let w = QuantMatrix::from_f32(&random(rows * cols, 1), rows, cols).unwrap();
             let xs = random(t * cols, 2);
             let xq = Blocks::quantize(&xs, t, cols);
@@ -534,18 +560,22 @@ mod tests {
 
     /// A row's outputs do not depend on which other rows share the call: the same bits for
     /// one token alone and for that token among others (what exact prefix-cache reuse needs).
+    ///
+    /// Shapes cover partial tiles of every kernel: AMX's 16 rows by 16 tokens (45 = 2 x 16 +
+    /// 13 rows; 37 = 2 x 16 + 5 tokens) and the AVX kernels' 4 by 3 or 2.
     #[test]
     fn a_row_gives_the_same_bits_alone_and_in_a_batch() {
-        let (rows, cols, t) = (45, 640, 7);
-        let w = QuantMatrix::from_f32(&random(rows * cols, 5), rows, cols).unwrap();
-        let xs = random(t * cols, 6);
-        for isa in Isa::available() {
-            let all = w.matmul_with(&xs, t, isa).unwrap();
-            for j in 0..t {
-                let one = w
-                    .matmul_with(&xs[j * cols..(j + 1) * cols], 1, isa)
-                    .unwrap();
-                assert_eq!(one, all[j * rows..(j + 1) * rows], "{isa:?} row {j}");
+        for &(rows, cols, t) in &[(45, 640, 7), (45, 96, 37)] {
+            let w = QuantMatrix::from_f32(&random(rows * cols, 5), rows, cols).unwrap();
+            let xs = random(t * cols, 6);
+            for isa in Isa::available() {
+                let all = w.matmul_with(&xs, t, isa).unwrap();
+                for j in 0..t {
+                    let one = w
+                        .matmul_with(&xs[j * cols..(j + 1) * cols], 1, isa)
+                        .unwrap();
+                    assert_eq!(one, all[j * rows..(j + 1) * rows], "{isa:?} row {j}");
+                }
             }
         }
     }
