@@ -24,8 +24,10 @@ if [ ! -x "$BENCH" ]; then
         --no-binary llama-cpp-python --no-build-isolation -d "$WORK"
     tar -xzf "$WORK/llama_cpp_python-$VERSION.tar.gz" -C "$WORK"
     SRC="$WORK/llama_cpp_python-$VERSION/vendor/llama.cpp"
-    # AMX off: on a Sapphire Rapids VM llama-bench 0.3.36 segfaults in ggml_backend_amx_mul_mat
-    # (the AMX tile state is not granted), and our kernels do not use AMX either.
+    # AMX off: on a Sapphire Rapids VM llama-bench 0.3.36 built with it segfaults in
+    # ggml_backend_amx_mul_mat (although it requests the tile state, which Linux grants there), so
+    # its fastest build that runs is the AVX-512 VNNI one. Ours uses AMX where it runs
+    # (`SPAE_KERNEL=avx512vnni` compares like with like).
     NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
     cmake -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
         -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF \
