@@ -183,8 +183,8 @@ unsafe fn two_blocks(a: *const i8, a_stride: usize, b: *const i8, c: &mut [[i32;
 /// or more).
 ///
 /// # Safety
-/// [`usable`] is true and the CPU has AVX-512 F; `out` holds `x.rows * stride` f32 with
-/// `stride >= r1`.
+/// [`usable`] is true and the CPU has AVX-512 F, BW and VNNI (`Isa::available` lists AMX only
+/// then); `out` holds `x.rows * stride` f32 with `stride >= r1`.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn amx(
     w: &QuantMatrix,
