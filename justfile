@@ -101,6 +101,12 @@ train-default:
     cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --project-dim 16 --scorer runs/scorer.safetensors --steps 4500 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 500 --out runs/spae-gemma3
     cargo run --release --bin spae-icl -- train --init runs/spae-gemma3/checkpoint.safetensors --freeze-encoder --add-layers 8,8 --dec-blocks 3 --fine-blocks 2 --data mnist+fashion-mnist --steps 5000 --batch-size 32 --lr 1e-3 --warmup 50 --full-depth-share 0.5 --checkpoint-every 500 --out runs/spae-gemma3-decoder
 
+# The dictionary-codebook probe of checkpoints/README.md: the built-in's phase 1 with every Gemma 3
+# word of Debian's wamerican list as codebook (30,732 entries), then Table 1's 1-shot column with it.
+probe-dictionary:
+    cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --project-dim 16 --scorer checkpoints/scorer-minilm-mnist-fashion.safetensors --max-entries 0 --dictionary wamerican --include-class-words --steps 4500 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 500 --out runs/spae-gemma3-dict
+    cargo run --release --bin spae-icl -- table1 --task fashion-mnist --columns 1 --episodes 100 --checkpoint runs/spae-gemma3-dict/checkpoint.safetensors --out eval/results/table1-fashion-mnist-1shot-dictionary
+
 # Train the full-depth variant of checkpoints/README.md (not built in): half the steps at full depth, 10,000 steps.
 train-fd:
     cargo run --release --bin spae-icl -- train --data mnist+fashion-mnist --project-dim 16 --scorer checkpoints/scorer-minilm-mnist-fashion.safetensors --steps 10000 --batch-size 32 --lr 2e-3 --warmup 100 --semantic-ramp 300 --full-depth-share 0.5 --checkpoint-every 500 --out runs/spae-gemma3-fd
