@@ -72,3 +72,17 @@ impl<'a> LabeledPixels<'a> {
         )?)
     }
 }
+
+/// The image indices of a batch `idx` that a per-image cache `kept` does not hold yet, sorted,
+/// each once: what the cache computes before it answers the batch (a training run draws every
+/// image many times, and what a frozen network makes of it never changes).
+pub fn not_kept<V>(kept: &std::collections::HashMap<usize, V>, idx: &[usize]) -> Vec<usize> {
+    let mut missing: Vec<usize> = idx
+        .iter()
+        .copied()
+        .filter(|i| !kept.contains_key(i))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    missing
+}

@@ -379,13 +379,7 @@ impl BackboneFeatures {
         data: &spae_datasets::LabeledImages,
         idx: &[usize],
     ) -> Result<candle_core::Tensor> {
-        let mut missing: Vec<usize> = idx
-            .iter()
-            .copied()
-            .filter(|i| !self.rows.contains_key(i))
-            .collect();
-        missing.sort_unstable();
-        missing.dedup();
+        let missing = spae_core::images::not_kept(&self.rows, idx);
         if !missing.is_empty() {
             let x = data.batch(&missing, model.device())?;
             let f = model

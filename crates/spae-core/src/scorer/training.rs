@@ -253,13 +253,7 @@ impl<'a, M: ImageTextModel> ImageTargets<'a, M> {
         idx: &[usize],
         device: &Device,
     ) -> Result<crate::SemanticTargets> {
-        let mut missing: Vec<usize> = idx
-            .iter()
-            .copied()
-            .filter(|i| !self.rows.contains_key(i))
-            .collect();
-        missing.sort_unstable();
-        missing.dedup();
+        let missing = crate::images::not_kept(&self.rows, idx);
         if !missing.is_empty() {
             self.compute(data, &missing)?;
         }
