@@ -329,9 +329,7 @@ impl QuantMatrix {
                 got: x.len() / t.max(1),
             });
         }
-        let x = Blocks::quantize(x, t, cols);
-        #[cfg(target_arch = "x86_64")]
-        let packed = (isa == Isa::Amx && t > 1).then(|| amx::AmxInput::pack(&x));
+        let x = Input::quantize(x, t, cols, isa);
         let rows = self.w.rows;
         // Not zeroed first (a decode step's head output is 1 MB, and a memset of it showed in
         // profiles): the tasks write every element, and the length is set after they have.
@@ -351,13 +349,6 @@ impl QuantMatrix {
             let r1 = (r0 + per_task).min(rows);
             // SAFETY: each task writes only columns r0..r1 of out, disjoint across tasks, and
             // `out` outlives the parallel loop.
-            #[cfg(target_arch = "x86_64")]
-            if isa == Isa::Amx {
-                // SAFETY: as below; `Isa::Amx` is only reported where `amx::usable()` (and
-                // AVX-512 F) holds.
-                unsafe { amx::amx(self, &x, packed.as_ref(), r0, r1, out_ptr.ptr(), rows) };
-                return;
-            }
             unsafe { self.rows_into(&x, r0, r1, isa, &out_ptr) };
         };
         if tasks > 1 {
@@ -381,10 +372,12 @@ impl QuantMatrix {
     ///
     /// # Safety
     /// `out` points at `x.rows * self.rows()` f32 and no other thread writes columns
-    /// `r0..r1`.
-    unsafe fn rows_into(&self, x: &Blocks, r0: usize, r1: usize, isa: Isa, out: &SharedOut) {
-        let stride = self.w.rows;
+    /// `r0..r1`; `isa` is one of `Isa::available()`.
+    unsafe fn rows_into(&self, input: &Input, r0: usize, r1: usize, isa: Isa, out: &SharedOut) {
+        let (x, stride) = (&input.x, self.w.rows);
         match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Amx => amx::amx(self, x, input.amx.as_ref(), r0, r1, out.0, stride),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => x86::avx512vnni(self, x, r0, r1, out.0, stride),
             #[cfg(target_arch = "x86_64")]
@@ -398,6 +391,26 @@ impl QuantMatrix {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A matmul's input rows as int8 blocks, and for the AMX kernel (two rows or more) also in the
+/// tile's layout.
+struct Input {
+    x: Blocks,
+    #[cfg(target_arch = "x86_64")]
+    amx: Option<amx::AmxInput>,
+}
+
+impl Input {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    fn quantize(data: &[f32], rows: usize, cols: usize, isa: Isa) -> Self {
+        let x = Blocks::quantize(data, rows, cols);
+        Self {
+            #[cfg(target_arch = "x86_64")]
+            amx: (isa == Isa::Amx && rows > 1).then(|| amx::AmxInput::pack(&x)),
+            x,
         }
     }
 }
