@@ -6,6 +6,7 @@ mod gguf;
 pub mod kernels;
 pub mod llama;
 mod nn;
+mod pool;
 mod sampling;
 
 use std::path::Path;
@@ -77,13 +78,8 @@ impl Decoder {
                 span.len()
             ))));
         }
-        // The whole pass runs on a worker of rayon's pool: each parallel step inside it (the
-        // matmuls, attention, candle's norm and rotary kernels, 11 per layer) is then a join
-        // on that worker's own queue, which the other workers steal from while they are still
-        // awake. Called from outside the pool, every step would be injected into it with the
-        // caller blocked until a worker had finished it: two thread hand-offs per step, which
-        // were a quarter of a small model's decode time.
-        rayon::scope(|_| match self {
+        // On rayon's pool with its workers awake for the pass's parallel steps (`pool`).
+        pool::run(|| match self {
             Decoder::Gemma3(m) => m.forward(tokens, span, cache, logits_from),
             Decoder::Llama(m) => m.forward(tokens, span, cache, logits_from),
         })
