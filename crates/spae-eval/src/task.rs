@@ -150,6 +150,10 @@ pub struct TaskSpec {
     /// `emoji`), so that matching pixels of one style does not help.
     #[serde(default)]
     pub support_from_other_styles: bool,
+    /// VQA tasks: which training questions a prompt's support items are drawn from (`form`
+    /// when absent).
+    #[serde(default)]
+    pub support_questions: crate::vqa::SupportDraw,
     /// The built-in tokenizer the task reads images with unless `--checkpoint` names one
     /// (`mnist-fashion` when absent).
     #[serde(default)]

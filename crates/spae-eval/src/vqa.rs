@@ -5,10 +5,11 @@
 //! name) or with one of its questions and the answer; the query image's words (and its
 //! question) come last.
 //!
-//! Support questions are drawn from the query question's *form* (the question with its colour
-//! and shape words masked, "what color is the X?"), the way lm-evaluation-harness draws
-//! few-shot examples from the task being asked **(ours)**: the model learns from the examples
-//! which kind of answer is wanted, and must read the image words for which one.
+//! Support questions are drawn from those asking the query's question, or sharing its *form*
+//! (the question with its colour and shape words masked, "what color is the X?"), the way
+//! lm-evaluation-harness draws few-shot examples from the task being asked **(ours)**: the
+//! model learns from the examples which kind of answer is wanted, and must read the image words
+//! for which one ([`SupportDraw`]; the built-in VQA task draws by question).
 //!
 //! [`eval_vqa`] measures either task over easy-VQA's test split beside a majority-answer and a
 //! blind (question-only) baseline; the task is a task file of kind `vqa` or `caption`
@@ -102,6 +103,41 @@ impl VqaTask {
     }
 }
 
+/// Which training questions a VQA prompt's support items are drawn from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SupportDraw {
+    /// Questions of the query's form (colour and shape words masked): the examples say which
+    /// kind of answer is wanted, and the image words must say which one.
+    #[default]
+    Form,
+    /// The query's own question (its form where training asks it fewer than `shots` times):
+    /// the examples also carry that question's answer prior, which the blind baseline reads
+    /// from all of training, so what the words add is measured against the same prior.
+    Question,
+}
+
+impl SupportDraw {
+    pub const ALL: [SupportDraw; 2] = [SupportDraw::Form, SupportDraw::Question];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Form => "form",
+            Self::Question => "question",
+        }
+    }
+
+    /// How the report names the support set.
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Form => " (training questions of the query's form)",
+            Self::Question => {
+                " (training questions asking the query's question, of its form where there are too few)"
+            }
+        }
+    }
+}
+
 /// What `caption`, `vqa` and `eval-vqa` share: the tokenizer, the LLM, the support set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -115,6 +151,8 @@ pub struct VqaCommonConfig {
     pub layers: usize,
     /// Seed of the support draw (and of the test items' draw in [`eval_vqa`]). Default 0.
     pub seed: u64,
+    /// Which training questions a VQA prompt's support items come from. Default: the form.
+    pub support: SupportDraw,
     /// A folder of templates that replace the built-in ones of the same name.
     pub prompts: Option<PathBuf>,
 }
@@ -127,6 +165,7 @@ impl Default for VqaCommonConfig {
             shots: 16,
             layers: 2,
             seed: 0,
+            support: SupportDraw::Form,
             prompts: None,
         }
     }
@@ -175,6 +214,7 @@ impl EvalVqaConfig {
             common: VqaCommonConfig {
                 shots: d.shots,
                 layers: d.layers,
+                support: task.support_questions,
                 ..VqaCommonConfig::default()
             },
             limit: d.episodes,
@@ -265,6 +305,9 @@ impl EvalVqaConfig {
         }
         if self.max_tokens != MAX_ANSWER_TOKENS {
             id["max_tokens"] = serde_json::json!(self.max_tokens);
+        }
+        if c.support != SupportDraw::Form && task == VqaTask::Vqa {
+            id["support"] = serde_json::json!(c.support.name());
         }
         if self.words != WordSource::Spae {
             id["words"] = serde_json::json!(self.words.name());
@@ -473,12 +516,65 @@ fn easy_vqa(split: Split, size: usize) -> Result<EasyVqa> {
     Ok(data)
 }
 
+/// Training questions by form and by text, for drawing a prompt's support questions.
+struct QuestionIndex {
+    by_form: HashMap<String, Vec<usize>>,
+    by_question: HashMap<String, Vec<usize>>,
+    len: usize,
+}
+
+impl QuestionIndex {
+    fn new<'a>(questions: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut by_form: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_question: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut len = 0;
+        for (i, q) in questions.into_iter().enumerate() {
+            by_form.entry(question_form(q)).or_default().push(i);
+            by_question.entry(q.to_string()).or_default().push(i);
+            len = i + 1;
+        }
+        Self {
+            by_form,
+            by_question,
+            len,
+        }
+    }
+
+    /// `shots` questions drawn with `rng`: by `draw`, of `question` itself or of its form,
+    /// falling back to the form where the question is asked fewer than `shots` times, and to
+    /// any question where the form has none.
+    fn draw(
+        &self,
+        question: &str,
+        shots: usize,
+        draw: SupportDraw,
+        rng: &mut StdRng,
+    ) -> Vec<usize> {
+        let all: Vec<usize>;
+        let same = match draw {
+            SupportDraw::Question => self.by_question.get(question).filter(|p| p.len() >= shots),
+            SupportDraw::Form => None,
+        };
+        let pool = match same.or_else(|| self.by_form.get(&question_form(question))) {
+            Some(p) => p,
+            None => {
+                all = (0..self.len).collect();
+                &all
+            }
+        };
+        index::sample(rng, pool.len(), shots.min(pool.len()))
+            .into_iter()
+            .map(|k| pool[k])
+            .collect()
+    }
+}
+
 /// easy-VQA's training split in SPAE words: the support pool of every prompt.
 struct SupportPool {
     train: EasyVqa,
     words: Vec<ImageWords>,
-    /// Training questions by form.
-    by_form: HashMap<String, Vec<usize>>,
+    /// Training questions by form and by text.
+    questions: QuestionIndex,
     /// The most frequent training answer per question (the blind baseline: it sees the
     /// question, not the image).
     majority_by_question: HashMap<String, String>,
@@ -494,13 +590,7 @@ impl SupportPool {
             .context("reading easy-VQA's training split (the support pool)")?;
         let all: Vec<usize> = (0..train.images.len()).collect();
         let words = vqa_words(spae, &train, &all, depth, source, seed)?;
-        let mut by_form: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, q) in train.questions.iter().enumerate() {
-            by_form
-                .entry(question_form(&q.question))
-                .or_default()
-                .push(i);
-        }
+        let questions = QuestionIndex::new(train.questions.iter().map(|q| q.question.as_str()));
         let mut by_question: HashMap<&str, Vec<&str>> = HashMap::new();
         for q in &train.questions {
             by_question
@@ -518,28 +608,22 @@ impl SupportPool {
         Ok(Self {
             train,
             words,
-            by_form,
+            questions,
             majority_by_question,
             majority_answer,
             majority_caption,
         })
     }
 
-    /// `shots` training questions of `question`'s form (any form when it has none), drawn
-    /// with `rng`.
-    fn questions_like(&self, question: &str, shots: usize, rng: &mut StdRng) -> Vec<usize> {
-        let all: Vec<usize>;
-        let pool = match self.by_form.get(&question_form(question)) {
-            Some(p) => p,
-            None => {
-                all = (0..self.train.questions.len()).collect();
-                &all
-            }
-        };
-        index::sample(rng, pool.len(), shots.min(pool.len()))
-            .into_iter()
-            .map(|k| pool[k])
-            .collect()
+    /// `shots` training questions for a prompt about `question` ([`QuestionIndex::draw`]).
+    fn questions_like(
+        &self,
+        question: &str,
+        shots: usize,
+        draw: SupportDraw,
+        rng: &mut StdRng,
+    ) -> Vec<usize> {
+        self.questions.draw(question, shots, draw, rng)
     }
 
     /// `shots` training images (at most all of them) to caption in context, drawn with `rng`.
@@ -671,7 +755,7 @@ pub fn caption(cfg: &VqaCommonConfig, images: &[PathBuf]) -> Result<Vec<Captione
 }
 
 /// The model's answer to `question` about `image`, from `cfg.shots` answered training
-/// questions of the same form in context: the most likely of easy-VQA's 13 answers, or with
+/// questions in context (drawn by `cfg.support`): the most likely of easy-VQA's 13 answers, or with
 /// `open` its own words up to the first period.
 pub fn vqa(cfg: &VqaCommonConfig, image: &Path, question: &str, open: bool) -> Result<String> {
     let r = reader(cfg)?;
@@ -680,7 +764,7 @@ pub fn vqa(cfg: &VqaCommonConfig, image: &Path, question: &str, open: bool) -> R
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let q = r.query_words(image, depth)?;
     let question = question.trim().to_lowercase();
-    let support = pool.questions_like(&question, cfg.shots, &mut rng);
+    let support = pool.questions_like(&question, cfg.shots, cfg.support, &mut rng);
     let p = pool.vqa_prompt(&r, VQA_TEMPLATE, &support, &q, &question)?;
     if open {
         r.answer_open(&p, MAX_ANSWER_TOKENS)
@@ -843,6 +927,7 @@ pub fn eval_vqa(cfg: &EvalVqaConfig) -> Result<EvalVqaSummary> {
         llm: &c.llm.name,
         seed: c.seed,
         shots: c.shots,
+        support: c.support,
         depth,
         words: pool.words_per_image(),
         source: cfg.words,
@@ -897,7 +982,7 @@ impl Asker<'_> {
         Ok(match task {
             VqaTask::Vqa => {
                 let q = &test.questions[idx];
-                let support = pool.questions_like(&q.question, c.shots, &mut irng);
+                let support = pool.questions_like(&q.question, c.shots, c.support, &mut irng);
                 let p = pool.vqa_prompt(r, template, &support, words, &q.question)?;
                 let open = r.answer_open(&p, cfg.max_tokens)?;
                 let constrained = r.answer_constrained(&p, &pool.train.answers)?;
@@ -1007,6 +1092,7 @@ struct Header<'a> {
     llm: &'a str,
     seed: u64,
     shots: usize,
+    support: SupportDraw,
     depth: usize,
     /// Words per image.
     words: usize,
@@ -1033,7 +1119,7 @@ fn markdown(h: &Header, s: &VqaSummary) -> String {
         VqaTask::Vqa => (
             "Visual question answering in context",
             "questions of the test split",
-            " (training questions of the query's form)",
+            h.support.describe(),
             "the 13 answers",
             "Blind: the most frequent training answer to the same question (it reads the question, not the image)",
         ),
@@ -1171,6 +1257,44 @@ mod tests {
         }
     }
 
+    /// Support questions come from the query's form, or from its own question where training
+    /// asks it often enough.
+    #[test]
+    fn support_questions_by_form_or_by_question() {
+        let train = [
+            "what color is the circle?",   // 0
+            "what color is the triangle?", // 1
+            "is there a red shape?",       // 2
+            "what color is the circle?",   // 3
+            "what color is the circle?",   // 4
+            "is there a blue shape?",      // 5
+        ];
+        let index = QuestionIndex::new(train);
+        let mut rng = StdRng::seed_from_u64(0);
+        let mut drawn = |q: &str, shots: usize, draw: SupportDraw| {
+            let mut d = index.draw(q, shots, draw, &mut rng);
+            d.sort();
+            d
+        };
+        let q = "what color is the circle?";
+        assert_eq!(drawn(q, 3, SupportDraw::Question), [0, 3, 4]);
+        assert_eq!(drawn(q, 4, SupportDraw::Form), [0, 1, 3, 4]);
+        // Asked 3 times: 4 shots fall back to the form.
+        assert_eq!(drawn(q, 4, SupportDraw::Question), [0, 1, 3, 4]);
+        // Any two of the form's four, then never a question of another form.
+        for _ in 0..20 {
+            let d = drawn(q, 2, SupportDraw::Form);
+            assert!(d.iter().all(|i| [0, 1, 3, 4].contains(i)), "{d:?}");
+            let d = drawn("is there a green shape?", 2, SupportDraw::Question);
+            assert_eq!(d, [2, 5]);
+        }
+        // A form training never asks: any question.
+        assert_eq!(
+            drawn("how many shapes?", 6, SupportDraw::Question),
+            [0, 1, 2, 3, 4, 5]
+        );
+    }
+
     #[test]
     fn forms_mask_colours_and_shapes() {
         assert_eq!(
@@ -1215,11 +1339,15 @@ mod tests {
             assert_eq!(cfg.task.template, task.builtin_template());
             assert_eq!(cfg.common.llm, LlmConfig::default());
         }
+        let support = |task| EvalVqaConfig::builtin(task).unwrap().common.support;
+        assert_eq!(support(VqaTask::Vqa), SupportDraw::Question);
+        assert_eq!(support(VqaTask::Caption), SupportDraw::Form);
         assert_eq!(VqaTask::Vqa.builtin_template(), "vqa");
         assert_eq!(VqaTask::Caption.builtin_template(), "captioning");
         assert_eq!(VqaCommonConfig::default().shots, 16);
         let common: VqaCommonConfig = serde_json::from_str("{\"seed\": 3}").unwrap();
         assert_eq!((common.shots, common.layers, common.seed), (16, 2, 3));
+        assert_eq!(common.support, SupportDraw::Form);
         assert_eq!(
             serde_json::to_string(&VqaTask::Caption).unwrap(),
             "\"caption\""
@@ -1243,9 +1371,16 @@ mod tests {
             serde_json::json!({
                 "task": "vqa", "llm": "local:gemma3-270m", "checkpoint": "<ckpt>",
                 "checkpoint_sha256": "c0ffee", "template_sha256": "beef",
-                "shots": 16, "layers": 2, "seed": 0,
+                "shots": 16, "layers": 2, "seed": 0, "support": "question",
             })
         );
+        // Folders of form-drawn support (the built-in's earlier default) keep their keys.
+        let mut form = cfg.clone();
+        form.common.support = SupportDraw::Form;
+        assert!(form
+            .identity(VqaTask::Vqa, "<ckpt>", "c0ffee", "beef")
+            .get("support")
+            .is_none());
         let mut other = EvalVqaConfig::builtin(VqaTask::Caption).unwrap();
         assert_eq!(
             other.default_out().unwrap(),
@@ -1297,6 +1432,7 @@ mod tests {
                 llm: "local:gemma3-270m",
                 seed: 0,
                 shots: 16,
+                support: SupportDraw::Form,
                 depth: 2,
                 words: 5,
                 source: WordSource::Spae,
@@ -1351,6 +1487,7 @@ mod tests {
                 llm: "m",
                 seed: 1,
                 shots: 4,
+                support: SupportDraw::Form,
                 depth: 3,
                 words: 21,
                 source: WordSource::Spae,

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use spae_eval::fewshot::{Scoring, WordSource};
 use spae_eval::generate::ExampleOrder;
 use spae_eval::image2image::Corruption;
+use spae_eval::vqa::SupportDraw;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -640,6 +641,11 @@ pub struct VqaCommon {
     /// Seed of the support draw.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// VQA support questions: of the query's form (colour and shape masked), or the query's
+    /// own question (its form where training asks it too rarely). Default: the task's,
+    /// question.
+    #[arg(long, value_parser = choice(&SupportDraw::ALL, SupportDraw::name))]
+    pub support: Option<SupportDraw>,
     /// A folder of templates that replace the built-in ones of the same name.
     #[arg(long)]
     pub prompts: Option<PathBuf>,

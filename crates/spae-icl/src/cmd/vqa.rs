@@ -16,6 +16,7 @@ impl VqaCommon {
             shots: self.shots.unwrap_or(base.shots),
             layers: self.layers.unwrap_or(base.layers),
             seed: self.seed,
+            support: self.support.unwrap_or(base.support),
             prompts: self.prompts.clone(),
         }
     }
@@ -31,7 +32,9 @@ pub fn caption(args: CaptionArgs) -> Result<()> {
 }
 
 pub fn vqa(args: VqaArgs) -> Result<()> {
-    let cfg = args.common.config(VqaCommonConfig::default());
+    let cfg = args
+        .common
+        .config(EvalVqaConfig::builtin(VqaTask::Vqa)?.common);
     println!(
         "{}",
         vqa::vqa(&cfg, &args.image, &args.question, args.open)?
