@@ -615,17 +615,6 @@ impl SupportPool {
         })
     }
 
-    /// `shots` training questions for a prompt about `question` ([`QuestionIndex::draw`]).
-    fn questions_like(
-        &self,
-        question: &str,
-        shots: usize,
-        draw: SupportDraw,
-        rng: &mut StdRng,
-    ) -> Vec<usize> {
-        self.questions.draw(question, shots, draw, rng)
-    }
-
     /// `shots` training images (at most all of them) to caption in context, drawn with `rng`.
     fn captioned(&self, shots: usize, rng: &mut StdRng) -> Vec<usize> {
         let n = self.train.images.len();
@@ -764,7 +753,9 @@ pub fn vqa(cfg: &VqaCommonConfig, image: &Path, question: &str, open: bool) -> R
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let q = r.query_words(image, depth)?;
     let question = question.trim().to_lowercase();
-    let support = pool.questions_like(&question, cfg.shots, cfg.support, &mut rng);
+    let support = pool
+        .questions
+        .draw(&question, cfg.shots, cfg.support, &mut rng);
     let p = pool.vqa_prompt(&r, VQA_TEMPLATE, &support, &q, &question)?;
     if open {
         r.answer_open(&p, MAX_ANSWER_TOKENS)
@@ -982,7 +973,9 @@ impl Asker<'_> {
         Ok(match task {
             VqaTask::Vqa => {
                 let q = &test.questions[idx];
-                let support = pool.questions_like(&q.question, c.shots, c.support, &mut irng);
+                let support = pool
+                    .questions
+                    .draw(&q.question, c.shots, c.support, &mut irng);
                 let p = pool.vqa_prompt(r, template, &support, words, &q.question)?;
                 let open = r.answer_open(&p, cfg.max_tokens)?;
                 let constrained = r.answer_constrained(&p, &pool.train.answers)?;
