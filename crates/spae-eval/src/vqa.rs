@@ -591,16 +591,13 @@ impl SupportPool {
         let all: Vec<usize> = (0..train.images.len()).collect();
         let words = vqa_words(spae, &train, &all, depth, source, seed)?;
         let questions = QuestionIndex::new(train.questions.iter().map(|q| q.question.as_str()));
-        let mut by_question: HashMap<&str, Vec<&str>> = HashMap::new();
-        for q in &train.questions {
-            by_question
-                .entry(q.question.as_str())
-                .or_default()
-                .push(q.answer.as_str());
-        }
-        let majority_by_question = by_question
-            .into_iter()
-            .map(|(q, answers)| (q.to_string(), most_common(answers)))
+        let majority_by_question = questions
+            .by_question
+            .iter()
+            .map(|(q, asked)| {
+                let answers = asked.iter().map(|&i| train.questions[i].answer.as_str());
+                (q.clone(), most_common(answers))
+            })
             .collect();
         let majority_answer = most_common(train.questions.iter().map(|q| q.answer.as_str()));
         let captions: Vec<String> = (0..train.images.len()).map(|i| train.caption(i)).collect();
