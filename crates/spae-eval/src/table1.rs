@@ -12,8 +12,8 @@ use spae_core::SpaeModel;
 use crate::bail;
 use crate::error::{Context, Result};
 use crate::fewshot::results::ScoringSummary;
-use crate::fewshot::{RunConfig, WordSource};
-use crate::util::{invocation, sha256_file, slug, write_atomic};
+use crate::fewshot::{RunConfig, TeacherConfig, WordSource};
+use crate::util::{invocation, sha256_file, sha256_hex, slug, write_atomic};
 
 /// The paper's columns in its order, as `--columns` numbers them: (name in table1.md,
 /// induction, shots, repeats).
@@ -103,8 +103,12 @@ struct Row {
     name: String,
     /// Short name in cell directories.
     key: &'static str,
+    /// What the cells' directories are keyed by: the checkpoint's hash (with the teacher's, for
+    /// the teacher's words).
     checkpoint_sha: String,
     words: WordSource,
+    /// The teacher of [`WordSource::Teacher`], its side resolved.
+    teacher: Option<TeacherConfig>,
     /// `None`: the base run's checkpoint.
     checkpoint: Option<PathBuf>,
     layers: usize,
@@ -118,6 +122,10 @@ pub struct Table1Config {
     pub base: RunConfig,
     /// A checkpoint with one flat layer and no semantic loss (the LQAE-style row).
     pub lqae_checkpoint: Option<PathBuf>,
+    /// A teacher whose words make a row of their own (2 layers' worth of words): the ceiling
+    /// of a tokenizer trained against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<TeacherConfig>,
     pub ways: Vec<usize>,
     /// Only these columns of [`GRID`]; empty: all.
     pub columns: Vec<usize>,
@@ -141,6 +149,7 @@ pub fn table1(args: &Table1Config) -> Result<(String, PathBuf)> {
                 key: "spae",
                 checkpoint_sha: spae_sha.clone(),
                 words: WordSource::Spae,
+                teacher: None,
                 checkpoint: spae_ckpt.clone(),
                 layers,
                 words_per_image: pyramid.tokens_up_to(layers),
@@ -157,9 +166,29 @@ pub fn table1(args: &Table1Config) -> Result<(String, PathBuf)> {
             key: "lqae",
             checkpoint_sha: sha256_file(lqae)?,
             words: WordSource::Spae,
+            teacher: None,
             checkpoint: Some(lqae.clone()),
             layers: p.depth(),
             words_per_image: p.tokens_up_to(p.depth()),
+        });
+    }
+    if let Some(t) = &args.teacher {
+        let side = t.image_size.unwrap_or(spae.config().image_size);
+        // The words come from the checkpoint's codebook and the teacher: a retrained teacher
+        // gets new cells, as a retrained checkpoint does.
+        let teacher_sha = crate::scorer::scorer_sha256(&t.scorer)?;
+        rows.push(Row {
+            name: "teacher's words".into(),
+            key: WordSource::Teacher.name(),
+            checkpoint_sha: sha256_hex(format!("{spae_sha}+{teacher_sha}@{side}").as_bytes()),
+            words: WordSource::Teacher,
+            teacher: Some(TeacherConfig {
+                scorer: t.scorer.clone(),
+                image_size: Some(side),
+            }),
+            checkpoint: spae_ckpt.clone(),
+            layers: 2,
+            words_per_image: pyramid.tokens_up_to(2.min(pyramid.depth())),
         });
     }
     for (name, words) in [
@@ -171,6 +200,7 @@ pub fn table1(args: &Table1Config) -> Result<(String, PathBuf)> {
             key: words.name(),
             checkpoint_sha: spae_sha.clone(),
             words,
+            teacher: None,
             checkpoint: spae_ckpt.clone(),
             layers: 2,
             words_per_image: pyramid.tokens_up_to(2.min(pyramid.depth())),
@@ -227,6 +257,7 @@ pub fn table1(args: &Table1Config) -> Result<(String, PathBuf)> {
                         induction,
                         layers: row.layers,
                         words: row.words,
+                        teacher: row.teacher.clone(),
                         out: Some(dir),
                         ..base.clone()
                     }
@@ -265,6 +296,14 @@ pub fn table1(args: &Table1Config) -> Result<(String, PathBuf)> {
         spae_label,
         invocation("table1")
     );
+    let teacher = rows.iter().find_map(|r| r.teacher.as_ref());
+    if let Some(t) = teacher {
+        let side = t.image_size.unwrap_or(spae.config().image_size);
+        md.push_str(&format!(
+            "Teacher's words: each image's most relevant codebook entries under `{}` (images at {side}x{side}), most relevant first.\n",
+            t.scorer,
+        ));
+    }
     let mut json_cells = Vec::new();
     for scoring in &scorings {
         md.push_str(&format!("\n## {}\n\n", scoring_title(scoring)));
@@ -320,9 +359,7 @@ pub fn table1(args: &Table1Config) -> Result<(String, PathBuf)> {
         md.push('\n');
     }
     write_atomic(&out.join("table1.md"), &md)?;
-    write_atomic(
-        &out.join("table1.json"),
-        &serde_json::to_string_pretty(&serde_json::json!({
+    let mut json = serde_json::json!({
             "task": base.task.name, "llm": base.llm.name, "episodes": base.episodes, "seed": base.seed,
             "checkpoint": spae_label, "checkpoint_sha256": spae_sha,
             // What each entry of a cell's `accuracy` is.
@@ -332,7 +369,13 @@ pub fn table1(args: &Table1Config) -> Result<(String, PathBuf)> {
             })).collect::<Vec<_>>(),
             "cells": json_cells,
             "prompt_tokens_per_scoring_pass": prompt_tokens,
-        }))?,
+    });
+    if let Some(t) = teacher {
+        json["teacher"] = serde_json::to_value(t)?;
+    }
+    write_atomic(
+        &out.join("table1.json"),
+        &serde_json::to_string_pretty(&json)?,
     )?;
     let path = out.join("table1.md");
     Ok((md, path))

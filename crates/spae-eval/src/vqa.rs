@@ -204,6 +204,10 @@ fn spae_words() -> WordSource {
     WordSource::Spae
 }
 
+/// The words `eval-vqa --words` takes: no teacher's words (a few-shot classification row).
+pub const WORD_SOURCES: [WordSource; 3] =
+    [WordSource::Spae, WordSource::Oracle, WordSource::Random];
+
 impl EvalVqaConfig {
     /// `task` with its own defaults (shots, layers, items, split), the built-in easy-VQA
     /// tokenizer, the default local LLM and seed 0.
@@ -246,6 +250,12 @@ impl EvalVqaConfig {
                 "task {}: data {:?}; captioning and VQA read easy-VQA only (data = \"{DATA}\")",
                 spec.name,
                 spec.data
+            );
+        }
+        if self.words == WordSource::Teacher {
+            bail!(
+                "--words teacher: eval-vqa reads the tokenizer's, the oracle's or random words; \
+                 the teacher's words are for few-shot classification (`spae-icl run`, `table1`)"
             );
         }
         if let Some(s) = spec
@@ -481,7 +491,8 @@ fn vqa_words(
                 }
                 parts.iter().cloned().cycle().take(n_words).collect()
             }
-            _ => (0..n_words)
+            WordSource::Teacher => bail!("--words teacher: easy-VQA reads no teacher's words"),
+            WordSource::Spae | WordSource::Random => (0..n_words)
                 .map(|_| {
                     let e = rng.gen_range(0..codebook.len());
                     (codebook.word(e).to_string(), codebook.token_ids()[e])
@@ -1143,6 +1154,7 @@ fn markdown(h: &Header, s: &VqaSummary) -> String {
             WordSource::Spae => "",
             WordSource::Oracle => ", the oracle's: the true colour and shape",
             WordSource::Random => ", random codebook words",
+            WordSource::Teacher => ", the teacher's most relevant codebook entries",
         },
     );
     for k in &s.kinds {

@@ -448,8 +448,20 @@ pub struct RunArgs {
     pub episode: EpisodeArgs,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Each image's words: spae (the tokenizer's), oracle (drawn from the codebook entries
+    /// nearest its class name: the ceiling of this LLM and template), random (chance), or
+    /// teacher (its most relevant codebook entries under --teacher: the ceiling of a tokenizer
+    /// trained against that teacher).
     #[arg(long, value_parser = word_source(), default_value = "spae")]
     pub words: WordSource,
+    /// With --words teacher: the scorer whose most relevant codebook entries stand for each
+    /// image, as `train --scorer` takes it (MEMBER[@SIDE] joined by '+', e.g.
+    /// checkpoints/scorer-devise-emoji.safetensors+conse).
+    #[arg(long, value_name = "SPEC")]
+    pub teacher: Option<String>,
+    /// The side the teacher reads the images at (default: the checkpoint's).
+    #[arg(long, value_name = "N", requires = "teacher")]
+    pub teacher_image_size: Option<usize>,
     /// How answers are scored; the first is the `prediction` of each result line (default:
     /// the task's, `open,constrained` for the built-in ones: a small local model often answers
     /// with a word that is no class name).
@@ -693,7 +705,7 @@ pub struct EvalVqaArgs {
     /// Each image's words: spae (the tokenizer's), oracle (codebook entries nearest its true
     /// caption: the ceiling of this LLM and prompt) or random (codebook entries that carry
     /// nothing). easy-VQA tasks only.
-    #[arg(long, value_parser = word_source(), default_value = "spae")]
+    #[arg(long, value_parser = choice(&spae_eval::vqa::WORD_SOURCES, WordSource::name), default_value = "spae")]
     pub words: WordSource,
 }
 
@@ -754,6 +766,14 @@ pub struct Table1Args {
     /// A checkpoint with one flat layer and no semantic loss (the LQAE-style row), if trained.
     #[arg(long)]
     pub lqae_checkpoint: Option<PathBuf>,
+    /// Adds the row "teacher's words": each image's most relevant codebook entries under this
+    /// scorer (as `train --scorer` takes it), 2 layers' worth: the ceiling of a tokenizer
+    /// trained against it.
+    #[arg(long, value_name = "SPEC")]
+    pub teacher: Option<String>,
+    /// The side the teacher reads the images at (default: the checkpoint's).
+    #[arg(long, value_name = "N", requires = "teacher")]
+    pub teacher_image_size: Option<usize>,
     #[arg(long, default_value = "local:gemma3-270m")]
     pub llm: String,
     #[command(flatten)]

@@ -42,18 +42,40 @@ pub enum WordSource {
     Oracle,
     /// Random codebook words: chance, as this LLM sees it.
     Random,
+    /// The teacher's words: each image's most relevant codebook entries under a semantic
+    /// scorer (the teacher a tokenizer was trained against, [`RunConfig::teacher`]), most
+    /// relevant first, as many as the SPAE words at the run's depth, each entry once. The
+    /// ceiling of a tokenizer distilled from that teacher: no tokenizer trained against it is
+    /// expected to do much better than its own top words.
+    Teacher,
 }
 
 impl WordSource {
-    pub const ALL: [WordSource; 3] = [WordSource::Spae, WordSource::Oracle, WordSource::Random];
+    pub const ALL: [WordSource; 4] = [
+        WordSource::Spae,
+        WordSource::Oracle,
+        WordSource::Random,
+        WordSource::Teacher,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Spae => "spae",
             Self::Oracle => "oracle",
             Self::Random => "random",
+            Self::Teacher => "teacher",
         }
     }
+}
+
+/// The teacher of a [`WordSource::Teacher`] run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeacherConfig {
+    /// A scorer spec, as `train --scorer` takes it ([`crate::scorer::load_scorer`]).
+    pub scorer: String,
+    /// The side the teacher reads the task's images at; `None`: the checkpoint's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<usize>,
 }
 
 /// How the LLM's answer is read.
@@ -125,6 +147,10 @@ pub struct RunConfig {
     pub max_tokens: usize,
     /// Default: `runs/<task>/<settings>`.
     pub out: Option<PathBuf>,
+    /// Whose words [`WordSource::Teacher`] reads; only with those words. Absent from the
+    /// serialised form of the other runs, which keep the form they always had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<TeacherConfig>,
 }
 
 impl RunConfig {
@@ -151,6 +177,7 @@ impl RunConfig {
             text_prompts: false,
             max_tokens: d.max_tokens,
             out: None,
+            teacher: None,
         }
     }
 
@@ -237,7 +264,67 @@ fn check_settings(cfg: &RunConfig) -> Result<()> {
     if cfg.scorings.is_empty() {
         bail!("no scoring asked for: name at least one with --scoring");
     }
+    match (&cfg.teacher, cfg.words) {
+        (None, WordSource::Teacher) => bail!(
+            "--words teacher needs --teacher SPEC: the scorer whose most relevant codebook \
+             entries stand for each image"
+        ),
+        (Some(t), WordSource::Spae | WordSource::Oracle | WordSource::Random) => bail!(
+            "--teacher {}: only --words teacher reads a teacher, not --words {}",
+            t.scorer,
+            cfg.words.name()
+        ),
+        _ => {}
+    }
+    if cfg
+        .teacher
+        .as_ref()
+        .is_some_and(|t| t.image_size == Some(0))
+    {
+        bail!("--teacher-image-size 0: the teacher needs images of at least one pixel");
+    }
     Ok(())
+}
+
+/// What must match for a rerun to resume a result folder. A teacher run adds its teacher
+/// (the scorer's hash with it, so a retrained teacher does not resume another's results);
+/// the other runs keep the identity their folders have always had.
+fn identity(
+    cfg: &RunConfig,
+    checkpoint_sha256: &str,
+    template_sha256: &str,
+    form: PromptForm,
+    teacher_side: Option<usize>,
+) -> Result<serde_json::Value> {
+    let mut identity = serde_json::json!({
+        "task": cfg.task.name,
+        "data": cfg.data.as_ref().map(|d| d.display().to_string()),
+        "split": cfg.split,
+        "checkpoint_sha256": checkpoint_sha256,
+        "llm": cfg.llm.name,
+        "template_sha256": template_sha256,
+        "prompt_form": format!("{form:?}").to_lowercase(),
+        "seed": cfg.seed,
+        "way": cfg.way,
+        "shots": cfg.shots,
+        "repeats": cfg.repeats,
+        "induction": cfg.induction,
+        "layers": cfg.layers,
+        "words": cfg.words,
+        "max_tokens": cfg.max_tokens,
+        "content_free": CONTENT_FREE,
+    });
+    if let Some(names) = &cfg.task.class_names {
+        identity["class_names"] = serde_json::json!(names);
+    }
+    if let Some(t) = &cfg.teacher {
+        identity["teacher"] = serde_json::json!({
+            "scorer": t.scorer,
+            "scorer_sha256": crate::scorer::scorer_sha256(&t.scorer)?,
+            "image_size": teacher_side,
+        });
+    }
+    Ok(identity)
 }
 
 /// One few-shot run, opened: its episodes, their prompts' words and its result store.
@@ -291,27 +378,11 @@ impl<'a> Run<'a> {
             mc.image_size,
         )?;
         let form = PromptForm::for_llm(&cfg.llm, cfg.text_prompts)?;
-        let mut identity = serde_json::json!({
-            "task": cfg.task.name,
-            "data": cfg.data.as_ref().map(|d| d.display().to_string()),
-            "split": cfg.split,
-            "checkpoint_sha256": checkpoint_hash,
-            "llm": cfg.llm.name,
-            "template_sha256": template_hash,
-            "prompt_form": format!("{form:?}").to_lowercase(),
-            "seed": cfg.seed,
-            "way": cfg.way,
-            "shots": cfg.shots,
-            "repeats": cfg.repeats,
-            "induction": cfg.induction,
-            "layers": cfg.layers,
-            "words": cfg.words,
-            "max_tokens": cfg.max_tokens,
-            "content_free": CONTENT_FREE,
-        });
-        if let Some(names) = &cfg.task.class_names {
-            identity["class_names"] = serde_json::json!(names);
-        }
+        let teacher_side = cfg
+            .teacher
+            .as_ref()
+            .map(|t| t.image_size.unwrap_or(mc.image_size));
+        let identity = identity(cfg, &checkpoint_hash, &template_hash, form, teacher_side)?;
         let out = cfg
             .out
             .clone()
@@ -331,7 +402,48 @@ impl<'a> Run<'a> {
             .collect();
         prompt::write_frozen(&out.join("episodes.json"), &records)?;
 
-        let image_words = words::image_words(&task, &spae, cfg.layers, cfg.words, cfg.seed)?;
+        // The task again at the teacher's side where it is not the checkpoint's: the same
+        // draw of episodes over the same images, read at the size the teacher was trained on.
+        let teacher_task = match teacher_side {
+            Some(side) if side != mc.image_size => {
+                let t = Task::open(
+                    &cfg.task,
+                    cfg.data.as_deref(),
+                    &cfg.split,
+                    &episode_cfg,
+                    mc.in_channels,
+                    side,
+                )?;
+                if t.episodes != task.episodes {
+                    bail!(
+                        "--teacher-image-size {side}: task {} draws other episodes at that size",
+                        cfg.task.name
+                    );
+                }
+                Some(t)
+            }
+            _ => None,
+        };
+        let data_spec = cfg.task.data_spec(cfg.data.as_deref())?;
+        let teacher = cfg
+            .teacher
+            .as_ref()
+            .zip(teacher_side)
+            .map(|(t, side)| words::Teacher {
+                scorer: &t.scorer,
+                data: &data_spec,
+                images: teacher_task.as_ref().unwrap_or(&task),
+                channels: mc.in_channels,
+                image_size: side,
+            });
+        let image_words = words::image_words(
+            &task,
+            &spae,
+            cfg.layers,
+            cfg.words,
+            cfg.seed,
+            teacher.as_ref(),
+        )?;
         if form == PromptForm::Tokens {
             check_vocabulary(llm, spae.codebook())?;
         }
@@ -434,7 +546,7 @@ impl<'a> Run<'a> {
         let refs: Vec<&EpisodeResult> = finished.iter().collect();
         let (rows, bias) = results::summarize(&refs, &self.scoring_keys);
         let title = format!(
-            "spae-icl run: {}, {}-way {}-shot, repeats {}, {}induction, {} layers, {} words, {}",
+            "spae-icl run: {}, {}-way {}-shot, repeats {}, {}induction, {} layers, {} words{}, {}",
             cfg.task.name,
             cfg.way,
             cfg.shots,
@@ -442,6 +554,9 @@ impl<'a> Run<'a> {
             if cfg.induction { "" } else { "no " },
             cfg.layers,
             cfg.words.name(),
+            cfg.teacher
+                .as_ref()
+                .map_or(String::new(), |t| format!(" of {}", t.scorer)),
             cfg.llm.name
         );
         let md = results::markdown(&title, &rows, bias.as_deref());
@@ -735,5 +850,118 @@ mod tests {
             Path::new("runs/fashion-mnist/spae-5way-3shot-r0-noind-L2-seed0-openai-compatible_http___h_1_v1_m-ckpt414ea9e0")
         );
         assert_eq!(cfg.scorings, vec![Scoring::Open, Scoring::Constrained]);
+    }
+
+    #[test]
+    fn a_run_without_a_teacher_serialises_and_is_identified_as_before() {
+        let cfg = RunConfig::for_task(TaskSpec::resolve("fashion-mnist").unwrap());
+        let keys = |v: &serde_json::Value| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let sorted = |k: &[&str]| {
+            let mut k: Vec<String> = k.iter().map(|s| s.to_string()).collect();
+            k.sort();
+            k
+        };
+        let json = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(
+            keys(&json),
+            sorted(&[
+                "task",
+                "data",
+                "split",
+                "checkpoint",
+                "llm",
+                "way",
+                "shots",
+                "repeats",
+                "induction",
+                "episodes",
+                "seed",
+                "layers",
+                "words",
+                "scorings",
+                "prompts",
+                "text_prompts",
+                "max_tokens",
+                "out"
+            ])
+        );
+        assert_eq!(serde_json::from_value::<RunConfig>(json).unwrap(), cfg);
+        let id = identity(&cfg, "c", "t", PromptForm::Tokens, None).unwrap();
+        assert_eq!(
+            keys(&id),
+            sorted(&[
+                "task",
+                "data",
+                "split",
+                "checkpoint_sha256",
+                "llm",
+                "template_sha256",
+                "prompt_form",
+                "seed",
+                "way",
+                "shots",
+                "repeats",
+                "induction",
+                "layers",
+                "words",
+                "max_tokens",
+                "content_free"
+            ])
+        );
+    }
+
+    #[test]
+    fn a_teacher_run_names_its_teacher_and_its_hash() {
+        let mut cfg = RunConfig::for_task(TaskSpec::resolve("fashion-mnist").unwrap());
+        cfg.words = WordSource::Teacher;
+        cfg.teacher = Some(TeacherConfig {
+            scorer: "default".into(),
+            image_size: None,
+        });
+        check_settings(&cfg).unwrap();
+        let json = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(json["words"], "teacher");
+        assert_eq!(json["teacher"], serde_json::json!({"scorer": "default"}));
+        let id = identity(&cfg, "c", "t", PromptForm::Tokens, Some(28)).unwrap();
+        assert_eq!(id["teacher"]["scorer"], "default");
+        assert_eq!(id["teacher"]["image_size"], 28);
+        assert_eq!(
+            id["teacher"]["scorer_sha256"],
+            crate::scorer::scorer_sha256("default").unwrap()
+        );
+        let out = cfg.default_out("414ea9e0");
+        let dir = out.file_name().unwrap().to_string_lossy();
+        assert!(dir.starts_with("teacher-2way-"), "{dir}");
+    }
+
+    #[test]
+    fn teacher_words_need_a_teacher_and_a_teacher_needs_its_words() {
+        let mut cfg = RunConfig::for_task(TaskSpec::resolve("fashion-mnist").unwrap());
+        cfg.words = WordSource::Teacher;
+        let err = check_settings(&cfg).unwrap_err().to_string();
+        assert!(err.contains("--words teacher needs --teacher"), "{err}");
+
+        cfg.words = WordSource::Oracle;
+        cfg.teacher = Some(TeacherConfig {
+            scorer: "conse".into(),
+            image_size: Some(64),
+        });
+        let err = check_settings(&cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("--teacher conse") && err.contains("--words oracle"),
+            "{err}"
+        );
+
+        cfg.words = WordSource::Teacher;
+        cfg.teacher = Some(TeacherConfig {
+            scorer: "conse".into(),
+            image_size: Some(0),
+        });
+        let err = check_settings(&cfg).unwrap_err().to_string();
+        assert!(err.contains("--teacher-image-size 0"), "{err}");
     }
 }

@@ -1,4 +1,5 @@
-//! What stands for each image in a prompt: SPAE's words, oracle words or random words.
+//! What stands for each image in a prompt: SPAE's words, oracle words, random words or the
+//! teacher's words.
 
 use std::collections::HashMap;
 
@@ -10,7 +11,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-use spae_core::{Codebook, SpaeModel, TokenPyramid, VocabFilter};
+use spae_core::scorer::top_relevant;
+use spae_core::{Codebook, SemanticScorer, SpaeModel, TokenPyramid, VocabFilter};
 
 use super::WordSource;
 use crate::bail;
@@ -44,13 +46,27 @@ impl ImageWords {
 const ORACLE_NEIGHBOURS: usize = 20;
 const BATCH: usize = 64;
 
-/// Words of every image the episodes of `task` name, keyed by image id.
+/// The teacher [`WordSource::Teacher`] reads, resolved for a run.
+pub struct Teacher<'a> {
+    /// The scorer spec ([`crate::scorer::load_scorer`]).
+    pub scorer: &'a str,
+    /// The data spec of the task, for the scorer's zero-shot captions.
+    pub data: &'a str,
+    /// The run's task at the teacher's side: the same image ids.
+    pub images: &'a Task,
+    pub channels: usize,
+    pub image_size: usize,
+}
+
+/// Words of every image the episodes of `task` name, keyed by image id. `teacher`: the
+/// scorer of [`WordSource::Teacher`], which needs one.
 pub fn image_words(
     task: &Task,
     spae: &SpaeModel,
     depth: usize,
     source: WordSource,
     seed: u64,
+    teacher: Option<&Teacher>,
 ) -> Result<HashMap<String, ImageWords>> {
     // Each image once, with the label it carries in the episodes (for the oracle).
     let mut wanted: Vec<(&str, &str)> = Vec::new();
@@ -105,8 +121,44 @@ pub fn image_words(
                 out.insert(id.to_string(), ImageWords { words, token_ids });
             }
         }
+        WordSource::Teacher => {
+            let Some(t) = teacher else {
+                bail!("--words teacher needs --teacher SPEC");
+            };
+            if n_words > codebook.len() {
+                bail!(
+                    "--words teacher: {n_words} words per image, the codebook has {} entries",
+                    codebook.len()
+                );
+            }
+            let scorer = crate::scorer::load_scorer(t.scorer, codebook, t.data)
+                .with_context(|| format!("--teacher {}", t.scorer))?;
+            let bar = crate::progress::bar(wanted.len() as u64, "teacher scoring images");
+            for chunk in wanted.chunks(BATCH) {
+                let ids: Vec<&str> = chunk.iter().map(|(id, _)| *id).collect();
+                let images = t.images.load(&ids, t.channels, t.image_size)?;
+                let top = top_entries(&scorer.relevance(&images)?, n_words)?;
+                for ((id, _), entries) in chunk.iter().zip(top) {
+                    let (words, token_ids) = entries.into_iter().map(entry).unzip();
+                    out.insert(id.to_string(), ImageWords { words, token_ids });
+                }
+                bar.inc(chunk.len() as u64);
+            }
+            bar.finish_and_clear();
+        }
     }
     Ok(out)
+}
+
+/// The `n` most relevant entries of each row of a relevance matrix (B, V), most relevant
+/// first: distinct entries, at most V of them.
+pub fn top_entries(relevance: &Tensor, n: usize) -> Result<Vec<Vec<usize>>> {
+    let (order, _) = top_relevant(&relevance.to_dtype(DType::F32)?, n)?;
+    Ok(order
+        .to_vec2::<u32>()?
+        .into_iter()
+        .map(|row| row.into_iter().map(|i| i as usize).collect())
+        .collect())
 }
 
 /// A seed per (run seed, image), so an image gets the same oracle or random words in every
@@ -325,4 +377,25 @@ fn nearest_to_class(codebook: &Codebook, class_name: &str) -> Result<Vec<usize>>
         .filter(|&i| !parts.contains(&codebook.word(i).to_lowercase()))
         .take(ORACLE_NEIGHBOURS)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_entries_are_the_most_relevant_first_and_distinct() {
+        let relevance = Tensor::new(
+            &[[0.1f32, 0.9, -0.3, 0.5, 0.7], [0.2, -1.0, 0.8, 0.0, 0.3]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let top = top_entries(&relevance, 3).unwrap();
+        assert_eq!(top, vec![vec![1, 4, 3], vec![2, 4, 0]]);
+        assert_eq!(top_entries(&relevance, 1).unwrap(), vec![vec![1], vec![2]]);
+        // Never more than the codebook holds, each entry once.
+        let all = top_entries(&relevance, 9).unwrap();
+        assert_eq!(all[0], vec![1, 4, 3, 0, 2]);
+        assert_eq!(all[1], vec![2, 4, 0, 3, 1]);
+    }
 }

@@ -1,7 +1,7 @@
 //! `run`, `tasks`, `table1`: few-shot classification by a frozen LLM (paper Sec. 4.1).
 
 use anyhow::Result;
-use spae_eval::fewshot::{self, RunConfig, Scoring};
+use spae_eval::fewshot::{self, RunConfig, Scoring, TeacherConfig};
 use spae_eval::table1::{self, Table1Config};
 use spae_eval::{CheckpointRef, LlmConfig, TaskSpec};
 
@@ -71,12 +71,18 @@ impl RunArgs {
         cfg.llm = self.api.llm(&self.llm);
         cfg.seed = self.seed;
         cfg.words = self.words;
+        cfg.teacher = teacher(self.teacher.clone(), self.teacher_image_size);
         cfg.prompts = self.prompts.clone();
         cfg.text_prompts = self.text_prompts;
         cfg.max_tokens = self.max_tokens.unwrap_or(cfg.max_tokens);
         cfg.out = self.out.clone();
         Ok(cfg)
     }
+}
+
+/// `--teacher` and `--teacher-image-size`.
+fn teacher(scorer: Option<String>, image_size: Option<usize>) -> Option<TeacherConfig> {
+    scorer.map(|scorer| TeacherConfig { scorer, image_size })
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -108,6 +114,7 @@ pub fn table1(args: Table1Args) -> Result<()> {
     let cfg = Table1Config {
         base,
         lqae_checkpoint: args.lqae_checkpoint,
+        teacher: teacher(args.teacher, args.teacher_image_size),
         ways: args.ways,
         columns: args.columns,
         out: args.out,
