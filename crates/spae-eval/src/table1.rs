@@ -225,8 +225,22 @@ pub fn table1(args: &Table1Config) -> Result<(String, PathBuf)> {
             GRID.map(|g| g.0).join("; ")
         );
     }
-    let cells = args.ways.len() * rows.len() * columns.len();
-    let bar = crate::progress::bar((cells * base.episodes) as u64, "table 1 episodes");
+    // Progress counts image words, not episodes: a prompt's length grows with its images
+    // (way x shots x (repeats + 1), plus the query) times the words of each, and the grid's
+    // prompts differ by 4x and more, so an episode count's ETA is far off early on.
+    let images_per_prompt = |way: usize, c: usize| {
+        let (_, _, shots, repeats) = GRID[c];
+        way * shots * (repeats + 1) + 1
+    };
+    let mut work = 0;
+    for &way in &args.ways {
+        for row in &rows {
+            for &c in &columns {
+                work += images_per_prompt(way, c) * row.words_per_image;
+            }
+        }
+    }
+    let bar = crate::progress::bar((work * base.episodes) as u64, "table 1 image words");
     let mut prompt_tokens = 0usize;
     // acc[way][row][column] per scoring.
     let mut grid: Vec<Vec<Vec<Cell>>> = Vec::new();
@@ -272,8 +286,12 @@ pub fn table1(args: &Table1Config) -> Result<(String, PathBuf)> {
                 (!c.induction, c.shots, std::cmp::Reverse(c.repeats))
             });
             let ordered: Vec<RunConfig> = order.iter().map(|&i| cfgs[i].clone()).collect();
+            let words: Vec<u64> = order
+                .iter()
+                .map(|&i| (images_per_prompt(way, columns[i]) * row.words_per_image) as u64)
+                .collect();
             let summaries =
-                crate::fewshot::execute_interleaved(&ordered, llm.as_ref(), || bar.inc(1))
+                crate::fewshot::execute_interleaved(&ordered, llm.as_ref(), |c| bar.inc(words[c]))
                     .with_context(|| format!("{} {way}-way cells", row.name))?;
             let mut by_col: Vec<Cell> = vec![Vec::new(); cfgs.len()];
             for (&i, summary) in order.iter().zip(summaries) {

@@ -237,11 +237,12 @@ pub fn execute(cfg: &RunConfig, llm: Option<&dyn LanguageModel>) -> Result<RunSu
 /// each in `cfgs`' order, then episode i + 1. Runs whose prompts share a beginning (the same
 /// episode with fewer repeats of its support set is a prefix of the one with more) then
 /// follow each other, and a local model reuses the prefix it just computed (for Table 1's
-/// repeat columns, most of their prompts). `on_episode` is called after each episode.
+/// repeat columns, most of their prompts). `on_episode(c)` is called after each episode of
+/// `cfgs[c]`.
 pub fn execute_interleaved(
     cfgs: &[RunConfig],
     llm: &dyn LanguageModel,
-    mut on_episode: impl FnMut(),
+    mut on_episode: impl FnMut(usize),
 ) -> Result<Vec<RunSummary>> {
     let mut runs = cfgs
         .iter()
@@ -249,9 +250,11 @@ pub fn execute_interleaved(
         .collect::<Result<Vec<_>>>()?;
     let most = runs.iter().map(Run::episodes).max().unwrap_or(0);
     for i in 0..most {
-        for run in runs.iter_mut().filter(|r| i < r.episodes()) {
-            run.step(i)?;
-            on_episode();
+        for (c, run) in runs.iter_mut().enumerate() {
+            if i < run.episodes() {
+                run.step(i)?;
+                on_episode(c);
+            }
         }
     }
     runs.into_iter().map(Run::finish).collect()
