@@ -369,7 +369,9 @@ impl Task {
         }
     }
 
-    /// Images `ids` as a (B, C, S, S) tensor.
+    /// Images `ids` as a (B, C, S, S) tensor: `channels` x `size` x `size`. Data held in
+    /// memory was read at the size the task was opened with; asking it for another is an
+    /// error, not a silent batch of the wrong size (open the task again at that size).
     pub fn load(&self, ids: &[&str], channels: usize, size: usize) -> Result<Tensor> {
         let indices = ids
             .iter()
@@ -381,7 +383,17 @@ impl Task {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(match &self.images {
-            Images::Memory(set) => set.batch(&indices, &Device::Cpu)?,
+            Images::Memory(set) => {
+                let t = set.batch(&indices, &Device::Cpu)?;
+                let (_, c, h, w) = t.dims4()?;
+                if (c, h, w) != (channels, size, size) {
+                    bail!(
+                        "the task's images are held at {c}x{h}x{w}; asked for \
+                         {channels}x{size}x{size}: open the task at that size"
+                    );
+                }
+                t
+            }
             Images::Files(files) => files.load(&indices, channels, size, &Device::Cpu)?,
         })
     }
@@ -486,6 +498,14 @@ mod tests {
             .load(&[task.episodes[0].query.image.as_str()], 1, 28)
             .unwrap();
         assert_eq!(x.dims(), &[1, 1, 28, 28]);
+        // Held at 28x28 gray: another size or channel count is refused, not returned as is.
+        for (c, side) in [(1, 64), (3, 28)] {
+            let err = task
+                .load(&[task.episodes[0].query.image.as_str()], c, side)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("held at 1x28x28"), "{err}");
+        }
     }
 
     #[test]
