@@ -20,7 +20,7 @@ table1 episodes="100":
 # induction 1 shot, 2- and 5-way, `episodes` per cell: SPAE 2 and 3 layers (the task's built-in emoji
 # tokenizer unless CHECKPOINT is given), the words of the teacher `train-emoji` trains against,
 # oracle and random words of its codebook.
-table1-emoji episodes="100" checkpoint="" out="eval/results/table1-emoji-gemma3-270m":
+table1-emoji episodes="400" checkpoint="" out="eval/results/table1-emoji-gemma3-270m":
     cargo run --release --bin spae-icl -- table1 --task emoji --columns 1 --ways 2,5 \
         --episodes {{episodes}} --scoring open,constrained,calibrated \
         --teacher checkpoints/scorer-devise-emoji.safetensors+conse --teacher-image-size 64 \
