@@ -372,14 +372,17 @@ impl<'a> Run<'a> {
             seed: cfg.seed,
             episodes: cfg.episodes,
         };
-        let task = Task::open(
-            &cfg.task,
-            cfg.data.as_deref(),
-            &cfg.split,
-            &episode_cfg,
-            mc.in_channels,
-            mc.image_size,
-        )?;
+        let open_at = |side: usize| {
+            Task::open(
+                &cfg.task,
+                cfg.data.as_deref(),
+                &cfg.split,
+                &episode_cfg,
+                mc.in_channels,
+                side,
+            )
+        };
+        let task = open_at(mc.image_size)?;
         let form = PromptForm::for_llm(&cfg.llm, cfg.text_prompts)?;
         let teacher_side = cfg
             .teacher
@@ -409,14 +412,7 @@ impl<'a> Run<'a> {
         // draw of episodes over the same images, read at the size the teacher was trained on.
         let teacher_task = match teacher_side {
             Some(side) if side != mc.image_size => {
-                let t = Task::open(
-                    &cfg.task,
-                    cfg.data.as_deref(),
-                    &cfg.split,
-                    &episode_cfg,
-                    mc.in_channels,
-                    side,
-                )?;
+                let t = open_at(side)?;
                 if t.episodes != task.episodes {
                     bail!(
                         "--teacher-image-size {side}: task {} draws other episodes at that size",
