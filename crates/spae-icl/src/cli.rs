@@ -169,18 +169,32 @@ pub struct TrainScorerArgs {
     #[arg(short, long)]
     pub out: PathBuf,
     /// The image side: `tower` (a small CNN trained from scratch) or `devise` (a linear head
-    /// over frozen ImageNet MobileNetV2 features, fetched on first use).
+    /// over frozen ImageNet features, fetched on first use).
     #[arg(long, value_enum, default_value = "tower")]
     pub arch: ScorerArchArg,
-    /// Side MobileNetV2 reads the images at (`--arch devise`).
-    #[arg(long, default_value_t = 224)]
-    pub backbone_size: usize,
+    /// The ImageNet network under a DeViSE head (`--arch devise`).
+    #[arg(long, value_enum, default_value = "mobilenet-v2")]
+    pub backbone: BackboneArg,
+    /// Side the backbone reads the images at (`--arch devise`; default: the side it was
+    /// trained at, 224 for mobilenet-v2, 260 for efficientnet-lite2).
+    #[arg(long)]
+    pub backbone_size: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum ScorerArchArg {
     Tower,
     Devise,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BackboneArg {
+    /// torchvision's MobileNetV2 (72.0% ImageNet top-1).
+    #[value(name = "mobilenet-v2")]
+    MobileNetV2,
+    /// EfficientNet-Lite2 (77.6% ImageNet top-1).
+    #[value(name = "efficientnet-lite2")]
+    EfficientNetLite2,
 }
 
 #[derive(Debug, Args)]

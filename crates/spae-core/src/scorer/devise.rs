@@ -1,6 +1,7 @@
 //! A visual-semantic embedding over a frozen ImageNet network: DeViSE (Frome et al.,
 //! "DeViSE: A Deep Visual-Semantic Embedding Model", NeurIPS 2013). The pooled features of
-//! torchvision's MobileNetV2 ([`super::mobilenet`]) are mapped by one trained linear layer
+//! a frozen ImageNet network ([`Backbone`]: torchvision's MobileNetV2, [`super::mobilenet`],
+//! or EfficientNet-Lite2, [`super::efficientnet`]) are mapped by one trained linear layer
 //! into the frozen all-MiniLM-L6-v2 space ([`super::text::SentenceEncoder`]), trained
 //! contrastively on captions of the training classes' names as the scorer's tower is
 //! ([`super::tower::TowerTrainer`]). Both sides are frozen, so the head learns only where
@@ -8,8 +9,8 @@
 //! classes it never saw. Frome et al. train with a hinge rank loss against the label's
 //! word vector; here the loss is the tower's softmax over every training class's caption.
 //!
-//! A checkpoint holds the head only (1280 x 384 weights, 2 MB) and names the backbone by
-//! the sha256 of its weights file.
+//! A checkpoint holds the head only (1280 x 384 weights, 2 MB) and names the backbone (its
+//! kind, and the sha256 of its weights file).
 
 use std::path::Path;
 
@@ -17,6 +18,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{linear, Linear, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
+use super::efficientnet::{Config as EfficientNetConfig, EfficientNet};
 use super::mobilenet::{Config as MobileNetConfig, MobileNetV2};
 use super::text::{l2_normalize, SentenceEncoder};
 use super::tower::{
@@ -29,13 +31,135 @@ use crate::{io_err, Result, SpaeError};
 /// Metadata key of a DeViSE head's config in a scorer checkpoint.
 const META_KEY: &str = "spae.devise";
 
+/// Which frozen ImageNet network a DeViSE head reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BackboneKind {
+    /// torchvision's MobileNetV2 (Sandler et al. 2018), 72.0% ImageNet top-1, at 224.
+    #[default]
+    #[serde(rename = "mobilenet-v2")]
+    MobileNetV2,
+    /// EfficientNet-Lite2 (Tan & Le 2019, Lite variant), 77.6% ImageNet top-1, at 260.
+    #[serde(rename = "efficientnet-lite2")]
+    EfficientNetLite2,
+}
+
+impl BackboneKind {
+    /// The name checkpoints and the CLI use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MobileNetV2 => "mobilenet-v2",
+            Self::EfficientNetLite2 => "efficientnet-lite2",
+        }
+    }
+
+    /// The side the network was trained at.
+    pub fn native_size(self) -> usize {
+        match self {
+            Self::MobileNetV2 => MobileNetConfig::imagenet().input_size,
+            Self::EfficientNetLite2 => EfficientNetConfig::lite2().input_size,
+        }
+    }
+}
+
+impl std::fmt::Display for BackboneKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A frozen ImageNet network whose pooled features a DeViSE head reads.
+#[derive(Debug)]
+pub enum Backbone {
+    MobileNetV2(MobileNetV2),
+    EfficientNet(EfficientNet),
+}
+
+impl From<MobileNetV2> for Backbone {
+    fn from(net: MobileNetV2) -> Self {
+        Self::MobileNetV2(net)
+    }
+}
+
+impl From<EfficientNet> for Backbone {
+    fn from(net: EfficientNet) -> Self {
+        Self::EfficientNet(net)
+    }
+}
+
+impl Backbone {
+    /// The network `kind` from its weights file (`.pth`), resizing images to `input_size`.
+    pub fn load(
+        kind: BackboneKind,
+        weights: &Path,
+        input_size: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(match kind {
+            BackboneKind::MobileNetV2 => backbone(weights, input_size, device)?.into(),
+            BackboneKind::EfficientNetLite2 => {
+                let cfg = EfficientNetConfig {
+                    input_size,
+                    ..EfficientNetConfig::lite2()
+                };
+                EfficientNet::load(weights, &cfg, device)?.into()
+            }
+        })
+    }
+
+    pub fn kind(&self) -> BackboneKind {
+        match self {
+            Self::MobileNetV2(_) => BackboneKind::MobileNetV2,
+            Self::EfficientNet(_) => BackboneKind::EfficientNetLite2,
+        }
+    }
+
+    /// Width of the pooled features.
+    pub fn feature_dim(&self) -> usize {
+        match self {
+            Self::MobileNetV2(n) => n.config().last_channels,
+            Self::EfficientNet(n) => n.config().head_channels,
+        }
+    }
+
+    /// Side images are resized to.
+    pub fn input_size(&self) -> usize {
+        match self {
+            Self::MobileNetV2(n) => n.config().input_size,
+            Self::EfficientNet(n) => n.config().input_size,
+        }
+    }
+
+    /// Images (B, C, S, S) in [0, 1], C = 1 or 3 -> pooled features (B, feature_dim).
+    pub fn features(&self, images: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::MobileNetV2(n) => n.features(images),
+            Self::EfficientNet(n) => n.features(images),
+        }
+    }
+
+    /// An error unless this is the network `cfg`'s head was trained on: its kind, feature
+    /// width and input side.
+    pub fn check_reads(&self, cfg: &DeviseConfig) -> Result<()> {
+        let (kind, f, s) = (self.kind(), self.feature_dim(), self.input_size());
+        if kind != cfg.backbone || f != cfg.feature_dim || s != cfg.input_size {
+            return Err(SpaeError::Config(format!(
+                "the DeViSE head reads {} features of {} at {}x{}, the network gives {f} of \
+                 {kind} at {s}x{s}",
+                cfg.feature_dim, cfg.backbone, cfg.input_size, cfg.input_size
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Shape and provenance of a DeViSE head; stored in its checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviseConfig {
-    /// Side images are resized to before MobileNetV2 (trained at 224).
+    /// Side images are resized to before the backbone (MobileNetV2 was trained at 224,
+    /// EfficientNet-Lite2 at 260).
     pub input_size: usize,
-    /// Width of the backbone's pooled features (1280 for MobileNetV2 width 1.0).
+    /// Width of the backbone's pooled features (1280 for both backbones).
     pub feature_dim: usize,
     /// Dimension of the text space (384 for MiniLM).
     pub embed_dim: usize,
@@ -44,8 +168,12 @@ pub struct DeviseConfig {
     /// The frozen text encoder the head maps into.
     pub text_model: String,
     pub captions: Captions,
-    /// sha256 of the backbone's weights file (`mobilenet_v2-b0353104.pth`).
+    /// sha256 of the backbone's weights file (`mobilenet_v2-b0353104.pth`, ...).
     pub backbone_sha256: String,
+    /// The backbone network; checkpoints written before there was a choice have none and
+    /// read MobileNetV2.
+    #[serde(default)]
+    pub backbone: BackboneKind,
 }
 
 /// The trained part: pooled features (B, feature_dim) -> unit embeddings (B, embed_dim).
@@ -127,10 +255,10 @@ pub fn read_config(bytes: &[u8], path: &Path) -> Result<Option<DeviseConfig>> {
         .transpose()
 }
 
-/// The frozen MobileNetV2, a trained head and the frozen sentence encoder: an
+/// The frozen ImageNet backbone, a trained head and the frozen sentence encoder: an
 /// [`ImageTextModel`].
 pub struct DeviseModel {
-    net: MobileNetV2,
+    net: Backbone,
     head: DeviseHead,
     text: SentenceEncoder,
 }
@@ -153,10 +281,11 @@ pub fn backbone(weights: &Path, input_size: usize, device: &Device) -> Result<Mo
 }
 
 impl DeviseModel {
-    /// `net` must give the features `head` was trained on (its width and input size).
-    pub fn new(net: MobileNetV2, head: DeviseHead, text: SentenceEncoder) -> Result<Self> {
+    /// `net` must give the features `head` was trained on (its kind, width and input size).
+    pub fn new(net: impl Into<Backbone>, head: DeviseHead, text: SentenceEncoder) -> Result<Self> {
+        let net = net.into();
         let h = head.config();
-        net.check_gives(h.feature_dim, h.input_size, "the DeViSE head")?;
+        net.check_reads(h)?;
         if text.dim() != h.embed_dim {
             return Err(SpaeError::Config(format!(
                 "the DeViSE head maps into {} dims, the text encoder gives {}",
@@ -234,4 +363,63 @@ pub fn train_head(
         on_step(step, &s)?;
     }
     Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(backbone: BackboneKind) -> DeviseConfig {
+        DeviseConfig {
+            input_size: backbone.native_size(),
+            feature_dim: 1280,
+            embed_dim: 384,
+            logit_scale: 20.0,
+            text_model: "test".into(),
+            captions: Captions::Emoji,
+            backbone_sha256: "test".into(),
+            backbone,
+        }
+    }
+
+    #[test]
+    fn the_backbone_is_named_in_the_config_and_defaults_to_mobilenet() {
+        let cfg = config(BackboneKind::EfficientNetLite2);
+        let json = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(json["backbone"], "efficientnet-lite2");
+        assert_eq!(json["input_size"], 260);
+        let back: DeviseConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, cfg);
+        // Heads written before the choice existed name no backbone: MobileNetV2.
+        let mut old = serde_json::to_value(config(BackboneKind::MobileNetV2)).unwrap();
+        old.as_object_mut().unwrap().remove("backbone");
+        let old: DeviseConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(old.backbone, BackboneKind::MobileNetV2);
+        let mut bad = serde_json::to_value(&cfg).unwrap();
+        bad["backbone"] = "resnet-50".into();
+        assert!(serde_json::from_value::<DeviseConfig>(bad).is_err());
+    }
+
+    #[test]
+    fn a_head_refuses_another_backbone() {
+        let dev = Device::Cpu;
+        let net: Backbone = EfficientNet::new(
+            &EfficientNetConfig::lite2(),
+            VarBuilder::zeros(DType::F32, &dev),
+        )
+        .unwrap()
+        .into();
+        assert_eq!(net.kind(), BackboneKind::EfficientNetLite2);
+        assert_eq!((net.feature_dim(), net.input_size()), (1280, 260));
+        net.check_reads(&config(BackboneKind::EfficientNetLite2))
+            .unwrap();
+        // Same width and side, but trained on MobileNetV2 features.
+        let mut cfg = config(BackboneKind::MobileNetV2);
+        cfg.input_size = 260;
+        let err = net.check_reads(&cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("mobilenet-v2") && err.contains("efficientnet-lite2"),
+            "{err}"
+        );
+    }
 }

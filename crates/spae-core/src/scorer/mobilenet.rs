@@ -9,10 +9,12 @@
 //! BN(conv(x)) is itself a convolution with rescaled weights and a bias).
 //!
 //! Activations run channels-last (B, H, W, C): a 1x1 convolution is then one matmul over
-//! contiguous rows, and a depthwise 3x3 convolution a loop over contiguous channel vectors.
+//! contiguous rows, and a depthwise k x k convolution a loop over contiguous channel vectors.
 //! candle's grouped `conv2d` splits a depthwise layer into one convolution per channel (up to
 //! 960 here), which is far too slow; on the CPU the depthwise layers are one custom op
-//! (a direct loop), elsewhere nine shifted broadcast multiply-adds.
+//! (a direct loop), elsewhere k * k shifted broadcast multiply-adds. The same layers build
+//! EfficientNet-Lite ([`super::efficientnet`]), whose depthwise layers are also 5x5 and pad
+//! as TensorFlow's "SAME" does.
 
 use std::path::Path;
 
@@ -98,7 +100,7 @@ pub fn fold_batch_norm(
 }
 
 /// A convolution with its BatchNorm folded in, read under torchvision's names.
-fn conv_bn(
+pub(super) fn conv_bn(
     vb_conv: VarBuilder,
     vb_bn: VarBuilder,
     shape: (usize, usize, usize, usize),
@@ -116,13 +118,13 @@ fn conv_bn(
     })
 }
 
-fn relu6(x: &Tensor) -> candle_core::Result<Tensor> {
+pub(super) fn relu6(x: &Tensor) -> candle_core::Result<Tensor> {
     x.clamp(0f32, 6f32)
 }
 
 /// A 1x1 convolution (+ folded BN, optional ReLU6) on channels-last activations.
 #[derive(Debug)]
-struct Pointwise {
+pub(super) struct Pointwise {
     /// (cin, cout), so rows of the activation multiply it directly.
     w: Tensor,
     b: Tensor,
@@ -130,7 +132,7 @@ struct Pointwise {
 }
 
 impl Pointwise {
-    fn load(
+    pub(super) fn load(
         vb_conv: VarBuilder,
         vb_bn: VarBuilder,
         cin: usize,
@@ -147,7 +149,7 @@ impl Pointwise {
     }
 
     /// (B, H, W, cin) -> (B, H, W, cout).
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, h, w, c) = x.dims4()?;
         let y = x
             .reshape((b * h * w, c))?
@@ -158,46 +160,92 @@ impl Pointwise {
     }
 }
 
-/// A depthwise 3x3 convolution, padding 1 (+ folded BN, optional ReLU6), channels-last.
+/// How a k x k convolution pads its input (k odd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Padding {
+    /// torch's `padding = (k - 1) / 2` on every side: out = (i - 1) / s + 1.
+    Symmetric,
+    /// TensorFlow's "SAME": out = ceil(i / s), padded by max((out - 1) s + k - i, 0) in all,
+    /// half of it (rounded down) before and the rest after, so a stride-2 layer on an even
+    /// side pads only after.
+    Same,
+}
+
+impl Padding {
+    /// (output side, zeros before) of a k x k, stride s convolution over side i.
+    pub(super) fn out_and_before(self, i: usize, k: usize, s: usize) -> (usize, usize) {
+        match self {
+            Self::Symmetric => {
+                let p = (k - 1) / 2;
+                ((i + 2 * p - k) / s + 1, p)
+            }
+            Self::Same => {
+                let out = i.div_ceil(s);
+                let total = ((out - 1) * s + k).saturating_sub(i);
+                (out, total / 2)
+            }
+        }
+    }
+}
+
+/// A depthwise k x k convolution (+ folded BN, optional ReLU6), channels-last.
 #[derive(Debug)]
-struct Depthwise {
-    /// (9, C): tap dy*3+dx, then channel (contiguous per tap).
+pub(super) struct Depthwise {
+    /// (k * k, C): tap dy*k+dx, then channel (contiguous per tap).
     w: Tensor,
     b: Tensor,
     /// The same weights on the host, for the CPU loop.
     w_host: Vec<f32>,
     b_host: Vec<f32>,
+    k: usize,
     stride: usize,
+    padding: Padding,
     relu6: bool,
 }
 
 impl Depthwise {
-    /// From a torch depthwise weight (C, 1, 3, 3) and bias (C,).
-    fn new(w: &Tensor, b: &Tensor, stride: usize, relu6: bool) -> candle_core::Result<Self> {
-        let c = w.dim(0)?;
-        let w = w.reshape((c, 9))?.t()?.contiguous()?;
+    /// From a torch depthwise weight (C, 1, k, k) and bias (C,).
+    pub(super) fn new(
+        w: &Tensor,
+        b: &Tensor,
+        stride: usize,
+        padding: Padding,
+        relu6: bool,
+    ) -> candle_core::Result<Self> {
+        let (c, _, k, k2) = w.dims4()?;
+        if k != k2 || k % 2 == 0 || stride == 0 {
+            return Err(candle_core::Error::Msg(format!(
+                "depthwise: a {k}x{k2} kernel, stride {stride} (odd square kernels only)"
+            )));
+        }
+        let w = w.reshape((c, k * k))?.t()?.contiguous()?;
         Ok(Self {
             w_host: w.flatten_all()?.to_vec1()?,
             b_host: b.to_vec1()?,
             w,
             b: b.clone(),
+            k,
             stride,
+            padding,
             relu6,
         })
     }
 
-    fn load(
+    /// A k x k depthwise layer and its BN under `vb_conv` / `vb_bn`, with ReLU6.
+    pub(super) fn load(
         vb_conv: VarBuilder,
         vb_bn: VarBuilder,
         c: usize,
+        k: usize,
         stride: usize,
+        padding: Padding,
         eps: f64,
     ) -> candle_core::Result<Self> {
-        let (w, b) = conv_bn(vb_conv, vb_bn, (c, 1, 3, 3), eps)?;
-        Self::new(&w, &b, stride, true)
+        let (w, b) = conv_bn(vb_conv, vb_bn, (c, 1, k, k), eps)?;
+        Self::new(&w, &b, stride, padding, true)
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if x.device().is_cpu() && x.dtype() == DType::F32 {
             self.forward_cpu(x)
         } else {
@@ -210,25 +258,31 @@ impl Depthwise {
         x.contiguous()?.apply_op1_no_bwd(&DepthwiseOp {
             w: &self.w_host,
             b: &self.b_host,
+            k: self.k,
             stride: self.stride,
+            padding: self.padding,
             relu6: self.relu6,
         })
     }
 
-    /// Any device: nine shifted views of the zero-padded input, each times its tap's
+    /// Any device: k * k shifted views of the zero-padded input, each times its tap's
     /// per-channel weight. For stride s, the padded input is cut to s * out rows/columns and
     /// every s-th one is kept (reshape, then narrow to the first of each group of s).
     fn forward_shifted(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, h, w, c) = x.dims4()?;
-        let s = self.stride;
-        let (ho, wo) = ((h - 1) / s + 1, (w - 1) / s + 1);
-        // Tap (dy, dx) reads padded rows dy .. dy + s*ho; pad so the last tap (dy = 2) fits.
-        let pad_h = (2 + s * ho).saturating_sub(h + 1);
-        let pad_w = (2 + s * wo).saturating_sub(w + 1);
-        let xp = x.pad_with_zeros(1, 1, pad_h)?.pad_with_zeros(2, 1, pad_w)?;
+        let (k, s) = (self.k, self.stride);
+        let (ho, top) = self.padding.out_and_before(h, k, s);
+        let (wo, left) = self.padding.out_and_before(w, k, s);
+        // Tap (dy, dx) reads padded rows dy .. dy + s*ho; pad so the last tap (dy = k - 1)
+        // fits.
+        let pad_h = (k - 1 + s * ho).saturating_sub(h + top);
+        let pad_w = (k - 1 + s * wo).saturating_sub(w + left);
+        let xp = x
+            .pad_with_zeros(1, top, pad_h)?
+            .pad_with_zeros(2, left, pad_w)?;
         let mut acc = self.b.reshape((1, 1, 1, c))?.broadcast_as((b, ho, wo, c))?;
-        for dy in 0..3 {
-            for dx in 0..3 {
+        for dy in 0..k {
+            for dx in 0..k {
                 let mut v = xp.narrow(1, dy, s * ho)?.narrow(2, dx, s * wo)?;
                 if s > 1 {
                     v = v
@@ -237,7 +291,7 @@ impl Depthwise {
                         .narrow(4, 0, 1)?
                         .reshape((b, ho, wo, c))?;
                 }
-                let wt = self.w.get(dy * 3 + dx)?.reshape((1, 1, 1, c))?;
+                let wt = self.w.get(dy * k + dx)?.reshape((1, 1, 1, c))?;
                 acc = (acc + v.broadcast_mul(&wt)?)?;
             }
         }
@@ -249,20 +303,22 @@ impl Depthwise {
     }
 }
 
-/// The depthwise 3x3 convolution (padding 1) as one CPU loop over (B, H, W, C) f32:
-/// each output position starts from the bias and adds, per in-grid tap, the input's channel
-/// vector times the tap's channel weights; rows of output are split across threads.
+/// The depthwise k x k convolution as one CPU loop over (B, H, W, C) f32: each output
+/// position starts from the bias and adds, per in-grid tap, the input's channel vector times
+/// the tap's channel weights; rows of output are split across threads.
 struct DepthwiseOp<'a> {
-    /// (9, C) tap-major.
+    /// (k * k, C) tap-major.
     w: &'a [f32],
     b: &'a [f32],
+    k: usize,
     stride: usize,
+    padding: Padding,
     relu6: bool,
 }
 
 impl CustomOp1 for DepthwiseOp<'_> {
     fn name(&self) -> &'static str {
-        "depthwise3x3"
+        "depthwise"
     }
 
     fn cpu_fwd(
@@ -271,16 +327,18 @@ impl CustomOp1 for DepthwiseOp<'_> {
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, h, w, c) = layout.shape().dims4()?;
-        if self.b.len() != c || self.w.len() != 9 * c || self.stride == 0 {
+        let k = self.k;
+        if self.b.len() != c || self.w.len() != k * k * c || self.stride == 0 {
             return Err(candle_core::Error::Msg(format!(
-                "depthwise3x3: {c} channels, weights for {}, stride {}",
+                "depthwise {k}x{k}: {c} channels, weights for {}, stride {}",
                 self.b.len(),
                 self.stride
             )));
         }
         let x = contiguous_f32(storage, layout, self.name())?;
         let s = self.stride;
-        let (ho, wo) = ((h - 1) / s + 1, (w - 1) / s + 1);
+        let (ho, top) = self.padding.out_and_before(h, k, s);
+        let (wo, left) = self.padding.out_and_before(w, k, s);
         let row_len = wo * c;
         let mut out = vec![0f32; b * ho * row_len];
         let rows = b * ho;
@@ -292,23 +350,24 @@ impl CustomOp1 for DepthwiseOp<'_> {
         let threads = if out.len() < 1 << 16 { 1 } else { threads };
         let per = rows.div_ceil(threads);
         let run = |first_row: usize, chunk: &mut [f32]| {
-            for (k, orow) in chunk.chunks_mut(row_len).enumerate() {
-                let r = first_row + k;
+            for (r_in, orow) in chunk.chunks_mut(row_len).enumerate() {
+                let r = first_row + r_in;
                 let (n, oi) = (r / ho, r % ho);
                 for oj in 0..wo {
                     let o = &mut orow[oj * c..(oj + 1) * c];
                     o.copy_from_slice(self.b);
-                    for dy in 0..3 {
-                        let Some(ii) = (oi * s + dy).checked_sub(1).filter(|&i| i < h) else {
+                    for dy in 0..k {
+                        let Some(ii) = (oi * s + dy).checked_sub(top).filter(|&i| i < h) else {
                             continue;
                         };
-                        for dx in 0..3 {
-                            let Some(jj) = (oj * s + dx).checked_sub(1).filter(|&j| j < w) else {
+                        for dx in 0..k {
+                            let Some(jj) = (oj * s + dx).checked_sub(left).filter(|&j| j < w)
+                            else {
                                 continue;
                             };
                             let cell = ((n * h + ii) * w + jj) * c;
                             let xs = &x[cell..cell + c];
-                            let tap = dy * 3 + dx;
+                            let tap = dy * k + dx;
                             let ws = &self.w[tap * c..(tap + 1) * c];
                             for ((o, &xv), &wv) in o.iter_mut().zip(xs).zip(ws) {
                                 *o += xv * wv;
@@ -362,12 +421,28 @@ impl InvertedResidual {
         // torchvision numbers the layers of `conv` in order; without the expansion the
         // depthwise layer is conv.0 and the projection conv.1 / conv.2.
         let (expand, dw, project) = if t == 1 {
-            let dw = Depthwise::load(vb.pp("0.0"), vb.pp("0.1"), hidden, stride, eps)?;
+            let dw = Depthwise::load(
+                vb.pp("0.0"),
+                vb.pp("0.1"),
+                hidden,
+                3,
+                stride,
+                Padding::Symmetric,
+                eps,
+            )?;
             let pr = Pointwise::load(vb.pp("1"), vb.pp("2"), hidden, cout, eps, false)?;
             (None, dw, pr)
         } else {
             let ex = Pointwise::load(vb.pp("0.0"), vb.pp("0.1"), cin, hidden, eps, true)?;
-            let dw = Depthwise::load(vb.pp("1.0"), vb.pp("1.1"), hidden, stride, eps)?;
+            let dw = Depthwise::load(
+                vb.pp("1.0"),
+                vb.pp("1.1"),
+                hidden,
+                3,
+                stride,
+                Padding::Symmetric,
+                eps,
+            )?;
             let pr = Pointwise::load(vb.pp("2"), vb.pp("3"), hidden, cout, eps, false)?;
             (Some(ex), dw, pr)
         };
@@ -546,21 +621,53 @@ impl MobileNetV2 {
         width: usize,
         f: impl Fn(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
+        let prep = Preprocess {
+            network: "MobileNetV2",
+            input_size: self.cfg.input_size,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+        };
+        prep.in_chunks(images, &self.device, width, f)
+    }
+}
+
+/// How an ImageNet network wants its images: resized (bilinear) to a square side, then
+/// normalised per channel.
+pub(super) struct Preprocess {
+    /// Names the network in errors.
+    pub network: &'static str,
+    pub input_size: usize,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Preprocess {
+    /// `f` on chunks of [`CHUNK`] `images` (B, C, S, S) in [0, 1], C = 1 (gray, repeated to
+    /// RGB) or 3, moved to `device`, resized and normalised; the results concatenated
+    /// ((0, width) for no images).
+    pub fn in_chunks(
+        &self,
+        images: &Tensor,
+        device: &Device,
+        width: usize,
+        f: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let (b, c, _, _) = images.dims4()?;
         if c != 1 && c != 3 {
             return Err(SpaeError::Images(format!(
-                "MobileNetV2 takes gray or RGB images, got {c} channels"
+                "{} takes gray or RGB images, got {c} channels",
+                self.network
             )));
         }
-        let size = self.cfg.input_size;
-        let mean = Tensor::new(&IMAGENET_MEAN, &self.device)?.reshape((1, 3, 1, 1))?;
-        let std = Tensor::new(&IMAGENET_STD, &self.device)?.reshape((1, 3, 1, 1))?;
+        let size = self.input_size;
+        let mean = Tensor::new(&self.mean, device)?.reshape((1, 3, 1, 1))?;
+        let std = Tensor::new(&self.std, device)?.reshape((1, 3, 1, 1))?;
         let mut parts = Vec::new();
         for start in (0..b).step_by(CHUNK) {
             let n = CHUNK.min(b - start);
             let mut x = images
                 .narrow(0, start, n)?
-                .to_device(&self.device)?
+                .to_device(device)?
                 .to_dtype(DType::F32)?;
             if c == 1 {
                 x = x.repeat((1, 3, 1, 1))?;
@@ -573,7 +680,7 @@ impl MobileNetV2 {
             parts.push(f(&x)?);
         }
         if parts.is_empty() {
-            return Ok(Tensor::zeros((0, width), DType::F32, &self.device)?);
+            return Ok(Tensor::zeros((0, width), DType::F32, device)?);
         }
         Ok(Tensor::cat(&parts, 0)?)
     }
@@ -583,11 +690,25 @@ impl MobileNetV2 {
 mod tests {
     use super::*;
 
-    /// Depthwise convolution as candle computes it: grouped conv2d, groups = C, on NCHW.
-    fn reference(x: &Tensor, w: &Tensor, b: &Tensor, s: usize) -> Tensor {
-        let c = w.dim(0).unwrap();
-        let nchw = x.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
-        nchw.conv2d(w, 1, s, 1, c)
+    /// Depthwise convolution as candle computes it: grouped conv2d, groups = C, on NCHW,
+    /// the input zero-padded as `padding` says.
+    fn reference(x: &Tensor, w: &Tensor, b: &Tensor, s: usize, padding: Padding) -> Tensor {
+        let (c, _, k, _) = w.dims4().unwrap();
+        let (h, wd) = (x.dim(1).unwrap(), x.dim(2).unwrap());
+        let (ho, top) = padding.out_and_before(h, k, s);
+        let (wo, left) = padding.out_and_before(wd, k, s);
+        let bottom = ((ho - 1) * s + k).saturating_sub(h + top);
+        let right = ((wo - 1) * s + k).saturating_sub(wd + left);
+        let nchw = x
+            .permute((0, 3, 1, 2))
+            .unwrap()
+            .pad_with_zeros(2, top, bottom)
+            .unwrap()
+            .pad_with_zeros(3, left, right)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        nchw.conv2d(w, 0, s, 1, c)
             .unwrap()
             .broadcast_add(&b.reshape((1, c, 1, 1)).unwrap())
             .unwrap()
@@ -620,8 +741,8 @@ mod tests {
             let wt = Tensor::rand(-1f32, 1f32, (c, 1, 3, 3), &dev).unwrap();
             let b = Tensor::rand(-1f32, 1f32, c, &dev).unwrap();
             for s in [1, 2] {
-                let dw = Depthwise::new(&wt, &b, s, false).unwrap();
-                let want = reference(&x, &wt, &b, s);
+                let dw = Depthwise::new(&wt, &b, s, Padding::Symmetric, false).unwrap();
+                let want = reference(&x, &wt, &b, s, Padding::Symmetric);
                 // Each output is a bias plus 9 products, all inputs in [-1, 1]: the sum of
                 // absolute terms is at most 10. Summing 10 terms in f32 errs by at most
                 // ~10 * eps times that sum (standard recursive-summation bound, products
@@ -643,11 +764,52 @@ mod tests {
         let x = (Tensor::ones((1, 4, 4, 2), DType::F32, &dev).unwrap() * 10.0).unwrap();
         let wt = Tensor::ones((2, 1, 3, 3), DType::F32, &dev).unwrap();
         let b = Tensor::new(&[0f32, -200.0], &dev).unwrap();
-        let dw = Depthwise::new(&wt, &b, 1, true).unwrap();
+        let dw = Depthwise::new(&wt, &b, 1, Padding::Symmetric, true).unwrap();
         for got in [dw.forward_cpu(&x).unwrap(), dw.forward_shifted(&x).unwrap()] {
             let v: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
             for pair in v.chunks(2) {
                 assert_eq!(pair, [6.0, 0.0]);
+            }
+        }
+    }
+
+    #[test]
+    fn same_padding_matches_tensorflow() {
+        // TF "SAME": out = ceil(i / s), total = max((out - 1) s + k - i, 0), half before.
+        assert_eq!(Padding::Same.out_and_before(260, 3, 2), (130, 0)); // total 1: after only
+        assert_eq!(Padding::Same.out_and_before(65, 5, 2), (33, 2)); // total 4
+        assert_eq!(Padding::Same.out_and_before(66, 5, 2), (33, 1)); // total 3
+        assert_eq!(Padding::Same.out_and_before(17, 5, 1), (17, 2));
+        assert_eq!(Padding::Same.out_and_before(1, 5, 2), (1, 2));
+        // torch's symmetric padding: MobileNetV2's 3x3 layers.
+        assert_eq!(Padding::Symmetric.out_and_before(224, 3, 2), (112, 1));
+        assert_eq!(Padding::Symmetric.out_and_before(7, 3, 2), (4, 1));
+    }
+
+    #[test]
+    fn depthwise_5x5_same_matches_grouped_conv2d() {
+        let dev = Device::Cpu;
+        let c = 4;
+        for (h, w) in [(7, 6), (8, 9), (2, 3)] {
+            let x = Tensor::rand(-1f32, 1f32, (2, h, w, c), &dev).unwrap();
+            let b = Tensor::rand(-1f32, 1f32, c, &dev).unwrap();
+            for k in [3, 5] {
+                let wt = Tensor::rand(-1f32, 1f32, (c, 1, k, k), &dev).unwrap();
+                for s in [1, 2] {
+                    for padding in [Padding::Same, Padding::Symmetric] {
+                        let dw = Depthwise::new(&wt, &b, s, padding, false).unwrap();
+                        let want = reference(&x, &wt, &b, s, padding);
+                        // As above with k * k + 1 terms of size <= 1.
+                        let terms = (k * k + 1) as f32;
+                        let tol = 2.0 * terms * f32::EPSILON * terms;
+                        for got in [dw.forward_cpu(&x).unwrap(), dw.forward_shifted(&x).unwrap()] {
+                            let case = format!("k {k} s {s} {padding:?} {h}x{w}");
+                            assert_eq!(got.dims(), want.dims(), "{case}");
+                            let d = max_abs_diff(&got, &want);
+                            assert!(d <= tol, "{case}: max diff {d} > {tol}");
+                        }
+                    }
+                }
             }
         }
     }

@@ -11,6 +11,7 @@
 pub mod clip;
 pub mod conse;
 pub mod devise;
+pub mod efficientnet;
 pub mod mobilenet;
 pub mod text;
 pub mod tower;

@@ -3,14 +3,15 @@
 
 use anyhow::{Context, Result};
 use candle_core::Device;
+use spae_core::scorer::devise::BackboneKind;
 use spae_eval::ablations::AblationsConfig;
 use spae_eval::plot::{self, PyramidPlotConfig};
 use spae_eval::scorer::{ScorerArch, ScorerReportConfig, TrainScorerConfig};
 use spae_eval::tokenizer_eval::{self, TableTokenizerConfig};
 
 use crate::cli::{
-    AblationsArgs, EvalTokenizerArgs, Format, PlotCommand, ScorerArchArg, ScorerReportArgs,
-    TableTokenizerArgs, TrainScorerArgs,
+    AblationsArgs, BackboneArg, EvalTokenizerArgs, Format, PlotCommand, ScorerArchArg,
+    ScorerReportArgs, TableTokenizerArgs, TrainScorerArgs,
 };
 
 pub fn eval_tokenizer(args: EvalTokenizerArgs) -> Result<()> {
@@ -75,6 +76,10 @@ pub fn ablations(args: AblationsArgs) -> Result<()> {
 }
 
 pub fn train_scorer(args: TrainScorerArgs) -> Result<()> {
+    let backbone = match args.backbone {
+        BackboneArg::MobileNetV2 => BackboneKind::MobileNetV2,
+        BackboneArg::EfficientNetLite2 => BackboneKind::EfficientNetLite2,
+    };
     let cfg = TrainScorerConfig {
         data: args.data,
         image_size: args.images.image_size,
@@ -88,7 +93,8 @@ pub fn train_scorer(args: TrainScorerArgs) -> Result<()> {
             ScorerArchArg::Tower => ScorerArch::Tower,
             ScorerArchArg::Devise => ScorerArch::Devise,
         },
-        backbone_size: args.backbone_size,
+        backbone_size: args.backbone_size.unwrap_or(backbone.native_size()),
+        backbone,
     };
     for z in spae_eval::scorer::train_scorer(&cfg)? {
         println!("{}", serde_json::to_string(&z)?);
