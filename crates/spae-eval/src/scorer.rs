@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use spae_assets::AssetCache;
+use spae_core::scorer::clip::ClipScorer;
 use spae_core::scorer::conse::{ConseConfig, ConseModel};
 use spae_core::scorer::devise::{
     self, Backbone, BackboneKind, DeviseConfig, DeviseHead, DeviseModel,
@@ -60,6 +61,14 @@ pub fn scorer_sha256(spec: &str) -> Result<String> {
         CONSE => Ok(spae_assets::find("mobilenet-v2-imagenet")?
             .sha256
             .to_string()),
+        // A CLIP directory: its weights and the config that shapes them.
+        dir if Path::new(dir).is_dir() => {
+            let mut h = Sha256::new();
+            for file in ["config.json", "model.safetensors"] {
+                h.update(crate::util::sha256_file(&Path::new(dir).join(file))?.as_bytes());
+            }
+            Ok(hex::encode(h.finalize()))
+        }
         path => crate::util::sha256_file(Path::new(path)),
     }
 }
@@ -85,8 +94,10 @@ pub fn conse_teacher(text: SentenceEncoder, data: &str, device: &Device) -> Resu
 }
 
 /// The scorer `spec` names, with the codebook's words embedded (cached in $SPAE_HOME):
-/// `default` (the built-in tower), a `train-scorer` checkpoint, or `conse` (the ImageNet
-/// teacher, [`conse_teacher`]); `MEMBER@SIDE` shows that member the images resized to
+/// `default` (the built-in tower), a `train-scorer` checkpoint, `conse` (the ImageNet
+/// teacher, [`conse_teacher`]), or a directory holding a CLIP checkpoint in the Hugging Face
+/// layout (`config.json`, `tokenizer.json`, `model.safetensors`: the paper's scorer, Sec. 3.1,
+/// for a user who has the weights); `MEMBER@SIDE` shows that member the images resized to
 /// SIDE x SIDE; members joined by `+` form an ensemble (`spae_core::scorer::Ensemble`), e.g.
 /// `checkpoints/scorer-minilm-emoji.safetensors@32+conse` on 64x64 images. `data` names the
 /// images it will score.
@@ -103,7 +114,6 @@ pub fn load_scorer(spec: &str, codebook: &Codebook, data: &str) -> Result<Loaded
             }
             None => (part, None),
         };
-        let text = sentence_encoder(&device)?;
         let model: Box<dyn ImageTextModel> = match name {
             "default" => Box::new(TowerScorer {
                 tower: ImageTower::load_bytes(
@@ -111,10 +121,15 @@ pub fn load_scorer(spec: &str, codebook: &Codebook, data: &str) -> Result<Loaded
                     Path::new("<built-in scorer-minilm-mnist-fashion>"),
                     &device,
                 )?,
-                text,
+                text: sentence_encoder(&device)?,
             }),
-            CONSE => Box::new(conse_teacher(text, data, &device)?),
-            path => load_checkpoint(Path::new(path), text, &device)?,
+            CONSE => Box::new(conse_teacher(sentence_encoder(&device)?, data, &device)?),
+            // CLIP brings its own text side.
+            dir if Path::new(dir).is_dir() => Box::new(
+                ClipScorer::load(Path::new(dir), &device)
+                    .with_context(|| format!("--scorer {dir}: a CLIP directory"))?,
+            ),
+            path => load_checkpoint(Path::new(path), sentence_encoder(&device)?, &device)?,
         };
         members.push(match side {
             Some(side) => Box::new(Resized { inner: model, side }),
@@ -451,4 +466,47 @@ pub fn scorer_report(args: &ScorerReportConfig) -> Result<Vec<serde_json::Value>
         }
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer::{BuiltIn, CheckpointRef};
+
+    /// A directory names a CLIP checkpoint: it is read as one (its own files named when one
+    /// is missing, no sentence encoder asked for), and hashed by its weights and config.
+    #[test]
+    fn a_directory_is_a_clip_scorer() {
+        let (spae, _) = CheckpointRef::new(None, BuiltIn::MnistFashion)
+            .load(&Device::Cpu)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().display().to_string();
+        let err = match load_scorer(&spec, spae.codebook(), "mnist") {
+            Ok(_) => panic!("an empty directory loaded as a scorer"),
+            Err(e) => {
+                let mut text = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    text += &format!(": {s}");
+                    source = s.source();
+                }
+                text
+            }
+        };
+        assert!(err.contains("a CLIP directory"), "{err}");
+        assert!(err.contains("config.json"), "{err}");
+
+        assert!(scorer_sha256(&spec).is_err(), "nothing to hash yet");
+        std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("model.safetensors"), [1u8, 2, 3]).unwrap();
+        let first = scorer_sha256(&spec).unwrap();
+        assert_eq!(first, scorer_sha256(&spec).unwrap());
+        std::fs::write(dir.path().join("model.safetensors"), [1u8, 2, 4]).unwrap();
+        assert_ne!(
+            first,
+            scorer_sha256(&spec).unwrap(),
+            "other weights, other hash"
+        );
+    }
 }
