@@ -484,15 +484,10 @@ mod tests {
         let spec = dir.path().display().to_string();
         let err = match load_scorer(&spec, spae.codebook(), "mnist") {
             Ok(_) => panic!("an empty directory loaded as a scorer"),
-            Err(e) => {
-                let mut text = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    text += &format!(": {s}");
-                    source = s.source();
-                }
-                text
-            }
+            Err(e) => std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(": "),
         };
         assert!(err.contains("a CLIP directory"), "{err}");
         assert!(err.contains("config.json"), "{err}");
