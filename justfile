@@ -26,6 +26,20 @@ table1-emoji episodes="400" checkpoint="" out="eval/results/table1-emoji-gemma3-
         --teacher checkpoints/scorer-devise-emoji.safetensors+conse --teacher-image-size 64 \
         {{ if checkpoint == "" { "" } else { "--checkpoint " + checkpoint } }} --out {{out}}
 
+# Naming unseen emoji concepts in context (16 captioned train-concept emoji, then a test emoji's
+# words), `items` test images: the built-in emoji tokenizer's words, then the rows that bound
+# them: the words of the teacher `train-emoji` trains against, oracle and random words.
+caption-emoji items="300":
+    cargo run --release --bin spae-icl -- eval-vqa --task emoji-caption --limit {{items}} \
+        --out eval/results/caption-emoji-gemma3-270m
+    cargo run --release --bin spae-icl -- eval-vqa --task emoji-caption --limit {{items}} \
+        --words teacher --teacher checkpoints/scorer-devise-emoji.safetensors+conse \
+        --teacher-image-size 64 --out eval/results/caption-emoji-gemma3-270m-teacher
+    cargo run --release --bin spae-icl -- eval-vqa --task emoji-caption --limit {{items}} \
+        --words oracle --out eval/results/caption-emoji-gemma3-270m-oracle
+    cargo run --release --bin spae-icl -- eval-vqa --task emoji-caption --limit {{items}} \
+        --words random --out eval/results/caption-emoji-gemma3-270m-random
+
 # The emoji scorer (shipped as checkpoints/scorer-minilm-emoji.safetensors): the tower trained on
 # the train concepts' names against the frozen MiniLM, scored zero-shot on the val concepts (which
 # chose 600 steps among 250/400/600/1500) and on the test concepts it never saw.

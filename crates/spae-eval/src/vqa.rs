@@ -32,7 +32,7 @@ use spae_datasets::{EasyVqa, Split, EASY_VQA_COLOURS, EASY_VQA_SHAPES};
 use crate::bail;
 use crate::error::{Context, EvalError, Result};
 use crate::fewshot::words::ImageWords;
-use crate::fewshot::{Scoring, WordSource};
+use crate::fewshot::{Scoring, TeacherConfig, WordSource};
 use crate::llm::LlmConfig;
 use crate::reader::Reader;
 use crate::store::{open_results, ResultStore};
@@ -198,15 +198,14 @@ pub struct EvalVqaConfig {
     /// random codebook entries (words that carry nothing).
     #[serde(default = "spae_words")]
     pub words: WordSource,
+    /// The teacher of `--words teacher` (emoji captioning only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<TeacherConfig>,
 }
 
 fn spae_words() -> WordSource {
     WordSource::Spae
 }
-
-/// The words `eval-vqa --words` takes: no teacher's words (a few-shot classification row).
-pub const WORD_SOURCES: [WordSource; 3] =
-    [WordSource::Spae, WordSource::Oracle, WordSource::Random];
 
 impl EvalVqaConfig {
     /// `task` with its own defaults (shots, layers, items, split), the built-in easy-VQA
@@ -225,6 +224,7 @@ impl EvalVqaConfig {
             max_tokens: d.max_tokens,
             out: None,
             words: WordSource::Spae,
+            teacher: None,
             task,
         }
     }
@@ -252,10 +252,11 @@ impl EvalVqaConfig {
                 spec.data
             );
         }
-        if self.words == WordSource::Teacher {
+        if self.words == WordSource::Teacher || self.teacher.is_some() {
             bail!(
-                "--words teacher: eval-vqa reads the tokenizer's, the oracle's or random words; \
-                 the teacher's words are for few-shot classification (`spae-icl run`, `table1`)"
+                "--words teacher: easy-VQA reads the tokenizer's, the oracle's or random words; \
+                 the teacher's words are for few-shot classification (`spae-icl run`, `table1`) \
+                 and emoji captioning (`eval-vqa --task emoji-caption`)"
             );
         }
         if let Some(s) = spec

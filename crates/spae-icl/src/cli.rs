@@ -468,14 +468,8 @@ pub struct RunArgs {
     /// trained against that teacher).
     #[arg(long, value_parser = word_source(), default_value = "spae")]
     pub words: WordSource,
-    /// With --words teacher: the scorer whose most relevant codebook entries stand for each
-    /// image, as `train --scorer` takes it (MEMBER[@SIDE] joined by '+', e.g.
-    /// checkpoints/scorer-devise-emoji.safetensors+conse).
-    #[arg(long, value_name = "SPEC")]
-    pub teacher: Option<String>,
-    /// The side the teacher reads the images at (default: the checkpoint's).
-    #[arg(long, value_name = "N", requires = "teacher")]
-    pub teacher_image_size: Option<usize>,
+    #[command(flatten)]
+    pub teacher: TeacherArgs,
     /// How answers are scored; the first is the `prediction` of each result line (default:
     /// the task's, `open,constrained` for the built-in ones: a small local model often answers
     /// with a word that is no class name).
@@ -717,10 +711,26 @@ pub struct EvalVqaArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Each image's words: spae (the tokenizer's), oracle (codebook entries nearest its true
-    /// caption: the ceiling of this LLM and prompt) or random (codebook entries that carry
-    /// nothing). easy-VQA tasks only.
-    #[arg(long, value_parser = choice(&spae_eval::vqa::WORD_SOURCES, WordSource::name), default_value = "spae")]
+    /// caption or name: the ceiling of this LLM and prompt), random (codebook entries that
+    /// carry nothing) or, for emoji captioning, teacher (its most relevant codebook entries
+    /// under --teacher).
+    #[arg(long, value_parser = word_source(), default_value = "spae")]
     pub words: WordSource,
+    #[command(flatten)]
+    pub teacher: TeacherArgs,
+}
+
+/// The teacher of `--words teacher`.
+#[derive(Debug, Args)]
+pub struct TeacherArgs {
+    /// With --words teacher: the scorer whose most relevant codebook entries stand for each
+    /// image, as `train --scorer` takes it (MEMBER[@SIDE] joined by '+', e.g.
+    /// checkpoints/scorer-devise-emoji.safetensors+conse).
+    #[arg(long, value_name = "SPEC")]
+    pub teacher: Option<String>,
+    /// The side the teacher reads the images at (default: the checkpoint's).
+    #[arg(long, value_name = "N", requires = "teacher")]
+    pub teacher_image_size: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -405,3 +405,89 @@ fn vqa_and_caption_answer_one_image() {
         "{cap}"
     );
 }
+
+#[test]
+fn emoji_captioning_reads_each_word_source_and_calibrates() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = rgb32_checkpoint(dir.path());
+    let run = |words: &[&str], out: &str| {
+        let mut c = bin();
+        c.args([
+            "eval-vqa",
+            "--task",
+            "emoji-caption",
+            "--limit",
+            "2",
+            "--shots",
+            "2",
+        ])
+        .args(["--llm", "local:smollm2-135m", "--no-cache", "--checkpoint"])
+        .arg(&ckpt)
+        .args(words)
+        .arg("--out")
+        .arg(dir.path().join(out));
+        c.output().unwrap()
+    };
+    let teacher = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../checkpoints/scorer-minilm-emoji.safetensors")
+        .display()
+        .to_string();
+    for (words, out) in [
+        (vec![], "spae"),
+        (vec!["--words", "random"], "random"),
+        (vec!["--words", "oracle"], "oracle"),
+        (
+            vec!["--words", "teacher", "--teacher", teacher.as_str()],
+            "teacher",
+        ),
+    ] {
+        let done = run(&words, out);
+        assert!(
+            done.status.success(),
+            "{out}: {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        let rows = lines(&dir.path().join(out).join("results.jsonl"));
+        assert_eq!(rows.len(), 2, "{out}");
+        for l in rows {
+            let r: serde_json::Value = serde_json::from_str(&l).unwrap();
+            // The task scores calibrated: five distinct names besides the plain top five.
+            let cal: Vec<&str> = r["calibrated_top5"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{out}: {r}"))
+                .iter()
+                .map(|n| n.as_str().unwrap())
+                .collect();
+            assert_eq!(cal.len(), 5, "{r}");
+            assert!(cal
+                .iter()
+                .all(|n| cal.iter().filter(|m| *m == n).count() == 1));
+            assert_eq!(r["top5"][0], r["constrained"], "{r}");
+        }
+        let md = std::fs::read_to_string(dir.path().join(out).join("summary.md")).unwrap();
+        assert!(md.contains("calibrated, top-5"), "{md}");
+        let run_json = read_json(&dir.path().join(out).join("run.json"));
+        let id = run_json.to_string();
+        assert_eq!(out == "spae", !id.contains("\"words\""), "{id}");
+        assert_eq!(out == "teacher", id.contains("scorer_sha256"), "{id}");
+    }
+
+    // A teacher comes with its words, and easy-VQA reads none.
+    let lone = run(&["--words", "teacher"], "lone");
+    assert!(!lone.status.success());
+    assert!(String::from_utf8_lossy(&lone.stderr).contains("--teacher SPEC"));
+    let easy = bin()
+        .args([
+            "eval-vqa",
+            "--task",
+            "caption",
+            "--words",
+            "teacher",
+            "--teacher",
+        ])
+        .arg(&teacher)
+        .output()
+        .unwrap();
+    assert!(!easy.status.success());
+    assert!(String::from_utf8_lossy(&easy.stderr).contains("easy-VQA"));
+}

@@ -78,6 +78,18 @@ pub struct TeacherConfig {
     pub image_size: Option<usize>,
 }
 
+impl TeacherConfig {
+    /// What a result folder records of the teacher: its spec, the scorer's hash (so a
+    /// retrained teacher does not resume another's results) and the side it read.
+    pub fn identity(&self, side: Option<usize>) -> Result<serde_json::Value> {
+        Ok(serde_json::json!({
+            "scorer": self.scorer,
+            "scorer_sha256": crate::scorer::scorer_sha256(&self.scorer)?,
+            "image_size": side,
+        }))
+    }
+}
+
 /// How the LLM's answer is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -267,7 +279,12 @@ fn check_settings(cfg: &RunConfig) -> Result<()> {
     if cfg.scorings.is_empty() {
         bail!("no scoring asked for: name at least one with --scoring");
     }
-    match (&cfg.teacher, cfg.words) {
+    check_teacher(cfg.teacher.as_ref(), cfg.words)
+}
+
+/// `--words teacher` and `--teacher` come together, and the teacher reads a real side.
+pub fn check_teacher(teacher: Option<&TeacherConfig>, words: WordSource) -> Result<()> {
+    match (teacher, words) {
         (None, WordSource::Teacher) => bail!(
             "--words teacher needs --teacher SPEC: the scorer whose most relevant codebook \
              entries stand for each image"
@@ -275,15 +292,11 @@ fn check_settings(cfg: &RunConfig) -> Result<()> {
         (Some(t), WordSource::Spae | WordSource::Oracle | WordSource::Random) => bail!(
             "--teacher {}: only --words teacher reads a teacher, not --words {}",
             t.scorer,
-            cfg.words.name()
+            words.name()
         ),
         _ => {}
     }
-    if cfg
-        .teacher
-        .as_ref()
-        .is_some_and(|t| t.image_size == Some(0))
-    {
+    if teacher.is_some_and(|t| t.image_size == Some(0)) {
         bail!("--teacher-image-size 0: the teacher needs images of at least one pixel");
     }
     Ok(())
@@ -321,11 +334,7 @@ fn identity(
         identity["class_names"] = serde_json::json!(names);
     }
     if let Some(t) = &cfg.teacher {
-        identity["teacher"] = serde_json::json!({
-            "scorer": t.scorer,
-            "scorer_sha256": crate::scorer::scorer_sha256(&t.scorer)?,
-            "image_size": teacher_side,
-        });
+        identity["teacher"] = t.identity(teacher_side)?;
     }
     Ok(identity)
 }

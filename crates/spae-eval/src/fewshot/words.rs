@@ -46,14 +46,26 @@ impl ImageWords {
 const ORACLE_NEIGHBOURS: usize = 20;
 const BATCH: usize = 64;
 
+/// Images by id, as a batch.
+pub trait ImageStore {
+    /// Images `ids` as a (B, C, S, S) tensor: `channels` x `size` x `size`, in [0, 1].
+    fn load(&self, ids: &[&str], channels: usize, size: usize) -> Result<Tensor>;
+}
+
+impl ImageStore for Task {
+    fn load(&self, ids: &[&str], channels: usize, size: usize) -> Result<Tensor> {
+        Task::load(self, ids, channels, size)
+    }
+}
+
 /// The teacher [`WordSource::Teacher`] reads, resolved for a run.
 pub struct Teacher<'a> {
     /// The scorer spec ([`crate::scorer::load_scorer`]).
     pub scorer: &'a str,
     /// The data spec of the task, for the scorer's zero-shot captions.
     pub data: &'a str,
-    /// The run's task at the teacher's side: the same image ids.
-    pub images: &'a Task,
+    /// The run's images at the teacher's side: the same image ids.
+    pub images: &'a dyn ImageStore,
     pub channels: usize,
     pub image_size: usize,
 }
@@ -78,6 +90,21 @@ pub fn image_words(
             }
         }
     }
+    words_of_images(&wanted, task, spae, depth, source, seed, teacher)
+}
+
+/// Words of each image of `wanted` (id, class name), keyed by id; `images` holds them at the
+/// checkpoint's side. Oracle and random words are drawn from a seed per (`seed`, id), so an
+/// id must name one image across every call that shares a seed.
+pub fn words_of_images(
+    wanted: &[(&str, &str)],
+    images: &dyn ImageStore,
+    spae: &SpaeModel,
+    depth: usize,
+    source: WordSource,
+    seed: u64,
+    teacher: Option<&Teacher>,
+) -> Result<HashMap<String, ImageWords>> {
     let n_words = spae.config().pyramid.tokens_up_to(depth);
     let codebook = spae.codebook();
     let entry = |i: usize| (codebook.word(i).to_string(), codebook.token_ids()[i]);
@@ -88,8 +115,8 @@ pub fn image_words(
             let bar = crate::progress::bar(wanted.len() as u64, "tokenizing images");
             for chunk in wanted.chunks(BATCH) {
                 let ids: Vec<&str> = chunk.iter().map(|(id, _)| *id).collect();
-                let images = task.load(&ids, cfg.in_channels, cfg.image_size)?;
-                let pyramids = spae.tokenize(&images, depth)?;
+                let batch = images.load(&ids, cfg.in_channels, cfg.image_size)?;
+                let pyramids = spae.tokenize(&batch, depth)?;
                 for ((id, _), p) in chunk.iter().zip(pyramids) {
                     out.insert(id.to_string(), ImageWords::of_pyramid(&p, depth));
                 }
@@ -99,7 +126,7 @@ pub fn image_words(
         }
         WordSource::Oracle => {
             let mut neighbours: HashMap<&str, Vec<usize>> = HashMap::new();
-            for (id, label) in &wanted {
+            for (id, label) in wanted {
                 if !neighbours.contains_key(label) {
                     neighbours.insert(label, class_neighbours(codebook, label)?);
                 }
@@ -113,7 +140,7 @@ pub fn image_words(
             }
         }
         WordSource::Random => {
-            for (id, _) in &wanted {
+            for (id, _) in wanted {
                 let mut rng = StdRng::seed_from_u64(item_seed(seed, id));
                 let (words, token_ids) = (0..n_words)
                     .map(|_| entry(rng.gen_range(0..codebook.len())))

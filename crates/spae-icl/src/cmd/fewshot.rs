@@ -5,7 +5,7 @@ use spae_eval::fewshot::{self, RunConfig, Scoring, TeacherConfig};
 use spae_eval::table1::{self, Table1Config};
 use spae_eval::{CheckpointRef, LlmConfig, TaskSpec};
 
-use crate::cli::{ApiArgs, EpisodeArgs, RunArgs, Table1Args};
+use crate::cli::{ApiArgs, EpisodeArgs, RunArgs, Table1Args, TeacherArgs};
 
 impl ApiArgs {
     /// The LLM `name`, reached as these flags say.
@@ -71,7 +71,7 @@ impl RunArgs {
         cfg.llm = self.api.llm(&self.llm);
         cfg.seed = self.seed;
         cfg.words = self.words;
-        cfg.teacher = teacher(self.teacher.clone(), self.teacher_image_size);
+        cfg.teacher = self.teacher.config();
         cfg.prompts = self.prompts.clone();
         cfg.text_prompts = self.text_prompts;
         cfg.max_tokens = self.max_tokens.unwrap_or(cfg.max_tokens);
@@ -83,6 +83,12 @@ impl RunArgs {
 /// `--teacher` and `--teacher-image-size`.
 fn teacher(scorer: Option<String>, image_size: Option<usize>) -> Option<TeacherConfig> {
     scorer.map(|scorer| TeacherConfig { scorer, image_size })
+}
+
+impl TeacherArgs {
+    pub fn config(&self) -> Option<TeacherConfig> {
+        teacher(self.teacher.clone(), self.teacher_image_size)
+    }
 }
 
 pub fn run(args: RunArgs) -> Result<()> {

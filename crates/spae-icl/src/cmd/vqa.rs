@@ -52,13 +52,8 @@ pub fn eval_vqa(args: EvalVqaArgs) -> Result<()> {
     cfg.limit = args.limit.unwrap_or(cfg.limit);
     cfg.out = args.out;
     cfg.words = args.words;
+    cfg.teacher = args.teacher.config();
     if spae_eval::naming::runs(&cfg) {
-        if cfg.words != spae_eval::fewshot::WordSource::Spae {
-            anyhow::bail!(
-                "--words {}: emoji captioning reads the tokenizer's words only",
-                cfg.words.name()
-            );
-        }
         println!("{}", spae_eval::naming::eval_naming(&cfg)?.markdown);
         return Ok(());
     }
