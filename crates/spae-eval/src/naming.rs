@@ -179,6 +179,19 @@ pub fn eval_naming(cfg: &EvalVqaConfig) -> Result<NamingRun> {
             cfg.task.name
         ),
     };
+    if let Some(s) = cfg.task.scorings.iter().find(|s| {
+        !matches!(
+            s,
+            Scoring::Open | Scoring::Constrained | Scoring::Calibrated
+        )
+    }) {
+        bail!(
+            "task {}: scoring {}; emoji captioning scores open, constrained and calibrated",
+            cfg.task.name,
+            s.flag()
+        );
+    }
+    crate::fewshot::check_teacher(cfg.teacher.as_ref(), cfg.words)?;
     let c = &cfg.common;
     let ckpt = checkpoint(cfg);
     let r = Reader::load(&ckpt, &c.llm, c.prompts.as_deref())?;
@@ -192,7 +205,6 @@ pub fn eval_naming(cfg: &EvalVqaConfig) -> Result<NamingRun> {
             crate::util::slug(&c.llm.name)
         )]),
     };
-    crate::fewshot::check_teacher(cfg.teacher.as_ref(), cfg.words)?;
     let calibrate = cfg.task.scorings.contains(&Scoring::Calibrated);
     let size = r.spae.config().image_size;
     let teacher_side = cfg.teacher.as_ref().map(|t| t.image_size.unwrap_or(size));
@@ -657,5 +669,14 @@ mod tests {
         let easy = EvalVqaConfig::builtin(crate::vqa::VqaTask::Caption).unwrap();
         assert!(!runs(&easy));
         assert!(eval_naming(&easy).is_err());
+        // What it cannot score or read is refused before anything loads.
+        let mut decoding = emoji.clone();
+        decoding.task.scorings.push(Scoring::ConstrainedDecoding);
+        let err = eval_naming(&decoding).unwrap_err().to_string();
+        assert!(err.contains("constrained-decoding"), "{err}");
+        let mut lone = emoji;
+        lone.words = WordSource::Teacher;
+        let err = eval_naming(&lone).unwrap_err().to_string();
+        assert!(err.contains("--teacher SPEC"), "{err}");
     }
 }
