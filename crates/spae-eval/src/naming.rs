@@ -25,7 +25,7 @@ use spae_datasets::{all_styles, EmojiSet, EmojiSplit};
 
 use crate::bail;
 use crate::error::{Context, Result};
-use crate::fewshot::words::{words_of_images, ImageStore, ImageWords, Teacher};
+use crate::fewshot::words::{image_words, ImageStore, ImageWords, Teacher};
 use crate::fewshot::{Scoring, WordSource};
 use crate::reader::Reader;
 use crate::store::{open_results, ResultStore};
@@ -298,7 +298,7 @@ pub fn eval_naming(cfg: &EvalVqaConfig) -> Result<NamingRun> {
             channels: r.spae.config().in_channels,
             image_size: side,
         });
-    let words = words_of_images(
+    let words = image_words(
         &wanted,
         &images,
         &r.spae,

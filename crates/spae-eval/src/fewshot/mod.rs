@@ -445,6 +445,7 @@ impl<'a> Run<'a> {
                 image_size: side,
             });
         let image_words = words::image_words(
+            &words::episode_images(&task),
             &task,
             &spae,
             cfg.layers,

@@ -70,17 +70,9 @@ pub struct Teacher<'a> {
     pub image_size: usize,
 }
 
-/// Words of every image the episodes of `task` name, keyed by image id. `teacher`: the
-/// scorer of [`WordSource::Teacher`], which needs one.
-pub fn image_words(
-    task: &Task,
-    spae: &SpaeModel,
-    depth: usize,
-    source: WordSource,
-    seed: u64,
-    teacher: Option<&Teacher>,
-) -> Result<HashMap<String, ImageWords>> {
-    // Each image once, with the label it carries in the episodes (for the oracle).
+/// Every image the episodes of `task` name, once, with the label it carries there (for the
+/// oracle): what [`image_words`] takes.
+pub fn episode_images(task: &Task) -> Vec<(&str, &str)> {
     let mut wanted: Vec<(&str, &str)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for ep in &task.episodes {
@@ -90,13 +82,14 @@ pub fn image_words(
             }
         }
     }
-    words_of_images(&wanted, task, spae, depth, source, seed, teacher)
+    wanted
 }
 
 /// Words of each image of `wanted` (id, class name), keyed by id; `images` holds them at the
-/// checkpoint's side. Oracle and random words are drawn from a seed per (`seed`, id), so an
-/// id must name one image across every call that shares a seed.
-pub fn words_of_images(
+/// checkpoint's side. `teacher`: the scorer of [`WordSource::Teacher`], which needs one.
+/// Oracle and random words are drawn from a seed per (`seed`, id), so an id must name one
+/// image across every call that shares a seed.
+pub fn image_words(
     wanted: &[(&str, &str)],
     images: &dyn ImageStore,
     spae: &SpaeModel,
