@@ -68,7 +68,8 @@ pub enum Command {
     /// form, then the image's words and the question.
     Vqa(VqaArgs),
     /// VQA or captioning accuracy over easy-VQA's test split, beside the majority-answer and
-    /// blind (question-only) baselines.
+    /// blind (question-only) baselines; with `--task emoji-caption`, naming unseen emoji
+    /// concepts beside chance.
     EvalVqa(EvalVqaArgs),
     /// Train the digit judge (a classifier on MNIST pixels) that scores generated images.
     TrainJudge(TrainJudgeArgs),
@@ -707,7 +708,7 @@ pub struct EvalVqaArgs {
     pub limit: Option<usize>,
     #[command(flatten)]
     pub common: VqaCommon,
-    /// Default: runs/<task>-easy-vqa-<llm>.
+    /// Default: runs/<task>-easy-vqa-<llm> (emoji captioning: runs/<task>-<llm>).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Each image's words: spae (the tokenizer's), oracle (codebook entries nearest its true
