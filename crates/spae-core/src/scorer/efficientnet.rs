@@ -18,10 +18,13 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
-use super::mobilenet::{conv_bn, relu6, Depthwise, Padding, Pointwise, Preprocess};
+use super::mobilenet::{
+    conv_bn, from_pth, Depthwise, InvertedResidual, InvertedResidualNet, Padding, Pointwise,
+    Preprocess,
+};
 use crate::{Result, SpaeError};
 
 /// The Lite checkpoints' input normalisation, in [0, 1] units: TensorFlow's
@@ -163,89 +166,56 @@ impl Default for Config {
 
 /// One mobile inverted bottleneck (MBConv, Tan & Le 2019 Sec. 4; Sandler et al. 2018): 1x1
 /// expansion + ReLU6 (absent for expansion 1), depthwise k x k + ReLU6, linear 1x1
-/// projection, plus the input when the shape is kept. Drop-connect is identity at inference.
-#[derive(Debug)]
-struct MbConv {
-    expand: Option<Pointwise>,
-    dw: Depthwise,
-    project: Pointwise,
-    residual: bool,
-}
-
-impl MbConv {
-    fn load(
-        vb: VarBuilder,
-        cin: usize,
-        cout: usize,
-        st: &Stage,
-        stride: usize,
-        eps: f64,
-    ) -> candle_core::Result<Self> {
-        let hidden = cin * st.expand;
-        let expand = if st.expand == 1 {
-            None
-        } else {
-            Some(Pointwise::load(
-                vb.pp("_expand_conv"),
-                vb.pp("_bn0"),
-                cin,
-                hidden,
-                eps,
-                true,
-            )?)
-        };
-        let dw = Depthwise::load(
-            vb.pp("_depthwise_conv"),
-            vb.pp("_bn1"),
+/// projection, plus the input when the shape is kept: MobileNetV2's block under the port's
+/// names. Drop-connect is identity at inference.
+fn mb_conv(
+    vb: VarBuilder,
+    cin: usize,
+    cout: usize,
+    st: &Stage,
+    stride: usize,
+    eps: f64,
+) -> candle_core::Result<InvertedResidual> {
+    let hidden = cin * st.expand;
+    let expand = if st.expand == 1 {
+        None
+    } else {
+        Some(Pointwise::load(
+            vb.pp("_expand_conv"),
+            vb.pp("_bn0"),
+            cin,
             hidden,
-            st.kernel,
-            stride,
-            Padding::Same,
             eps,
-        )?;
-        let project = Pointwise::load(
-            vb.pp("_project_conv"),
-            vb.pp("_bn2"),
-            hidden,
-            cout,
-            eps,
-            false,
-        )?;
-        Ok(Self {
-            expand,
-            dw,
-            project,
-            residual: stride == 1 && cin == cout,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let h = match &self.expand {
-            Some(e) => e.forward(x)?,
-            None => x.clone(),
-        };
-        let h = self.project.forward(&self.dw.forward(&h)?)?;
-        if self.residual {
-            h + x
-        } else {
-            Ok(h)
-        }
-    }
+            true,
+        )?)
+    };
+    let dw = Depthwise::load(
+        vb.pp("_depthwise_conv"),
+        vb.pp("_bn1"),
+        hidden,
+        st.kernel,
+        stride,
+        Padding::Same,
+        eps,
+    )?;
+    let project = Pointwise::load(
+        vb.pp("_project_conv"),
+        vb.pp("_bn2"),
+        hidden,
+        cout,
+        eps,
+        false,
+    )?;
+    Ok(InvertedResidual::new(
+        expand, dw, project, stride, cin, cout,
+    ))
 }
 
 /// EfficientNet-Lite with folded BatchNorms: images -> ImageNet-1k logits.
 #[derive(Debug)]
 pub struct EfficientNet {
     cfg: Config,
-    /// Stem convolution, torch layout (stem_channels, 3, 3, 3), stride 2, "SAME".
-    stem_w: Tensor,
-    stem_b: Tensor,
-    blocks: Vec<MbConv>,
-    head: Pointwise,
-    /// Classifier (head_channels, num_classes) and bias.
-    fc_w: Tensor,
-    fc_b: Tensor,
-    device: Device,
+    net: InvertedResidualNet,
 }
 
 impl EfficientNet {
@@ -275,7 +245,7 @@ impl EfficientNet {
             for r in 0..cfg.stage_repeats(i) {
                 let stride = if r == 0 { st.stride } else { 1 };
                 let vb_block = vb.pp(format!("_blocks.{}", blocks.len()));
-                blocks.push(MbConv::load(vb_block, cin, cout, st, stride, eps)?);
+                blocks.push(mb_conv(vb_block, cin, cout, st, stride, eps)?);
                 cin = cout;
             }
         }
@@ -296,27 +266,33 @@ impl EfficientNet {
         let fc_b = fc.get(cfg.num_classes, "bias")?;
         Ok(Self {
             cfg: cfg.clone(),
-            stem_w,
-            stem_b,
-            blocks,
-            head,
-            fc_w,
-            fc_b,
-            device: vb.device().clone(),
+            net: InvertedResidualNet {
+                stem_w,
+                stem_b,
+                stem_padding: Padding::Same,
+                blocks,
+                head,
+                fc_w,
+                fc_b,
+                preprocess: Preprocess {
+                    network: "EfficientNet-Lite",
+                    input_size: cfg.input_size,
+                    mean: cfg.mean,
+                    std: cfg.std,
+                },
+                device: vb.device().clone(),
+            },
         })
     }
 
     /// Read the port's weights (a legacy or zip `torch.save` file) from `path`.
     pub fn load(path: &Path, cfg: &Config, device: &Device) -> Result<Self> {
-        let tensors = crate::torch_pth::read_legacy_pth(path, device)?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-        Self::new(cfg, vb).map_err(|e| match e {
-            SpaeError::Candle(e) => SpaeError::Checkpoint {
-                path: path.to_path_buf(),
-                reason: format!("not EfficientNet-Lite weights of this shape: {e}"),
-            },
-            other => other,
-        })
+        from_pth(
+            path,
+            device,
+            "EfficientNet-Lite weights of this shape",
+            |vb| Self::new(cfg, vb),
+        )
     }
 
     pub fn config(&self) -> &Config {
@@ -324,80 +300,37 @@ impl EfficientNet {
     }
 
     pub fn device(&self) -> &Device {
-        &self.device
+        &self.net.device
     }
 
     /// Blocks (MBConv layers) in the network: 21 for Lite2.
     pub fn blocks(&self) -> usize {
-        self.blocks.len()
+        self.net.blocks.len()
     }
 
     /// Normalised images (B, 3, H, W) -> logits (B, num_classes).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self
-            .pooled(x)?
-            .matmul(&self.fc_w)?
-            .broadcast_add(&self.fc_b)?)
-    }
-
-    /// Normalised images (B, 3, H, W) -> the globally pooled head features
-    /// (B, head_channels), the classifier's input.
-    fn pooled(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, _, h, w) = x.dims4()?;
-        let (ho, top) = Padding::Same.out_and_before(h, 3, 2);
-        let (wo, left) = Padding::Same.out_and_before(w, 3, 2);
-        let bottom = (2 * (ho - 1) + 3).saturating_sub(h + top);
-        let right = (2 * (wo - 1) + 3).saturating_sub(w + left);
-        let c0 = self.stem_w.dim(0)?;
-        let h = x
-            .pad_with_zeros(2, top, bottom)?
-            .pad_with_zeros(3, left, right)?
-            .conv2d(&self.stem_w, 0, 2, 1, 1)?
-            .broadcast_add(&self.stem_b.reshape((1, c0, 1, 1))?)?;
-        let mut h = relu6(&h)?.permute((0, 2, 3, 1))?.contiguous()?;
-        for block in &self.blocks {
-            h = block.forward(&h)?;
-        }
-        let h = self.head.forward(&h)?;
-        let (b, hh, ww, c) = h.dims4()?;
-        // Global average pooling.
-        Ok(h.reshape((b, hh * ww, c))?.mean(1)?)
+        self.net.forward(x)
     }
 
     /// Images (B, C, S, S) in [0, 1], C = 1 (gray, repeated to RGB) or 3 -> ImageNet class
     /// probabilities (B, num_classes): resized to `input_size` (bilinear), normalised with
     /// the config's mean and std, softmax of the logits.
     pub fn classify(&self, images: &Tensor) -> Result<Tensor> {
-        self.in_chunks(images, self.cfg.num_classes, |x| {
-            Ok(candle_nn::ops::softmax(&self.forward(x)?, D::Minus1)?)
-        })
+        self.net.classify(images)
     }
 
     /// Images as [`EfficientNet::classify`] takes them -> the pooled features the classifier
     /// reads (B, head_channels).
     pub fn features(&self, images: &Tensor) -> Result<Tensor> {
-        self.in_chunks(images, self.cfg.head_channels, |x| self.pooled(x))
-    }
-
-    fn in_chunks(
-        &self,
-        images: &Tensor,
-        width: usize,
-        f: impl Fn(&Tensor) -> Result<Tensor>,
-    ) -> Result<Tensor> {
-        let prep = Preprocess {
-            network: "EfficientNet-Lite",
-            input_size: self.cfg.input_size,
-            mean: self.cfg.mean,
-            std: self.cfg.std,
-        };
-        prep.in_chunks(images, &self.device, width, f)
+        self.net.features(images)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
 
     #[test]
     fn lite2_scales_b0_as_the_reference() {

@@ -399,8 +399,9 @@ impl CustomOp1 for DepthwiseOp<'_> {
 /// One inverted residual block (Sandler et al. 2018, Sec. 3.3): 1x1 expansion + ReLU6
 /// (absent when t = 1), depthwise 3x3 + ReLU6, linear 1x1 projection (no activation: the
 /// "linear bottleneck"), plus the input when the shape is kept.
+/// EfficientNet-Lite's MBConv is this block with k x k depthwise kernels and TF padding.
 #[derive(Debug)]
-struct InvertedResidual {
+pub(super) struct InvertedResidual {
     expand: Option<Pointwise>,
     dw: Depthwise,
     project: Pointwise,
@@ -408,6 +409,24 @@ struct InvertedResidual {
 }
 
 impl InvertedResidual {
+    /// The block of these layers; the input is added back when the block keeps the shape
+    /// (stride 1, `cin == cout`).
+    pub(super) fn new(
+        expand: Option<Pointwise>,
+        dw: Depthwise,
+        project: Pointwise,
+        stride: usize,
+        cin: usize,
+        cout: usize,
+    ) -> Self {
+        Self {
+            expand,
+            dw,
+            project,
+            residual: stride == 1 && cin == cout,
+        }
+    }
+
     fn load(
         vb: VarBuilder,
         cin: usize,
@@ -446,12 +465,7 @@ impl InvertedResidual {
             let pr = Pointwise::load(vb.pp("2"), vb.pp("3"), hidden, cout, eps, false)?;
             (Some(ex), dw, pr)
         };
-        Ok(Self {
-            expand,
-            dw,
-            project,
-            residual: stride == 1 && cin == cout,
-        })
+        Ok(Self::new(expand, dw, project, stride, cin, cout))
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -468,19 +482,86 @@ impl InvertedResidual {
     }
 }
 
+/// What MobileNetV2 and EfficientNet-Lite run once loaded: a 3x3 stride-2 stem convolution
+/// with ReLU6, inverted residual blocks and a 1x1 head, channels-last, global average pooling
+/// and a linear classifier.
+#[derive(Debug)]
+pub(super) struct InvertedResidualNet {
+    /// Stem convolution, torch layout (stem channels, 3, 3, 3), stride 2.
+    pub stem_w: Tensor,
+    pub stem_b: Tensor,
+    pub stem_padding: Padding,
+    pub blocks: Vec<InvertedResidual>,
+    pub head: Pointwise,
+    /// Classifier (head channels, num_classes) and bias.
+    pub fc_w: Tensor,
+    pub fc_b: Tensor,
+    pub preprocess: Preprocess,
+    pub device: Device,
+}
+
+impl InvertedResidualNet {
+    /// Normalised images (B, 3, H, W) -> logits (B, num_classes).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .pooled(x)?
+            .matmul(&self.fc_w)?
+            .broadcast_add(&self.fc_b)?)
+    }
+
+    /// Normalised images (B, 3, H, W) -> the globally pooled head features, the
+    /// classifier's input.
+    fn pooled(&self, x: &Tensor) -> Result<Tensor> {
+        let c0 = self.stem_w.dim(0)?;
+        let h = match self.stem_padding {
+            Padding::Symmetric => x.conv2d(&self.stem_w, 1, 2, 1, 1)?,
+            // TF "SAME" may pad one more after than before: padded by hand.
+            Padding::Same => {
+                let (_, _, h, w) = x.dims4()?;
+                let (ho, top) = Padding::Same.out_and_before(h, 3, 2);
+                let (wo, left) = Padding::Same.out_and_before(w, 3, 2);
+                let bottom = (2 * (ho - 1) + 3).saturating_sub(h + top);
+                let right = (2 * (wo - 1) + 3).saturating_sub(w + left);
+                x.pad_with_zeros(2, top, bottom)?
+                    .pad_with_zeros(3, left, right)?
+                    .conv2d(&self.stem_w, 0, 2, 1, 1)?
+            }
+        };
+        let h = h.broadcast_add(&self.stem_b.reshape((1, c0, 1, 1))?)?;
+        let mut h = relu6(&h)?.permute((0, 2, 3, 1))?.contiguous()?;
+        for block in &self.blocks {
+            h = block.forward(&h)?;
+        }
+        let h = self.head.forward(&h)?;
+        let (b, hh, ww, c) = h.dims4()?;
+        // Global average pooling.
+        Ok(h.reshape((b, hh * ww, c))?.mean(1)?)
+    }
+
+    /// Images (B, C, S, S) in [0, 1], C = 1 (gray, repeated to RGB) or 3 (RGB) -> ImageNet
+    /// class probabilities (B, num_classes): preprocessed (resized, normalised), softmax of
+    /// the logits, in chunks to bound memory.
+    pub fn classify(&self, images: &Tensor) -> Result<Tensor> {
+        let classes = self.fc_b.dim(0)?;
+        self.preprocess
+            .in_chunks(images, &self.device, classes, |x| {
+                Ok(candle_nn::ops::softmax(&self.forward(x)?, D::Minus1)?)
+            })
+    }
+
+    /// Images as [`Self::classify`] takes them -> the pooled features the classifier reads.
+    pub fn features(&self, images: &Tensor) -> Result<Tensor> {
+        let width = self.fc_w.dim(0)?;
+        self.preprocess
+            .in_chunks(images, &self.device, width, |x| self.pooled(x))
+    }
+}
+
 /// MobileNetV2 with folded BatchNorms: images -> ImageNet-1k logits.
 #[derive(Debug)]
 pub struct MobileNetV2 {
     cfg: Config,
-    /// First convolution, torch layout (first_channels, 3, 3, 3), stride 2, padding 1.
-    stem_w: Tensor,
-    stem_b: Tensor,
-    blocks: Vec<InvertedResidual>,
-    last: Pointwise,
-    /// Classifier (last_channels, num_classes) and bias.
-    fc_w: Tensor,
-    fc_b: Tensor,
-    device: Device,
+    net: InvertedResidualNet,
 }
 
 impl MobileNetV2 {
@@ -528,26 +609,29 @@ impl MobileNetV2 {
         let fc_b = cl.get(cfg.num_classes, "bias")?;
         Ok(Self {
             cfg: cfg.clone(),
-            stem_w,
-            stem_b,
-            blocks,
-            last,
-            fc_w,
-            fc_b,
-            device: vb.device().clone(),
+            net: InvertedResidualNet {
+                stem_w,
+                stem_b,
+                stem_padding: Padding::Symmetric,
+                blocks,
+                head: last,
+                fc_w,
+                fc_b,
+                preprocess: Preprocess {
+                    network: "MobileNetV2",
+                    input_size: cfg.input_size,
+                    mean: IMAGENET_MEAN,
+                    std: IMAGENET_STD,
+                },
+                device: vb.device().clone(),
+            },
         })
     }
 
     /// Read torchvision's weights (legacy or zip `torch.save` file) from `path`.
     pub fn load(path: &Path, cfg: &Config, device: &Device) -> Result<Self> {
-        let tensors = crate::torch_pth::read_legacy_pth(path, device)?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-        Self::new(cfg, vb).map_err(|e| match e {
-            SpaeError::Candle(e) => SpaeError::Checkpoint {
-                path: path.to_path_buf(),
-                reason: format!("not torchvision MobileNetV2 weights: {e}"),
-            },
-            other => other,
+        from_pth(path, device, "torchvision MobileNetV2 weights", |vb| {
+            Self::new(cfg, vb)
         })
     }
 
@@ -569,32 +653,12 @@ impl MobileNetV2 {
     }
 
     pub fn device(&self) -> &Device {
-        &self.device
+        &self.net.device
     }
 
     /// Normalised images (B, 3, H, W) (ImageNet mean/std) -> logits (B, num_classes).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self
-            .pooled(x)?
-            .matmul(&self.fc_w)?
-            .broadcast_add(&self.fc_b)?)
-    }
-
-    /// Normalised images (B, 3, H, W) -> the globally pooled last feature map
-    /// (B, last_channels), the classifier's input.
-    fn pooled(&self, x: &Tensor) -> Result<Tensor> {
-        let c0 = self.stem_w.dim(0)?;
-        let h = x
-            .conv2d(&self.stem_w, 1, 2, 1, 1)?
-            .broadcast_add(&self.stem_b.reshape((1, c0, 1, 1))?)?;
-        let mut h = relu6(&h)?.permute((0, 2, 3, 1))?.contiguous()?;
-        for block in &self.blocks {
-            h = block.forward(&h)?;
-        }
-        let h = self.last.forward(&h)?;
-        let (b, hh, ww, c) = h.dims4()?;
-        // Global average pooling.
-        Ok(h.reshape((b, hh * ww, c))?.mean(1)?)
+        self.net.forward(x)
     }
 
     /// Images (B, C, S, S) in [0, 1], C = 1 (gray, repeated to RGB) or 3 (RGB) -> ImageNet
@@ -602,37 +666,39 @@ impl MobileNetV2 {
     /// torchvision's `Resize`), normalised with the ImageNet mean and std, softmax of the
     /// logits. Runs in chunks of 32 images to bound memory.
     pub fn classify(&self, images: &Tensor) -> Result<Tensor> {
-        self.in_chunks(images, self.cfg.num_classes, |x| {
-            Ok(candle_nn::ops::softmax(&self.forward(x)?, D::Minus1)?)
-        })
+        self.net.classify(images)
     }
 
     /// Images as [`MobileNetV2::classify`] takes them -> the pooled features the classifier
     /// reads (B, last_channels): the frozen image side of a DeViSE head
     /// ([`super::devise`]).
     pub fn features(&self, images: &Tensor) -> Result<Tensor> {
-        self.in_chunks(images, self.cfg.last_channels, |x| self.pooled(x))
+        self.net.features(images)
     }
+}
 
-    /// `f` on chunks of `images` resized to `input_size` and normalised, concatenated.
-    fn in_chunks(
-        &self,
-        images: &Tensor,
-        width: usize,
-        f: impl Fn(&Tensor) -> Result<Tensor>,
-    ) -> Result<Tensor> {
-        let prep = Preprocess {
-            network: "MobileNetV2",
-            input_size: self.cfg.input_size,
-            mean: IMAGENET_MEAN,
-            std: IMAGENET_STD,
-        };
-        prep.in_chunks(images, &self.device, width, f)
-    }
+/// A network built by `new` from the `torch.save` file (legacy or zip) at `path`; weights
+/// that do not fit it are an error naming the file and `what` they should have been.
+pub(super) fn from_pth<T>(
+    path: &Path,
+    device: &Device,
+    what: &str,
+    new: impl FnOnce(VarBuilder) -> Result<T>,
+) -> Result<T> {
+    let tensors = crate::torch_pth::read_legacy_pth(path, device)?;
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+    new(vb).map_err(|e| match e {
+        SpaeError::Candle(e) => SpaeError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("not {what}: {e}"),
+        },
+        other => other,
+    })
 }
 
 /// How an ImageNet network wants its images: resized (bilinear) to a square side, then
 /// normalised per channel.
+#[derive(Debug)]
 pub(super) struct Preprocess {
     /// Names the network in errors.
     pub network: &'static str,
