@@ -32,7 +32,7 @@ pub use model::{DecoderInput, ModelConfig};
 pub use pyramid::PyramidConfig;
 pub use quantizer::{Quantized, QuantizerKind, SaqQuantizer};
 pub use scorer::{CodebookScorer, ImageTextModel, SemanticScorer};
-pub use spae::{SpaeModel, TokenLayer, TokenPyramid};
+pub use spae::{FrozenInputs, SpaeModel, TokenLayer, TokenPyramid};
 pub use train::{
     usage_loss, LossBreakdown, SemanticConfig, SemanticTargets, TrainConfig, Trainer, UsageConfig,
 };

@@ -50,6 +50,32 @@ pub struct ModelConfig {
     /// encoder, SPAE paper Sec. 3.1). Patch encoder only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backbone: Option<BackboneConfig>,
+    /// The encoder's output starts from the codebook entries a frozen image-text teacher finds
+    /// most relevant to the image **(ours)**: z = encoder(x) + softmax(relevance / T) . E, the
+    /// relevance-weighted mean of the codebook rows. The teacher places concepts it never
+    /// trained on through its text side, and with the prior the first layers' words follow it
+    /// on them, where an encoder trained against it on a few hundred concepts does not. The
+    /// V2L tokenizer picks its global words from CLIP's image-vocabulary similarity the same
+    /// way (Zhu et al., CVPR 2024); the SPAE paper's encoder learns them (Sec. 3.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<PriorConfig>,
+}
+
+/// The teacher behind [`ModelConfig::prior`]. Like the backbone it is not in the checkpoint;
+/// whoever loads the model attaches it ([`crate::SpaeModel::attach_prior`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorConfig {
+    /// The scorer, as `spae-icl train --scorer` names it (members joined by `+`,
+    /// `MEMBER@SIDE` to show a member the images at SIDE x SIDE).
+    pub scorer: String,
+    /// sha256 of what `scorer` names (for an ensemble, of the spec and its members' hashes),
+    /// so a loader can refuse a teacher other than the one the model was trained with.
+    pub scorer_sha256: String,
+    /// The data set whose caption style the teacher's text side uses.
+    pub data: String,
+    /// Softmax temperature over the cosines (small: the mean is that of a few top words).
+    pub temperature: f64,
 }
 
 /// The frozen network an encoder reads features from: torchvision's ImageNet MobileNetV2
@@ -117,6 +143,7 @@ impl ModelConfig {
             }),
             decoder_input: DecoderInput::Mean,
             backbone: None,
+            prior: None,
         }
     }
 
@@ -196,6 +223,14 @@ impl ModelConfig {
             }
             if b.input_size == 0 || b.feature_dim == 0 {
                 return bad(format!("backbone {b:?} has an empty dimension"));
+            }
+        }
+        if let Some(p) = &self.prior {
+            if !(p.temperature.is_finite() && p.temperature > 0.0) {
+                return bad(format!(
+                    "prior temperature {} must be positive",
+                    p.temperature
+                ));
             }
         }
         if self.decoder_input == DecoderInput::Layers && self.patch.is_none() {

@@ -11,6 +11,7 @@ use crate::model::{Decoder, DecoderInput, Encoder, ModelConfig};
 use crate::patch::{PatchDecoder, PatchEncoder};
 use crate::quantizer::{Quantized, SaqQuantizer};
 use crate::scorer::mobilenet::MobileNetV2;
+use crate::scorer::SemanticScorer;
 use crate::train::straight_through;
 use crate::{Result, SpaeError};
 
@@ -118,6 +119,42 @@ enum AnyDecoder {
     Patch(PatchDecoder),
 }
 
+/// What the encoder reads besides the pixels, from frozen networks. Frozen, so a training run
+/// computes each image's once and keeps them ([`SpaeModel::frozen_inputs`]).
+#[derive(Debug, Clone, Default)]
+pub struct FrozenInputs {
+    /// The backbone's pooled features (B, F) (`ModelConfig::backbone`).
+    pub features: Option<Tensor>,
+    /// The teacher's prior in codebook space (B, d) (`ModelConfig::prior`).
+    pub prior: Option<Tensor>,
+}
+
+impl FrozenInputs {
+    /// Row `i` of every input.
+    pub fn row(&self, i: usize) -> Result<Self> {
+        let pick = |t: &Option<Tensor>| t.as_ref().map(|t| t.narrow(0, i, 1)).transpose();
+        Ok(Self {
+            features: pick(&self.features)?,
+            prior: pick(&self.prior)?,
+        })
+    }
+
+    /// The rows stacked in order (all of one model, so all hold the same inputs).
+    pub fn cat(rows: &[&Self]) -> Result<Self> {
+        let stack = |get: fn(&Self) -> Option<&Tensor>| -> Result<Option<Tensor>> {
+            let parts: Option<Vec<&Tensor>> = rows.iter().map(|r| get(r)).collect();
+            match parts {
+                Some(p) if !p.is_empty() => Ok(Some(Tensor::cat(&p, 0)?)),
+                _ => Ok(None),
+            }
+        };
+        Ok(Self {
+            features: stack(|r| r.features.as_ref())?,
+            prior: stack(|r| r.prior.as_ref())?,
+        })
+    }
+}
+
 /// The SPAE tokenizer: images to a pyramid of LLM words and back.
 pub struct SpaeModel {
     cfg: ModelConfig,
@@ -130,6 +167,9 @@ pub struct SpaeModel {
     /// The frozen network whose features the encoder reads (`ModelConfig::backbone`), once
     /// attached.
     backbone: Option<Arc<MobileNetV2>>,
+    /// The teacher whose relevance makes the encoder's prior (`ModelConfig::prior`), once
+    /// attached.
+    prior: Option<Arc<dyn SemanticScorer>>,
 }
 
 impl std::fmt::Debug for SpaeModel {
@@ -200,6 +240,7 @@ impl SpaeModel {
             quantizer,
             device: device.clone(),
             backbone: None,
+            prior: None,
         })
     }
 
@@ -243,7 +284,8 @@ impl SpaeModel {
             &self.device,
         )?;
         // Before a backbone is attached its features count as zero: the term starts at its
-        // (zero) bias either way, so the scale is that of the rest of the encoder.
+        // (zero) bias either way, so the scale is that of the rest of the encoder. The prior is
+        // added after the encoder and is left out of its scale.
         let features = match (&self.cfg.backbone, &self.backbone) {
             (Some(b), None) => Some(Tensor::zeros(
                 (16, b.feature_dim),
@@ -252,8 +294,16 @@ impl SpaeModel {
             )?),
             _ => self.backbone_features(&probe)?,
         };
+        let prior = match &self.cfg.prior {
+            Some(_) => Some(Tensor::zeros(
+                (16, self.cfg.embed_dim),
+                DType::F32,
+                &self.device,
+            )?),
+            None => None,
+        };
         let z_rms = self
-            .encode_with(&probe, features.as_ref())?
+            .encode_with(&probe, &FrozenInputs { features, prior })?
             .sqr()?
             .mean_all()?
             .to_scalar::<f32>()?
@@ -341,17 +391,69 @@ impl SpaeModel {
         }
     }
 
-    /// Images (B, C, S, S) in [0, 1] -> grid z (B, G, G, d).
-    pub fn encode(&self, images: &Tensor) -> Result<Tensor> {
-        let features = self.backbone_features(images)?;
-        self.encode_with(images, features.as_ref())
+    /// Attach the teacher named by `ModelConfig::prior`; it must score every codebook entry.
+    /// The caller checks that it is the teacher the config names.
+    pub fn attach_prior(&mut self, scorer: Arc<dyn SemanticScorer>) -> Result<()> {
+        if self.cfg.prior.is_none() {
+            return Err(SpaeError::Config(
+                "this model's encoder reads no teacher prior".into(),
+            ));
+        }
+        if scorer.entries() != self.codebook.len() {
+            return Err(SpaeError::Config(format!(
+                "the teacher scores {} entries, the codebook has {}",
+                scorer.entries(),
+                self.codebook.len()
+            )));
+        }
+        self.prior = Some(scorer);
+        Ok(())
     }
 
-    /// [`SpaeModel::encode`] with the backbone's features of `images` already computed (a
-    /// training run keeps them per image instead of running the frozen network every step,
-    /// [`crate::Trainer::step_with_features`]).
-    pub fn encode_with(&self, images: &Tensor, features: Option<&Tensor>) -> Result<Tensor> {
-        self.check_images(images)?;
+    /// The attached teacher's prior for `images` (B, d): the codebook rows weighted by the
+    /// softmax of its relevance over temperature (`ModelConfig::prior`); `None` when the model
+    /// reads none, an error when it reads one and no teacher is attached.
+    pub fn prior_embeddings(&self, images: &Tensor) -> Result<Option<Tensor>> {
+        let Some(p) = &self.cfg.prior else {
+            return Ok(None);
+        };
+        let Some(scorer) = &self.prior else {
+            return Err(SpaeError::Config(format!(
+                "this model's encoder reads the prior of the teacher {:?}, and none is attached",
+                p.scorer
+            )));
+        };
+        let rel = scorer.relevance(images)?.to_dtype(DType::F32)?;
+        let weights = candle_nn::ops::softmax_last_dim(&(rel / p.temperature)?)?;
+        let rows = self.codebook.embeddings();
+        Ok(Some(
+            weights
+                .to_device(rows.device())?
+                .matmul(rows)?
+                .to_device(&self.device)?,
+        ))
+    }
+
+    /// Everything the encoder reads from frozen networks for `images`.
+    pub fn frozen_inputs(&self, images: &Tensor) -> Result<FrozenInputs> {
+        Ok(FrozenInputs {
+            features: self.backbone_features(images)?,
+            prior: self.prior_embeddings(images)?,
+        })
+    }
+
+    /// Images (B, C, S, S) in [0, 1] -> grid z (B, G, G, d).
+    pub fn encode(&self, images: &Tensor) -> Result<Tensor> {
+        let frozen = self.frozen_inputs(images)?;
+        self.encode_with(images, &frozen)
+    }
+
+    /// [`SpaeModel::encode`] with what the frozen networks read of `images` already computed
+    /// (a training run keeps them per image instead of running those networks every step,
+    /// [`crate::Trainer::step_with_frozen`]).
+    pub fn encode_with(&self, images: &Tensor, frozen: &FrozenInputs) -> Result<Tensor> {
+        let b = self.check_images(images)?;
+        let features = frozen.features.as_ref();
         let pad = self.cfg.canvas() - self.cfg.image_size;
         let (lo, hi) = (pad / 2, pad - pad / 2);
         let x = images
@@ -359,11 +461,30 @@ impl SpaeModel {
             .to_dtype(DType::F32)?
             .pad_with_zeros(2, lo, hi)?
             .pad_with_zeros(3, lo, hi)?;
-        Ok(match &self.encoder {
+        let z = match &self.encoder {
             // (b, d, g, g) -> (b, g, g, d)
             AnyEncoder::Conv(e) => e.forward(&x)?.permute((0, 2, 3, 1))?.contiguous()?,
             AnyEncoder::Patch(e) => e.forward_with(&x, features)?,
-        })
+        };
+        match (&self.cfg.prior, &frozen.prior) {
+            (Some(_), Some(p)) => {
+                let d = self.cfg.embed_dim;
+                if p.dims() != [b, d] {
+                    return Err(SpaeError::Config(format!(
+                        "the prior is {:?}, the encoder needs ({b}, {d})",
+                        p.dims()
+                    )));
+                }
+                Ok(z.broadcast_add(&p.to_device(&self.device)?.reshape((b, 1, 1, d))?)?)
+            }
+            (Some(_), None) => Err(SpaeError::Config(
+                "this encoder reads a teacher prior, and none was given".into(),
+            )),
+            (None, Some(_)) => Err(SpaeError::Config(
+                "a teacher prior given to an encoder without one".into(),
+            )),
+            (None, None) => Ok(z),
+        }
     }
 
     /// Grid zhat (B, G, G, d) -> images (B, C, S, S), not clamped.
@@ -576,6 +697,7 @@ impl SpaeModel {
         }
         let mut model = SpaeModel::new(to.clone(), (*self.codebook).clone(), &self.device)?;
         model.backbone = self.backbone.clone();
+        model.prior = self.prior.clone();
         let old: std::collections::HashMap<String, candle_core::Var> =
             self.named_vars().into_iter().collect();
         for (name, var) in model.named_vars() {

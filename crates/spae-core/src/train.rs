@@ -236,18 +236,18 @@ impl Trainer {
         targets: Option<&SemanticTargets>,
     ) -> Result<LossBreakdown> {
         let images = images.to_device(model.device())?;
-        let features = model.backbone_features(&images)?;
-        self.step_with_features(model, &images, features.as_ref(), targets)
+        let frozen = model.frozen_inputs(&images)?;
+        self.step_with_frozen(model, &images, &frozen, targets)
     }
 
-    /// [`Trainer::step_with`] with the model's backbone features of `images` given
-    /// ([`SpaeModel::backbone_features`]; `None` for a model without a backbone). The backbone
-    /// is frozen, so a run computes each image's features once and keeps them.
-    pub fn step_with_features(
+    /// [`Trainer::step_with`] with what the model's frozen networks read of `images` given
+    /// ([`SpaeModel::frozen_inputs`]). They are frozen, so a run computes each image's once
+    /// and keeps them.
+    pub fn step_with_frozen(
         &mut self,
         model: &SpaeModel,
         images: &Tensor,
-        features: Option<&Tensor>,
+        frozen: &crate::FrozenInputs,
         targets: Option<&SemanticTargets>,
     ) -> Result<LossBreakdown> {
         let max_depth = model.config().pyramid.depth();
@@ -255,7 +255,7 @@ impl Trainer {
         let lr = self.cfg.lr_at(self.step);
         self.opt.set_learning_rate(lr);
         let images = images.to_device(model.device())?;
-        let z = model.encode_with(&images, features)?;
+        let z = model.encode_with(&images, frozen)?;
         // A frozen encoder: no gradient reaches it, and the losses that only move it are off.
         let z = if self.cfg.freeze_encoder {
             z.detach()

@@ -6,8 +6,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use spae_core::{
-    Codebook, CodebookInfo, ModelConfig, PyramidConfig, QuantizerKind, SpaeModel, TokenPyramid,
-    VocabFilter, WordMarker,
+    Codebook, CodebookInfo, FrozenInputs, ModelConfig, PyramidConfig, QuantizerKind, SpaeModel,
+    TokenPyramid, VocabFilter, WordMarker,
 };
 
 fn codebook(v: usize, d: usize) -> Codebook {
@@ -101,6 +101,7 @@ fn rgb_128x128_works() {
         patch: None,
         decoder_input: Default::default(),
         backbone: None,
+        prior: None,
     };
     let m = SpaeModel::new_seeded(cfg, codebook(64, 16), &Device::Cpu, 1).unwrap();
     let x = images(1, 3, 128);
@@ -314,12 +315,12 @@ fn an_encoder_reads_the_attached_backbone_features() {
     assert_eq!(features.dims(), [2, 1280]);
     // The same arithmetic on the same inputs: bit for bit.
     assert_eq!(
-        max_diff(&m.encode_with(&x, Some(&features)).unwrap(), &z),
+        max_diff(&m.encode_with(&x, &reading(&features)).unwrap(), &z),
         0.0
     );
     // Other features give another grid: the features are read.
     let other = m
-        .encode_with(&x, Some(&features.zeros_like().unwrap()))
+        .encode_with(&x, &reading(&features.zeros_like().unwrap()))
         .unwrap();
     let rms = z
         .sqr()
@@ -333,14 +334,9 @@ fn an_encoder_reads_the_attached_backbone_features() {
         max_diff(&other, &z) > 0.01 * rms,
         "features do not change z"
     );
-    assert!(m.encode_with(&x, None).is_err());
+    assert!(m.encode_with(&x, &FrozenInputs::default()).is_err());
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bb.safetensors");
-    m.save(&path).unwrap();
-    let mut l = SpaeModel::load(&path, &Device::Cpu).unwrap();
-    assert_eq!(l.config(), &cfg);
-    assert!(l.tokenize(&x, 2).is_err());
+    let mut l = reloaded(&m, &x);
     l.attach_backbone(net.clone()).unwrap();
     assert_eq!(l.tokenize(&x, 5).unwrap(), m.tokenize(&x, 5).unwrap());
 
@@ -355,6 +351,115 @@ fn an_encoder_reads_the_attached_backbone_features() {
         0,
     )
     .unwrap();
-    assert!(plain.encode_with(&x, Some(&features)).is_err());
+    assert!(plain.encode_with(&x, &reading(&features)).is_err());
     assert!(plain.attach_backbone(net).is_err());
+}
+
+/// `m` saved and loaded again: the same config, and it refuses to tokenize `x` until its
+/// frozen networks are attached (they are not in the checkpoint).
+fn reloaded(m: &SpaeModel, x: &Tensor) -> SpaeModel {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("frozen.safetensors");
+    m.save(&path).unwrap();
+    let l = SpaeModel::load(&path, &Device::Cpu).unwrap();
+    assert_eq!(l.config(), m.config());
+    assert!(l.tokenize(x, 2).is_err());
+    l
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+}
+
+fn reading(features: &Tensor) -> FrozenInputs {
+    FrozenInputs {
+        features: Some(features.clone()),
+        prior: None,
+    }
+}
+
+/// A teacher that finds entry `k` of `v` relevant to every image and no other.
+struct OneWordTeacher {
+    v: usize,
+    k: usize,
+}
+
+impl spae_core::SemanticScorer for OneWordTeacher {
+    fn relevance(&self, images: &Tensor) -> spae_core::Result<Tensor> {
+        let b = images.dims()[0];
+        let row: Vec<f32> = (0..self.v).map(|i| f32::from(i == self.k)).collect();
+        Ok(Tensor::from_vec(row, (1, self.v), &Device::Cpu)?.repeat((b, 1))?)
+    }
+    fn entries(&self) -> usize {
+        self.v
+    }
+}
+
+/// An encoder with a teacher prior (`ModelConfig::prior`): it refuses to encode until the
+/// teacher is attached, refuses a teacher of another codebook, adds the relevance-weighted
+/// codebook rows to its output, and saves and loads without the teacher.
+#[test]
+fn an_encoder_starts_from_the_attached_teachers_prior() {
+    use spae_core::model::PriorConfig;
+    let cfg = ModelConfig {
+        prior: Some(PriorConfig {
+            scorer: "a test teacher".into(),
+            scorer_sha256: "the test's".into(),
+            data: "none".into(),
+            temperature: 0.01,
+        }),
+        ..ModelConfig::mnist(16)
+    };
+    let mut m = SpaeModel::new_seeded(cfg.clone(), codebook(300, 16), &Device::Cpu, 0).unwrap();
+    let x = images(2, 1, 28);
+    let err = m.encode(&x).unwrap_err().to_string();
+    assert!(err.contains("none is attached"), "{err}");
+    let err = m
+        .attach_prior(std::sync::Arc::new(OneWordTeacher { v: 299, k: 7 }))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("299") && err.contains("300"), "{err}");
+    m.attach_prior(std::sync::Arc::new(OneWordTeacher { v: 300, k: 7 }))
+        .unwrap();
+
+    // One entry relevant at cosine 1, the others at 0, temperature 0.01: the others weigh
+    // e^-100 each (299 of them, far below f32's resolution of 1), so the prior is row 7 up to
+    // the rounding of the weight 1 and of the sum, 2 ulp of the row's largest element.
+    let prior = m.prior_embeddings(&x).unwrap().unwrap();
+    assert_eq!(prior.dims(), [2, 16]);
+    let row7 = m.codebook().embeddings().narrow(0, 7, 1).unwrap();
+    let want = row7.repeat((2, 1)).unwrap();
+    assert!(max_diff(&prior, &want) <= 2.0 * f32::EPSILON * max_abs(&want));
+
+    // The prior is added to every grid position of the encoder's output: with it and with a
+    // zero prior, the grids differ by it (up to one rounding of each sum, |z| + |prior| wide).
+    let with = m.encode(&x).unwrap();
+    let zero = FrozenInputs {
+        features: None,
+        prior: Some(prior.zeros_like().unwrap()),
+    };
+    let without = m.encode_with(&x, &zero).unwrap();
+    let (b, g, d) = (2, 8, 16);
+    let added = (&with - &without).unwrap();
+    let expect = prior
+        .reshape((b, 1, 1, d))
+        .unwrap()
+        .broadcast_as((b, g, g, d))
+        .unwrap();
+    let span = max_abs(&with) + max_abs(&without);
+    assert!(max_diff(&added, &expect) <= 2.0 * f32::EPSILON * span);
+    assert!(m.encode_with(&x, &FrozenInputs::default()).is_err());
+
+    let mut l = reloaded(&m, &x);
+    l.attach_prior(std::sync::Arc::new(OneWordTeacher { v: 300, k: 7 }))
+        .unwrap();
+    assert_eq!(l.tokenize(&x, 5).unwrap(), m.tokenize(&x, 5).unwrap());
+
+    // A model without a prior takes none.
+    let mut plain =
+        SpaeModel::new_seeded(ModelConfig::mnist(16), codebook(300, 16), &Device::Cpu, 0).unwrap();
+    assert!(plain.encode_with(&x, &zero).is_err());
+    assert!(plain
+        .attach_prior(std::sync::Arc::new(OneWordTeacher { v: 300, k: 7 }))
+        .is_err());
 }

@@ -41,6 +41,15 @@ pub fn sentence_encoder(device: &Device) -> Result<SentenceEncoder> {
 const DEFAULT_SCORER: &[u8] =
     include_bytes!("../../../checkpoints/scorer-minilm-mnist-fashion.safetensors");
 
+/// The emoji teacher built into the binary (`devise-emoji`): the DeViSE head of
+/// `checkpoints/README.md`, over MobileNetV2 fetched on first use. Built in because the emoji
+/// tokenizer's encoder reads its prior (`spae_core::model::PriorConfig`) wherever it runs.
+const DEVISE_EMOJI_SCORER: &[u8] =
+    include_bytes!("../../../checkpoints/scorer-devise-emoji.safetensors");
+
+/// The built-in DeViSE emoji scorer's spec.
+pub const DEVISE_EMOJI: &str = "devise-emoji";
+
 /// SHA-256 of the scorer `spec` names (`default`: the built-in bytes), to key cached results.
 pub fn scorer_sha256(spec: &str) -> Result<String> {
     use sha2::{Digest, Sha256};
@@ -56,6 +65,7 @@ pub fn scorer_sha256(spec: &str) -> Result<String> {
     }
     match spec {
         "default" => Ok(hex::encode(Sha256::digest(DEFAULT_SCORER))),
+        DEVISE_EMOJI => Ok(hex::encode(Sha256::digest(DEVISE_EMOJI_SCORER))),
         "none" => Ok("none".into()),
         // The teacher is the pinned MobileNetV2 weights and this code.
         CONSE => Ok(spae_assets::find("mobilenet-v2-imagenet")?
@@ -94,7 +104,8 @@ pub fn conse_teacher(text: SentenceEncoder, data: &str, device: &Device) -> Resu
 }
 
 /// The scorer `spec` names, with the codebook's words embedded (cached in $SPAE_HOME):
-/// `default` (the built-in tower), a `train-scorer` checkpoint, `conse` (the ImageNet
+/// `default` (the built-in tower), `devise-emoji` (the built-in emoji teacher), a
+/// `train-scorer` checkpoint, `conse` (the ImageNet
 /// teacher, [`conse_teacher`]), or a directory holding a CLIP checkpoint in the Hugging Face
 /// layout (`config.json`, `tokenizer.json`, `model.safetensors`: the paper's scorer, Sec. 3.1,
 /// for a user who has the weights); `MEMBER@SIDE` shows that member the images resized to
@@ -124,6 +135,12 @@ pub fn load_scorer(spec: &str, codebook: &Codebook, data: &str) -> Result<Loaded
                 text: sentence_encoder(&device)?,
             }),
             CONSE => Box::new(conse_teacher(sentence_encoder(&device)?, data, &device)?),
+            DEVISE_EMOJI => checkpoint_model(
+                DEVISE_EMOJI_SCORER,
+                Path::new("<built-in scorer-devise-emoji>"),
+                sentence_encoder(&device)?,
+                &device,
+            )?,
             // CLIP brings its own text side.
             dir if Path::new(dir).is_dir() => Box::new(
                 ClipScorer::load(Path::new(dir), &device)
@@ -221,9 +238,19 @@ fn load_checkpoint(
     device: &Device,
 ) -> Result<Box<dyn ImageTextModel>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let Some(cfg) = devise::read_config(&bytes, path)? else {
+    checkpoint_model(&bytes, path, text, device)
+}
+
+/// [`load_checkpoint`] of bytes already read, `path` naming them in messages.
+fn checkpoint_model(
+    bytes: &[u8],
+    path: &Path,
+    text: SentenceEncoder,
+    device: &Device,
+) -> Result<Box<dyn ImageTextModel>> {
+    let Some(cfg) = devise::read_config(bytes, path)? else {
         return Ok(Box::new(TowerScorer {
-            tower: ImageTower::load_bytes(&bytes, path, device)?,
+            tower: ImageTower::load_bytes(bytes, path, device)?,
             text,
         }));
     };
@@ -234,7 +261,7 @@ fn load_checkpoint(
         device,
     )
     .with_context(|| format!("{}", path.display()))?;
-    let head = DeviseHead::load_bytes(&bytes, path, device)?;
+    let head = DeviseHead::load_bytes(bytes, path, device)?;
     Ok(Box::new(DeviseModel::new(net, head, text)?))
 }
 

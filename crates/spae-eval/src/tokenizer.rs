@@ -171,6 +171,10 @@ pub struct ArchConfig {
     /// encoder (`ModelConfig::backbone`); 0: none.
     #[serde(default)]
     pub backbone_size: usize,
+    /// The teacher whose relevance-weighted codebook rows the encoder's output starts from
+    /// (`ModelConfig::prior`); `None`: no prior.
+    #[serde(default)]
+    pub prior: Option<spae_core::model::PriorConfig>,
 }
 
 impl Default for ArchConfig {
@@ -186,6 +190,7 @@ impl Default for ArchConfig {
             quantizer: "saq".into(),
             seed: 0,
             backbone_size: 0,
+            prior: None,
         }
     }
 }
@@ -244,26 +249,57 @@ pub fn build(arch: &ArchConfig, device: &Device) -> Result<SpaeModel> {
                 weights_sha256: crate::scorer::backbone_sha256()?,
             }),
         },
+        prior: arch.prior.clone(),
     };
     let mut model = SpaeModel::new_seeded(cfg, codebook, device, arch.seed)?;
-    attach_backbone(&mut model)?;
+    attach_frozen(&mut model)?;
     Ok(model)
 }
 
-/// Attach the frozen MobileNetV2 a model's encoder reads (`ModelConfig::backbone`; fetched on
-/// first use), checking that its pinned weights are the file the model was trained with.
-/// Models without a backbone are left as they are.
-pub fn attach_backbone(model: &mut SpaeModel) -> Result<()> {
-    let Some(b) = model.config().backbone.clone() else {
-        return Ok(());
-    };
-    let net = crate::scorer::pinned_backbone(
-        &b.weights_sha256,
-        b.input_size,
-        "the tokenizer",
-        model.device(),
-    )?;
-    model.attach_backbone(std::sync::Arc::new(net))?;
+/// The prior of the teacher `scorer` (a scorer spec) for a tokenizer of `data`, pinned by
+/// the sha256 of what the spec names (`ModelConfig::prior`).
+pub fn prior_config(
+    scorer: &str,
+    data: &str,
+    temperature: f64,
+) -> Result<spae_core::model::PriorConfig> {
+    Ok(spae_core::model::PriorConfig {
+        scorer: scorer.to_string(),
+        scorer_sha256: crate::scorer::scorer_sha256(scorer)?,
+        data: data.to_string(),
+        temperature,
+    })
+}
+
+/// Attach the frozen networks a model's encoder reads: MobileNetV2 (`ModelConfig::backbone`;
+/// fetched on first use), its pinned weights checked to be the file the model was trained
+/// with, and the teacher of its prior (`ModelConfig::prior`), checked the same way. Models that read neither are left as they are.
+pub fn attach_frozen(model: &mut SpaeModel) -> Result<()> {
+    if let Some(b) = model.config().backbone.clone() {
+        let net = crate::scorer::pinned_backbone(
+            &b.weights_sha256,
+            b.input_size,
+            "the tokenizer",
+            model.device(),
+        )?;
+        model.attach_backbone(std::sync::Arc::new(net))?;
+    }
+    if let Some(p) = model.config().prior.clone() {
+        let found = crate::scorer::scorer_sha256(&p.scorer)
+            .with_context(|| format!("the tokenizer's teacher {:?}", p.scorer))?;
+        if found != p.scorer_sha256 {
+            bail!(
+                "the tokenizer was trained with the teacher {:?} of sha256 {}; here it is {} \
+                 (a file of the teacher changed?)",
+                p.scorer,
+                p.scorer_sha256,
+                found
+            );
+        }
+        let scorer = crate::scorer::load_scorer(&p.scorer, model.codebook(), &p.data)
+            .with_context(|| format!("the tokenizer's teacher {:?}", p.scorer))?;
+        model.attach_prior(std::sync::Arc::new(scorer))?;
+    }
     Ok(())
 }
 
@@ -334,7 +370,7 @@ impl CheckpointRef {
                 self.builtin.label().to_string(),
             ),
         };
-        attach_backbone(&mut model).with_context(|| label.clone())?;
+        attach_frozen(&mut model).with_context(|| label.clone())?;
         tracing::debug!(?model, "loaded {label}");
         Ok((model, label))
     }
@@ -420,13 +456,61 @@ mod tests {
                 b.weights_sha256 = "0".repeat(64);
             }
             let mut m = SpaeModel::new(other, model.codebook().clone(), &Device::Cpu).unwrap();
-            let err = attach_backbone(&mut m).unwrap_err().to_string();
+            let err = attach_frozen(&mut m).unwrap_err().to_string();
             assert!(err.contains(&"0".repeat(64)), "{err}");
             assert!(
                 err.contains(&crate::scorer::backbone_sha256().unwrap()),
                 "{err}"
             );
         }
+    }
+
+    /// A model with a teacher prior loads the teacher its config pins: refused (naming both
+    /// sha256) when the file differs, attached when it is the file, and then it tokenizes.
+    #[test]
+    fn a_prior_teacher_is_attached_by_its_pinned_files() {
+        let teacher = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../checkpoints/scorer-devise-emoji.safetensors"
+        );
+        let (emoji, _) = CheckpointRef::new(None, BuiltIn::Emoji)
+            .load(&Device::Cpu)
+            .unwrap();
+        // The teacher embeds every codebook word: 40 of the emoji codebook's keep it quick.
+        let full = emoji.codebook();
+        let codebook = spae_core::Codebook::new(
+            full.info().clone(),
+            full.token_ids()[..40].to_vec(),
+            full.pieces()[..40].to_vec(),
+            full.embeddings().narrow(0, 0, 40).unwrap(),
+        )
+        .unwrap();
+        let mut cfg = emoji.config().clone();
+        cfg.prior = Some(prior_config(teacher, "emoji", 0.01).unwrap());
+        let pinned = cfg.prior.as_ref().unwrap().scorer_sha256.clone();
+        assert_eq!(
+            pinned,
+            crate::util::sha256_file(Path::new(teacher)).unwrap()
+        );
+
+        let mut wrong = cfg.clone();
+        if let Some(p) = wrong.prior.as_mut() {
+            p.scorer_sha256 = "0".repeat(64);
+        }
+        let mut m = SpaeModel::new(wrong, codebook.clone(), &Device::Cpu).unwrap();
+        let err = format!("{:#}", attach_frozen(&mut m).unwrap_err());
+        assert!(
+            err.contains(&"0".repeat(64)) && err.contains(&pinned),
+            "{err}"
+        );
+
+        let mut m = SpaeModel::new(cfg, codebook, &Device::Cpu).unwrap();
+        let x = candle_core::Tensor::rand(0f32, 1f32, (2, 3, 32, 32), &Device::Cpu).unwrap();
+        assert!(m.tokenize(&x, 2).is_err());
+        attach_frozen(&mut m).unwrap();
+        let prior = m.prior_embeddings(&x).unwrap().unwrap();
+        assert_eq!(prior.dims(), [2, m.config().embed_dim]);
+        assert_eq!(m.tokenize(&x, 2).unwrap().len(), 2);
     }
 
     #[test]

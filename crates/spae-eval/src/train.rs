@@ -82,6 +82,17 @@ pub struct TrainRunConfig {
     /// Its temperature over squared distances.
     #[serde(default = "default_usage_tau")]
     pub usage_tau: f64,
+    /// A new model's encoder starts from this teacher's relevance-weighted codebook rows
+    /// (`spae_core::model::PriorConfig`; a scorer spec, reading the model's own images).
+    #[serde(default)]
+    pub prior: Option<String>,
+    /// The prior's softmax temperature over the teacher's cosines.
+    #[serde(default = "default_prior_temperature")]
+    pub prior_temperature: f64,
+}
+
+pub fn default_prior_temperature() -> f64 {
+    0.01
 }
 
 fn default_usage_tau() -> f64 {
@@ -98,6 +109,8 @@ impl Default for TrainRunConfig {
             semantic_layers: 2,
             semantic_weight: 0.05,
             semantic_ramp: 300,
+            prior: None,
+            prior_temperature: default_prior_temperature(),
             semantic_tau: 0.1,
             semantic_top_k: 10,
             batch_size: 64,
@@ -199,6 +212,9 @@ pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
             args.full_depth_share
         );
     }
+    if args.prior.is_some() && (args.init.is_some() || args.resume) {
+        bail!("--prior is part of a new model's architecture: it cannot be added with --init or --resume");
+    }
     if args.freeze_encoder && args.init.is_none() && !args.resume {
         bail!("--freeze-encoder keeps a trained encoder: give it one with --init CHECKPOINT (or --resume)");
     }
@@ -234,12 +250,12 @@ pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
         )
         .with_context(|| format!("{}", state_path.display()))?;
         let mut model = SpaeModel::load(&ckpt, device)?;
-        crate::tokenizer::attach_backbone(&mut model)?;
+        crate::tokenizer::attach_frozen(&mut model)?;
         (model, state.step)
     } else if let Some(init) = &args.init {
         let mut model =
             SpaeModel::load(init, device).with_context(|| format!("--init {}", init.display()))?;
-        crate::tokenizer::attach_backbone(&mut model)
+        crate::tokenizer::attach_frozen(&mut model)
             .with_context(|| format!("--init {}", init.display()))?;
         (grow(model, &args.grow)?, 0)
     } else {
@@ -249,6 +265,12 @@ pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
                 spae_datasets::load_spec(&args.data, Split::Train, arch.channels, arch.image_size)?
                     .class_names;
             include_class_words(&mut arch, &names)?;
+        }
+        if let Some(spec) = &args.prior {
+            arch.prior = Some(
+                crate::tokenizer::prior_config(spec, &args.data, args.prior_temperature)
+                    .with_context(|| format!("--prior {spec}"))?,
+            );
         }
         let model = crate::tokenizer::build(&arch, device)?;
         (grow(model, &args.grow)?, 0)
@@ -312,11 +334,8 @@ pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
         )?),
         None => None,
     };
-    let mut features = model
-        .config()
-        .backbone
-        .is_some()
-        .then(BackboneFeatures::default);
+    let mc = model.config();
+    let mut frozen = (mc.backbone.is_some() || mc.prior.is_some()).then(FrozenInputsCache::default);
     let mut trainer = Trainer::new(&model, cfg.clone())?;
     trainer.skip_to(start);
     let mut metrics = std::fs::OpenOptions::new()
@@ -345,11 +364,11 @@ pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
             Some(t) => Some(t.batch(&pixels, &idx, model.device())?),
             None => None,
         };
-        let f = match &mut features {
-            Some(f) => Some(f.batch(&model, &data, &idx)?),
-            None => None,
+        let f = match &mut frozen {
+            Some(f) => f.batch(&model, &data, &idx)?,
+            None => spae_core::FrozenInputs::default(),
         };
-        let loss = trainer.step_with_features(&model, &x, f.as_ref(), t.as_ref())?;
+        let loss = trainer.step_with_frozen(&model, &x, &f, t.as_ref())?;
         writeln!(metrics, "{}", serde_json::to_string(&loss)?)?;
         bar.inc(1);
         bar.set_message(format!(
@@ -364,32 +383,31 @@ pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
     Ok(ckpt)
 }
 
-/// The frozen backbone's features of each training image, computed the first time a batch
-/// draws it and kept: a run draws every image many times, and the features never change.
+/// What the frozen networks read of each training image (backbone features, the teacher's
+/// prior), computed the first time a batch draws it and kept: a run draws every image many
+/// times, and these never change.
 #[derive(Default)]
-struct BackboneFeatures {
-    rows: std::collections::HashMap<usize, candle_core::Tensor>,
+struct FrozenInputsCache {
+    rows: std::collections::HashMap<usize, spae_core::FrozenInputs>,
 }
 
-impl BackboneFeatures {
-    /// (B, F) features of images `idx` of `data`.
+impl FrozenInputsCache {
+    /// The inputs of images `idx` of `data`, in order.
     fn batch(
         &mut self,
         model: &SpaeModel,
         data: &spae_datasets::LabeledImages,
         idx: &[usize],
-    ) -> Result<candle_core::Tensor> {
+    ) -> Result<spae_core::FrozenInputs> {
         let missing = spae_core::images::not_kept(&self.rows, idx);
         if !missing.is_empty() {
             let x = data.batch(&missing, model.device())?;
-            let f = model
-                .backbone_features(&x)?
-                .context("the model reads no backbone features")?;
+            let f = model.frozen_inputs(&x)?;
             for (k, &i) in missing.iter().enumerate() {
-                self.rows.insert(i, f.narrow(0, k, 1)?);
+                self.rows.insert(i, f.row(k)?);
             }
         }
-        let rows: Vec<&candle_core::Tensor> = idx.iter().map(|i| &self.rows[i]).collect();
-        Ok(candle_core::Tensor::cat(&rows, 0)?)
+        let rows: Vec<&spae_core::FrozenInputs> = idx.iter().map(|i| &self.rows[i]).collect();
+        Ok(spae_core::FrozenInputs::cat(&rows)?)
     }
 }

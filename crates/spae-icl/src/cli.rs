@@ -359,6 +359,16 @@ pub struct TrainArgs {
     /// Temperature of the usage term's soft assignments, over squared distances.
     #[arg(long, default_value_t = 0.1)]
     pub usage_tau: f64,
+    /// A new model's encoder output starts from the codebook rows this teacher (a scorer, as
+    /// --scorer names it) finds most relevant to the image, weighted by the softmax of its
+    /// cosines: the first layers' words then follow the teacher on concepts the tokenizer
+    /// never saw. It reads the model's own images (give MEMBER@SIDE to upsample them) and is
+    /// needed, with its files, wherever the tokenizer runs.
+    #[arg(long)]
+    pub prior: Option<String>,
+    /// Temperature of the prior's softmax over the teacher's cosines.
+    #[arg(long, default_value_t = spae_eval::train::default_prior_temperature())]
+    pub prior_temperature: f64,
     /// Grow the model (from --init, or the new one) before training; every token pyramid
     /// still decodes as before at the start, and the words of its layers stay the same.
     #[command(flatten)]

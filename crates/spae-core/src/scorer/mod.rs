@@ -24,7 +24,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::{io_err, Codebook, Result};
 
 /// Relevance of every codebook entry to each image.
-pub trait SemanticScorer {
+pub trait SemanticScorer: Send + Sync {
     /// Images (B, C, S, S) in [0, 1] -> relevance (B, V), higher = more relevant.
     fn relevance(&self, images: &Tensor) -> Result<Tensor>;
     /// Number of entries V scored.
@@ -32,7 +32,7 @@ pub trait SemanticScorer {
 }
 
 /// A model with an image and a text side in one embedding space.
-pub trait ImageTextModel {
+pub trait ImageTextModel: Send + Sync {
     /// Unit-norm image embeddings (B, D).
     fn embed_images(&self, images: &Tensor) -> Result<Tensor>;
     /// Unit-norm text embeddings (N, D).

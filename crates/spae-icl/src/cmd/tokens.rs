@@ -44,6 +44,7 @@ impl ModelArgs {
             quantizer: self.quantizer.clone(),
             seed: self.seed,
             backbone_size: self.backbone_size,
+            prior: None,
         }
     }
 }
@@ -144,6 +145,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
         scorer_image_size: args.scorer_image_size,
         usage_weight: args.usage_weight,
         usage_tau: args.usage_tau,
+        prior: args.prior,
+        prior_temperature: args.prior_temperature,
     };
     let ckpt = spae_eval::train::train(&cfg, &crate::device(&args.device)?)?;
     eprintln!("wrote {}", ckpt.display());
