@@ -89,6 +89,16 @@ train-emoji:
         --semantic-weight 0.5 --steps 1500 --batch-size 32 --lr 1e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 \
         --out runs/spae-emoji
 
+# The emoji tokenizer whose encoder starts from its teacher's relevance-weighted codebook rows
+# (`--prior`; not built in, checkpoints/README.md says why), into runs/spae-emoji-prior.
+train-emoji-prior temperature="0.01":
+    cargo run --release --bin spae-icl -- train --data emoji --image-size 32 --channels 3 --project-dim 64 \
+        --max-entries 0 --dictionary wamerican --include-class-words --backbone-size 128 \
+        --scorer devise-emoji+conse --scorer-image-size 64 \
+        --prior devise-emoji+conse --prior-temperature {{temperature}} \
+        --semantic-weight 0.5 --steps 1500 --batch-size 32 --lr 1e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 \
+        --out runs/spae-emoji-prior
+
 # Reconstruction and relevance per pyramid depth: the shipped SPAE and LQAE-style checkpoints.
 table-tokenizer:
     cargo run --release --bin spae-icl -- table-tokenizer --checkpoint SPAE=builtin \
