@@ -423,7 +423,10 @@ impl SpaeModel {
                 p.scorer
             )));
         };
-        let rel = scorer.relevance(images)?.to_dtype(DType::F32)?;
+        // Teachers run on the CPU (`spae-eval`'s loader), whatever device the model is on.
+        let rel = scorer
+            .relevance(&images.to_device(&Device::Cpu)?)?
+            .to_dtype(DType::F32)?;
         let weights = candle_nn::ops::softmax_last_dim(&(rel / p.temperature)?)?;
         let rows = self.codebook.embeddings();
         Ok(Some(
