@@ -394,19 +394,7 @@ fn ask(
     max_tokens: usize,
 ) -> Result<Answers> {
     let open = r.answer_open(p, max_tokens)?;
-    let spaced: Vec<String> = names.iter().map(|n| format!(" {n}")).collect();
-    let score = |p: &Prompt| -> Result<Vec<f32>> {
-        let scores = r.block_on(r.llm.score(p, &spaced))?;
-        if scores.len() != names.len() {
-            bail!(
-                "{} returned {} scores for {} names",
-                r.llm.name(),
-                scores.len(),
-                names.len()
-            );
-        }
-        Ok(scores)
-    };
+    let score = |p: &Prompt| r.score_candidates(p, names);
     let scores = score(p)?;
     let calibrated_top5 = match content_free {
         Some(cf) => {

@@ -408,18 +408,29 @@ impl Reader {
         Ok(prompt::parse_answer(&c.text))
     }
 
-    /// The candidate the model finds most likely after the prompt (each follows a space).
-    fn answer_constrained(&self, prompt: &Prompt, candidates: &[String]) -> Result<String> {
+    /// The log-probability of each candidate after the prompt (each follows a space), one per
+    /// candidate or an error.
+    pub(crate) fn score_candidates(
+        &self,
+        prompt: &Prompt,
+        candidates: &[String],
+    ) -> Result<Vec<f32>> {
         let spaced: Vec<String> = candidates.iter().map(|c| format!(" {c}")).collect();
         let scores = self.block_on(self.llm.score(prompt, &spaced))?;
         if scores.len() != candidates.len() {
             bail!(
-                "{} returned {} scores for {} candidate answers",
+                "{} returned {} scores for {} candidates",
                 self.llm.name(),
                 scores.len(),
                 candidates.len()
             );
         }
+        Ok(scores)
+    }
+
+    /// The candidate the model finds most likely after the prompt (each follows a space).
+    fn answer_constrained(&self, prompt: &Prompt, candidates: &[String]) -> Result<String> {
+        let scores = self.score_candidates(prompt, candidates)?;
         let best = prompt::constrained_choice(&scores)?;
         candidates
             .get(best)
