@@ -109,8 +109,6 @@ impl Default for TrainRunConfig {
             semantic_layers: 2,
             semantic_weight: 0.05,
             semantic_ramp: 300,
-            prior: None,
-            prior_temperature: default_prior_temperature(),
             semantic_tau: 0.1,
             semantic_top_k: 10,
             batch_size: 64,
@@ -127,6 +125,8 @@ impl Default for TrainRunConfig {
             scorer_image_size: None,
             usage_weight: 0.0,
             usage_tau: default_usage_tau(),
+            prior: None,
+            prior_temperature: default_prior_temperature(),
         }
     }
 }
@@ -334,7 +334,6 @@ pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
         )?),
         None => None,
     };
-    let mc = model.config();
     let mut frozen = (mc.backbone.is_some() || mc.prior.is_some()).then(FrozenInputsCache::default);
     let mut trainer = Trainer::new(&model, cfg.clone())?;
     trainer.skip_to(start);
