@@ -422,9 +422,13 @@ fn an_encoder_starts_from_the_attached_teachers_prior() {
     m.attach_prior(std::sync::Arc::new(OneWordTeacher { v: 300, k: 7 }))
         .unwrap();
 
-    // One entry relevant at cosine 1, the others at 0, temperature 0.01: the others weigh
-    // e^-100 each (299 of them, far below f32's resolution of 1), so the prior is row 7 up to
-    // the rounding of the weight 1 and of the sum, 2 ulp of the row's largest element.
+    // One entry relevant at cosine 1, the others at 0, temperature 0.01. Entry 7 weighs
+    // 1 / (1 + 299 e^-100), which rounds to 1 in f32 (299 e^-100 ~ 1e-41 is far below eps/2);
+    // the others weigh e^-100 ~ 4e-44 each (or 0 where exp flushes denormals), so together
+    // they add at most 299 * 4e-44 * 0.3 ~ 4e-42 to an element of the prior, whatever the
+    // order of the sum and with or without FMA. Each element is then row 7's element up to
+    // that and one rounding of the sum (eps/2 of the element): within 2 eps of the row's
+    // largest element, which is 0.3 at most, so 4e-42 is nowhere near it.
     let prior = m.prior_embeddings(&x).unwrap().unwrap();
     assert_eq!(prior.dims(), [2, 16]);
     let row7 = m.codebook().embeddings().narrow(0, 7, 1).unwrap();
@@ -432,7 +436,11 @@ fn an_encoder_starts_from_the_attached_teachers_prior() {
     assert!(max_diff(&prior, &want) <= 2.0 * f32::EPSILON * max_abs(&want));
 
     // The prior is added to every grid position of the encoder's output: with it and with a
-    // zero prior, the grids differ by it (up to one rounding of each sum, |z| + |prior| wide).
+    // zero prior, the grids differ by it. The encoder computes the same z both times, z + 0 is
+    // z exactly, and with = fl(z + p) is within eps/2 |with| of z + p; the subtraction
+    // with - z rounds once more, within eps/2 |with - z| <= eps/2 (|with| + |without|). So
+    // each element differs from p by at most eps (|with| + |without|); the bound takes 2 eps
+    // of the grids' largest elements.
     let with = m.encode(&x).unwrap();
     let zero = FrozenInputs {
         features: None,
