@@ -23,6 +23,7 @@ use spae_core::scorer::{Ensemble, Resized};
 use spae_core::{Codebook, CodebookScorer, ImageTextModel, LabeledPixels};
 use spae_datasets::Split;
 
+use crate::bail;
 use crate::error::{Context, Result};
 use crate::tokenizer::VocabConfig;
 
@@ -53,6 +54,13 @@ pub const DEVISE_EMOJI: &str = "devise-emoji";
 /// SHA-256 of the scorer `spec` names (`default`: the built-in bytes), to key cached results.
 pub fn scorer_sha256(spec: &str) -> Result<String> {
     use sha2::{Digest, Sha256};
+    if let Some((base, _)) = spec.split_once(',') {
+        // A corrected scorer: its options and the scorer they correct.
+        let mut h = Sha256::new();
+        h.update(spec.as_bytes());
+        h.update(scorer_sha256(base)?.as_bytes());
+        return Ok(hex::encode(h.finalize()));
+    }
     if spec.contains(['+', '@']) {
         // An ensemble or a resized member: the hash of its members' hashes and the spec.
         let mut h = Sha256::new();
@@ -110,9 +118,140 @@ pub fn conse_teacher(text: SentenceEncoder, data: &str, device: &Device) -> Resu
 /// layout (`config.json`, `tokenizer.json`, `model.safetensors`: the paper's scorer, Sec. 3.1,
 /// for a user who has the weights); `MEMBER@SIDE` shows that member the images resized to
 /// SIDE x SIDE; members joined by `+` form an ensemble (`spae_core::scorer::Ensemble`), e.g.
-/// `checkpoints/scorer-minilm-emoji.safetensors@32+conse` on 64x64 images. `data` names the
+/// `checkpoints/scorer-minilm-emoji.safetensors@32+conse` on 64x64 images. Options follow
+/// after commas ([`ScorerOptions`]): `,csls` corrects the hubness of the words it ranks,
+/// `,max-token-id=N` lets only the vocabulary's common words be relevant. `data` names the
 /// images it will score.
 pub fn load_scorer(spec: &str, codebook: &Codebook, data: &str) -> Result<LoadedScorer> {
+    let (base, opts) = ScorerOptions::parse(spec)?;
+    let mut scorer = load_plain_scorer(base, codebook, data)?;
+    if let Some(max) = opts.max_token_id {
+        let keep: Vec<bool> = codebook.token_ids().iter().map(|&id| id < max).collect();
+        scorer = scorer
+            .only_entries(&keep)
+            .with_context(|| format!("--scorer {spec}: max-token-id={max}"))?;
+    }
+    match opts.csls {
+        None => Ok(scorer),
+        Some(k) => with_csls(scorer, spec, base, codebook, data, k),
+    }
+}
+
+/// Nearest reference images per word of CSLS when the spec says only `,csls`.
+pub const CSLS_NEAREST: usize = 10;
+
+/// What a scorer spec may add after its members, each after a comma.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScorerOptions {
+    /// `csls` or `csls=K`: cross-domain similarity local scaling over the K nearest
+    /// reference images ([`CodebookScorer::with_csls`]; K = [`CSLS_NEAREST`]), the images of
+    /// the train split of the data, never the concepts a task tests.
+    pub csls: Option<usize>,
+    /// `max-token-id=N`: only entries whose token id is below N can be relevant. A
+    /// SentencePiece or BPE vocabulary numbers its pieces roughly by frequency, so these are
+    /// its common words: rare ones ("plethora", "placard") embed unreliably in a sentence
+    /// encoder and read as noise to a small LLM **(ours)**.
+    pub max_token_id: Option<u32>,
+}
+
+impl ScorerOptions {
+    /// `SPEC[,OPTION]...` -> (SPEC, options).
+    pub fn parse(spec: &str) -> Result<(&str, Self)> {
+        let mut parts = spec.split(',');
+        let base = parts.next().unwrap_or(spec);
+        let mut opts = Self::default();
+        for opt in parts {
+            let (name, value) = match opt.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (opt, None),
+            };
+            let number =
+                |v: Option<&str>| v.and_then(|v| v.parse::<usize>().ok()).filter(|&n| n > 0);
+            match (name, value) {
+                ("csls", None) => opts.csls = Some(CSLS_NEAREST),
+                ("csls", v) => {
+                    opts.csls = Some(number(v).with_context(|| {
+                        format!("--scorer {spec}: csls=K needs K a positive number of images")
+                    })?)
+                }
+                ("max-token-id", v) => {
+                    let n = number(v)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .with_context(|| {
+                            format!("--scorer {spec}: max-token-id=N needs N a positive token id")
+                        })?;
+                    opts.max_token_id = Some(n);
+                }
+                _ => bail!(
+                    "--scorer {spec}: {opt:?} after ',' is no scorer option; expected csls, \
+                     csls=K or max-token-id=N"
+                ),
+            }
+        }
+        Ok((base, opts))
+    }
+}
+
+/// The side and channels the reference images of CSLS are read at: each set's own.
+fn reference_layout(data: &str) -> Result<(usize, usize)> {
+    let first = data.split('+').next().unwrap_or(data);
+    match first {
+        "emoji" | "emoji-val" | "easy-vqa" => Ok((3, 64)),
+        "mnist" | "fashion-mnist" | "sample" => Ok((1, 28)),
+        _ => bail!(
+            "--scorer ...,csls: the reference images are the train split of the data, and \
+             {data:?} names no set with one (emoji, easy-vqa, mnist, fashion-mnist)"
+        ),
+    }
+}
+
+/// `scorer` with CSLS over the train split of `data`; each entry's r(w) is cached in
+/// $SPAE_HOME keyed by the scorer's hash, the data, K and the words.
+fn with_csls(
+    scorer: LoadedScorer,
+    spec: &str,
+    base: &str,
+    codebook: &Codebook,
+    data: &str,
+    k: usize,
+) -> Result<LoadedScorer> {
+    use sha2::{Digest, Sha256};
+    let (channels, side) = reference_layout(data)?;
+    let mut h = Sha256::new();
+    h.update(scorer_sha256(base)?.as_bytes());
+    h.update(format!("\0{data}\0{k}\0{side}\0").as_bytes());
+    for i in 0..codebook.len() {
+        h.update(codebook.word(i).as_bytes());
+        h.update([0u8]);
+    }
+    let key = hex::encode(h.finalize());
+    let path = spae_assets::default_home()
+        .join("cache")
+        .join(format!("csls-{}.safetensors", &key[..16]));
+    if let Ok(map) = candle_core::safetensors::load(&path, &Device::Cpu) {
+        if let Some(r) = map.get(&key) {
+            return Ok(scorer.with_hubness(r)?);
+        }
+    }
+    let reference = spae_datasets::load_spec(data, Split::Train, channels, side)
+        .with_context(|| format!("--scorer {spec}: its reference images"))?;
+    tracing::info!(
+        "CSLS for {base}: {} reference images of {data} (train split), {k} nearest per word",
+        reference.len()
+    );
+    let pixels = reference.batch(&(0..reference.len()).collect::<Vec<_>>(), &Device::Cpu)?;
+    let r = scorer.hubness_of(&pixels, k)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tensors = std::collections::HashMap::from([(key, r.clone())]);
+    candle_core::safetensors::save(&tensors, &path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(scorer.with_hubness(&r)?)
+}
+
+/// [`load_scorer`] without the options after ','.
+fn load_plain_scorer(spec: &str, codebook: &Codebook, data: &str) -> Result<LoadedScorer> {
     let device = Device::Cpu;
     let mut members: Vec<Box<dyn ImageTextModel>> = Vec::new();
     for part in spec.split('+') {
@@ -499,6 +638,102 @@ pub fn scorer_report(args: &ScorerReportConfig) -> Result<Vec<serde_json::Value>
 mod tests {
     use super::*;
     use crate::tokenizer::{BuiltIn, CheckpointRef};
+    use spae_core::scorer::EXCLUDED;
+
+    /// Options after the members parse, each once, and a typo is an error naming it; a
+    /// corrected scorer hashes apart from the plain one, so no cached result is shared.
+    #[test]
+    fn scorer_options_follow_commas() {
+        let parse = |s: &'static str| ScorerOptions::parse(s).map(|(b, o)| (b.to_string(), o));
+        assert_eq!(
+            parse("devise-emoji+conse").unwrap(),
+            ("devise-emoji+conse".into(), ScorerOptions::default())
+        );
+        let (base, opts) = parse("devise-emoji+conse@64,csls,max-token-id=50000").unwrap();
+        assert_eq!(base, "devise-emoji+conse@64");
+        assert_eq!(opts.csls, Some(CSLS_NEAREST));
+        assert_eq!(opts.max_token_id, Some(50_000));
+        assert_eq!(parse("default,csls=3").unwrap().1.csls, Some(3));
+        for bad in [
+            "default,csl",
+            "default,csls=0",
+            "default,csls=x",
+            "default,max-token-id",
+            "default,max-token-id=99999999999",
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains(bad), "{bad}: {err}");
+        }
+        let plain = scorer_sha256("default").unwrap();
+        let corrected = scorer_sha256("default,csls").unwrap();
+        assert_ne!(plain, corrected);
+        assert_ne!(corrected, scorer_sha256("default,csls=3").unwrap());
+        assert!(scorer_sha256("missing.safetensors,csls").is_err());
+    }
+
+    /// `,max-token-id=N` leaves the rarer entries out of every image's relevance, and
+    /// `,csls` over the bundled sample's images changes which entries lead; a second load
+    /// reads the cached r(w) and scores the same.
+    #[test]
+    fn scorer_options_reshape_relevance() {
+        use spae_core::SemanticScorer;
+        let (spae, _) = CheckpointRef::new(None, BuiltIn::MnistFashion)
+            .load(&Device::Cpu)
+            .unwrap();
+        let codebook = spae.codebook();
+        let images = spae_datasets::bundled_sample(1, 28).unwrap();
+        let x = images
+            .batch(&(0..images.len()).collect::<Vec<_>>(), &Device::Cpu)
+            .unwrap();
+        let rows = |spec: &str| -> Vec<Vec<f32>> {
+            load_scorer(spec, codebook, "sample")
+                .unwrap()
+                .relevance(&x)
+                .unwrap()
+                .to_vec2()
+                .unwrap()
+        };
+        let plain = rows("default");
+        let ids = codebook.token_ids();
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        let max = sorted[sorted.len() / 2];
+        let common = rows(&format!("default,max-token-id={max}"));
+        for (p, c) in plain.iter().zip(&common) {
+            for ((&p, &c), &id) in p.iter().zip(c).zip(ids) {
+                if id < max {
+                    assert_eq!(p, c, "a kept entry keeps its cosine");
+                } else {
+                    // A cosine in [-1, 1] less 10^4: below -9999 whatever its rounding.
+                    assert!(c < 1.0 - EXCLUDED as f32, "entry {id} left out: {c}");
+                }
+            }
+        }
+        let csls = rows("default,csls=5");
+        assert_eq!(
+            csls,
+            rows("default,csls=5"),
+            "the cached r(w) scores the same"
+        );
+        let lead = |r: &[f32]| {
+            r.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+        };
+        // Each cosine moves by half of its word's r(w), a mean of cosines: at most 1/2, up
+        // to the rounding of the mean, the halving, the subtraction and this difference, a
+        // few ulps of numbers below 2 (1e-6 is about 8 f32 epsilons).
+        for (p, c) in plain.iter().zip(&csls) {
+            assert!(p.iter().zip(c).all(|(p, c)| (p - c).abs() <= 0.5 + 1e-6));
+        }
+        let moved = plain
+            .iter()
+            .zip(&csls)
+            .filter(|(p, c)| lead(p) != lead(c))
+            .count();
+        assert!(moved > 0, "CSLS left every image's leading word as it was");
+    }
 
     /// A directory names a CLIP checkpoint: it is read as one (its own files named when one
     /// is missing, no sentence encoder asked for), and hashed by its weights and config.

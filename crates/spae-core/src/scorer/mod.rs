@@ -73,7 +73,15 @@ pub struct CodebookScorer<M> {
     model: M,
     /// (V, D) unit rows.
     words: Tensor,
+    /// (1, V): subtracted from every cosine: half of each entry's hubness (`with_csls`),
+    /// and [`EXCLUDED`] for entries left out (`only_entries`).
+    penalty: Option<Tensor>,
 }
+
+/// What an entry left out by [`CodebookScorer::only_entries`] loses: cosines lie in [-1, 1],
+/// so it ranks below every kept entry, and a softmax at any temperature used here (0.01 and
+/// up) gives it exp(-10^6) = 0 without the NaN an infinity would risk.
+pub const EXCLUDED: f64 = 1e4;
 
 impl<M: ImageTextModel> CodebookScorer<M> {
     /// Embed the codebook's words (plain, without the word-start marker). With `cache`, the
@@ -84,14 +92,119 @@ impl<M: ImageTextModel> CodebookScorer<M> {
         let key = word_key(&model.text_model_id(), &words);
         if let Some(path) = cache.filter(|p| p.is_file()) {
             if let Some(t) = read_cached(path, &key, words.len())? {
-                return Ok(Self { model, words: t });
+                return Ok(Self {
+                    model,
+                    words: t,
+                    penalty: None,
+                });
             }
         }
         let t = model.embed_texts(&words)?;
         if let Some(path) = cache {
             write_cached(path, &key, &t)?;
         }
-        Ok(Self { model, words: t })
+        Ok(Self {
+            model,
+            words: t,
+            penalty: None,
+        })
+    }
+
+    /// Corrects the hubness of nearest-neighbour retrieval across two embedding spaces with
+    /// cross-domain similarity local scaling (CSLS; Conneau et al. 2018, Eq. 6; the hubness
+    /// of zero-shot image -> word retrieval: Dinu et al. 2015) **(ours, for SPAE's relevance)**:
+    /// CSLS(x, w) = 2 cos(x, w) - r(x) - r(w), where r(w) is the mean cosine of word w to
+    /// its `k` nearest `reference` images (B, C, S, S). A generic word ("animal", "object")
+    /// sits near many images, so it stops outranking the specific word of this image ("dog").
+    /// Relevance becomes cos(x, w) - r(w) / 2: CSLS halved, less r(x) / 2, which is one
+    /// constant per image, so every image ranks the entries exactly as CSLS does and the
+    /// cosine scale of temperatures stays. [`Self::with_hubness`] takes r(w) from an earlier
+    /// [`Self::hubness_of`] without the reference images.
+    pub fn with_csls(self, reference: &Tensor, k: usize) -> Result<Self> {
+        let r = self.hubness_of(reference, k)?;
+        self.with_hubness(&r)
+    }
+
+    /// As `with_csls`, with each entry's r(w) (V,) already computed by [`Self::hubness_of`].
+    pub fn with_hubness(self, r: &Tensor) -> Result<Self> {
+        let v = self.words.dims()[0];
+        if r.dims() != [v] {
+            return Err(crate::SpaeError::Config(format!(
+                "hubness of {:?} entries for a codebook of {v}",
+                r.dims()
+            )));
+        }
+        self.penalize(&(r.to_dtype(DType::F32)? * 0.5)?)
+    }
+
+    /// Only the entries where `keep` holds can be relevant: the others rank last and get no
+    /// weight in a softmax ([`EXCLUDED`]). The codebook stays whole, so the words that carry
+    /// meaning can come from a part of it (its common words, say) while reconstruction may
+    /// use every entry.
+    pub fn only_entries(self, keep: &[bool]) -> Result<Self> {
+        let v = self.words.dims()[0];
+        if keep.len() != v {
+            return Err(crate::SpaeError::Config(format!(
+                "{} entries chosen of a codebook of {v}",
+                keep.len()
+            )));
+        }
+        if !keep.contains(&true) {
+            return Err(crate::SpaeError::Config(
+                "no codebook entry is left to be relevant".into(),
+            ));
+        }
+        let p: Vec<f32> = keep
+            .iter()
+            .map(|&k| if k { 0.0 } else { EXCLUDED as f32 })
+            .collect();
+        let p = Tensor::from_vec(p, v, &Device::Cpu)?;
+        self.penalize(&p)
+    }
+
+    /// Adds `p` (V,) to what every cosine loses.
+    fn penalize(mut self, p: &Tensor) -> Result<Self> {
+        let p = p.to_device(self.words.device())?.unsqueeze(0)?;
+        self.penalty = Some(match self.penalty.take() {
+            Some(old) => (old + p)?,
+            None => p,
+        });
+        Ok(self)
+    }
+
+    /// r(w) (V,) of CSLS: each entry's mean cosine to its `k` nearest `reference` images.
+    pub fn hubness_of(&self, reference: &Tensor, k: usize) -> Result<Tensor> {
+        let n = reference.dims()[0];
+        if k == 0 || n < k {
+            return Err(crate::SpaeError::Config(format!(
+                "CSLS over the {k} nearest of {n} reference images: needs 1 <= k <= {n}"
+            )));
+        }
+        let mut emb = Vec::new();
+        for start in (0..n).step_by(256) {
+            let len = 256.min(n - start);
+            emb.push(self.model.embed_images(&reference.narrow(0, start, len)?)?);
+        }
+        let emb = Tensor::cat(&emb, 0)?;
+        let v = self.words.dims()[0];
+        let mut r = Vec::with_capacity(v);
+        // (V, N) at once would be 30,000 x 2,000 floats: a slice of the words at a time.
+        for start in (0..v).step_by(4096) {
+            let len = 4096.min(v - start);
+            let cos = self.words.narrow(0, start, len)?.matmul(&emb.t()?)?;
+            let (_, near) = top_relevant(&cos, k)?;
+            r.push(near.mean(1)?);
+        }
+        Ok(Tensor::cat(&r, 0)?)
+    }
+
+    /// Relevance (B, V) of image embeddings (B, D) from this scorer's model.
+    pub fn relevance_of_embeddings(&self, images: &Tensor) -> Result<Tensor> {
+        let cos = images.matmul(&self.words.t()?)?;
+        Ok(match &self.penalty {
+            Some(h) => cos.broadcast_sub(h)?,
+            None => cos,
+        })
     }
 
     pub fn model(&self) -> &M {
@@ -106,8 +219,7 @@ impl<M: ImageTextModel> CodebookScorer<M> {
 
 impl<M: ImageTextModel> SemanticScorer for CodebookScorer<M> {
     fn relevance(&self, images: &Tensor) -> Result<Tensor> {
-        let img = self.model.embed_images(images)?;
-        Ok(img.matmul(&self.words.t()?)?)
+        self.relevance_of_embeddings(&self.model.embed_images(images)?)
     }
     fn entries(&self) -> usize {
         self.words.dims()[0]
@@ -283,6 +395,97 @@ mod tests {
                 logit_scale: 7.0,
             }
         }
+    }
+
+    /// Images (B, 1, 1, 2) are their own embedding; words embed as fixed 2-d vectors.
+    struct Plane;
+
+    impl ImageTextModel for Plane {
+        fn embed_images(&self, images: &Tensor) -> Result<Tensor> {
+            Ok(images.flatten_from(1)?)
+        }
+        fn embed_texts(&self, texts: &[&str]) -> Result<Tensor> {
+            let rows: Vec<f32> = texts
+                .iter()
+                .flat_map(|t| match *t {
+                    "animal" => [1.0, 0.0],
+                    "dog" => [0.8, 0.6],
+                    _ => [0.8, -0.6],
+                })
+                .collect();
+            Ok(Tensor::from_vec(rows, (texts.len(), 2), &Device::Cpu)?)
+        }
+        fn text_model_id(&self) -> String {
+            "plane".into()
+        }
+        fn zero_shot(&self) -> ZeroShotQuery {
+            ZeroShotQuery {
+                captions: tower::Captions::Emoji,
+                logit_scale: 1.0,
+            }
+        }
+    }
+
+    fn points(xy: &[[f32; 2]]) -> Tensor {
+        let flat: Vec<f32> = xy.iter().flatten().copied().collect();
+        Tensor::from_vec(flat, (xy.len(), 1, 1, 2), &Device::Cpu).unwrap()
+    }
+
+    /// A generic word near every reference image outranks the specific one by plain cosine;
+    /// CSLS ranks the specific word first, and r(w) is each word's mean cosine to its k
+    /// nearest reference images.
+    #[test]
+    fn csls_stops_a_generic_word_from_outranking_the_specific_one() {
+        let info = crate::CodebookInfo {
+            source: "plane".into(),
+            marker: crate::WordMarker::SentencePiece,
+            filter: crate::VocabFilter::default(),
+            vocab_size: 3,
+            projection: None,
+        };
+        let pieces = ["\u{2581}animal", "\u{2581}dog", "\u{2581}cat"].map(String::from);
+        let rows = Tensor::zeros((3, 4), DType::F32, &Device::Cpu).unwrap();
+        let codebook = Codebook::new(info, vec![0, 1, 2], pieces.to_vec(), rows).unwrap();
+        let plain = CodebookScorer::new(Plane, &codebook, None).unwrap();
+        // Unit vectors of exact coordinates: every cosine below is one product by 1 or 0
+        // plus an exact zero, so it equals the word's coordinate bit for bit.
+        let reference = points(&[[1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]);
+        let r: Vec<f32> = plain.hubness_of(&reference, 1).unwrap().to_vec1().unwrap();
+        assert_eq!(r, [1.0, 0.8, 0.8]);
+        // k = 2: "dog" is 0.8 to (1, 0) and 0.6 to (0, 1).
+        let r2: Vec<f32> = plain.hubness_of(&reference, 2).unwrap().to_vec1().unwrap();
+        assert_eq!(r2[1], (0.8f32 + 0.6) / 2.0);
+        assert!(
+            plain.hubness_of(&reference, 4).is_err(),
+            "k above the references"
+        );
+
+        // An image a little closer to "animal" (cos 0.95) than to "dog" (0.947): a margin
+        // of 0.003 by cosine, 0.1 - 0.003 the other way under CSLS, far beyond rounding.
+        let dog = points(&[[0.95, 0.312]]);
+        let best = |s: &CodebookScorer<Plane>| -> u32 {
+            let (top, _) = top_relevant(&s.relevance(&dog).unwrap(), 1).unwrap();
+            top.flatten_all().unwrap().to_vec1::<u32>().unwrap()[0]
+        };
+        assert_eq!(best(&plain), 0, "by cosine the generic word wins");
+        let csls = CodebookScorer::new(Plane, &codebook, None)
+            .unwrap()
+            .with_csls(&reference, 1)
+            .unwrap();
+        assert_eq!(best(&csls), 1, "under CSLS the specific word wins");
+        let again = CodebookScorer::new(Plane, &codebook, None)
+            .unwrap()
+            .with_hubness(&Tensor::new(&r[..], &Device::Cpu).unwrap())
+            .unwrap();
+        assert_eq!(
+            again.relevance(&dog).unwrap().to_vec2::<f32>().unwrap(),
+            csls.relevance(&dog).unwrap().to_vec2::<f32>().unwrap(),
+            "a cached r(w) gives the same relevance"
+        );
+        assert!(CodebookScorer::new(Plane, &codebook, None)
+            .unwrap()
+            .with_hubness(&Tensor::new(&[1f32, 0.8], &Device::Cpu).unwrap())
+            .is_err());
     }
 
     #[test]

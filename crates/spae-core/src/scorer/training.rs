@@ -278,7 +278,7 @@ impl<'a, M: ImageTextModel> ImageTargets<'a, M> {
         let device = Device::Cpu;
         let x = data.batch(idx)?;
         let img = self.scorer.model().embed_images(&x)?;
-        let rel = img.matmul(&self.scorer.word_embeddings().t()?)?;
+        let rel = self.scorer.relevance_of_embeddings(&img)?;
         let (top, vals) = super::top_relevant(&rel, self.k)?;
         let w = candle_nn_softmax(&(vals / self.temperature)?)?;
         let top: Vec<Vec<u32>> = top.to_vec2()?;
