@@ -26,6 +26,40 @@ table1-emoji episodes="400" checkpoint="" out="eval/results/table1-emoji-gemma3-
         --teacher checkpoints/scorer-devise-emoji.safetensors+conse --teacher-image-size 64 \
         {{ if checkpoint == "" { "" } else { "--checkpoint " + checkpoint } }} --out {{out}}
 
+# The emoji teacher's words under the scorer options (`,csls`, `,max-token-id=N`) and the DeViSE
+# head alone, each on the val concepts (400 episodes, 2- and 5-way) beside the val oracle, then
+# the options once on the test concepts; and the test oracle and teacher rows over every Gemma 3
+# word (an untrained checkpoint around all 65,743 entries: oracle and teacher words need no
+# encoder). Into eval/results/teacher-emoji.
+teacher-emoji:
+    for way in 2 5; do \
+        for row in plain: csls:,csls csls-common:,csls,max-token-id=100000; do \
+            cargo run --release --bin spae-icl -- run --task emoji --split val --words teacher \
+                --teacher "checkpoints/scorer-devise-emoji.safetensors+conse${row#*:}" --teacher-image-size 64 \
+                --episodes 400 --way $way --scoring constrained,calibrated \
+                --out eval/results/teacher-emoji/val-${row%%:*}-${way}way; \
+        done; \
+        cargo run --release --bin spae-icl -- run --task emoji --split val --words teacher \
+            --teacher checkpoints/scorer-devise-emoji.safetensors --teacher-image-size 64 \
+            --episodes 400 --way $way --scoring constrained,calibrated \
+            --out eval/results/teacher-emoji/val-devise-${way}way; \
+        cargo run --release --bin spae-icl -- run --task emoji --words teacher \
+            --teacher "checkpoints/scorer-devise-emoji.safetensors+conse,csls,max-token-id=100000" \
+            --teacher-image-size 64 --episodes 400 --way $way --scoring open,constrained,calibrated \
+            --out eval/results/teacher-emoji/test-csls-common-${way}way; \
+    done
+    cargo run --release --bin spae-icl -- run --task emoji --split val --words oracle --episodes 400 --way 2 \
+        --scoring constrained,calibrated --out eval/results/teacher-emoji/val-oracle-2way
+    cargo run --release --bin spae-icl -- init --max-entries 0 --image-size 32 --channels 3 --project-dim 64 \
+        --output runs/untrained-gemma3-all-words.safetensors
+    cargo run --release --bin spae-icl -- run --task emoji --checkpoint runs/untrained-gemma3-all-words.safetensors \
+        --words oracle --episodes 400 --way 2 --scoring constrained,calibrated \
+        --out eval/results/teacher-emoji/test-oracle-all-words-2way
+    cargo run --release --bin spae-icl -- run --task emoji --checkpoint runs/untrained-gemma3-all-words.safetensors \
+        --words teacher --teacher checkpoints/scorer-devise-emoji.safetensors+conse --teacher-image-size 64 \
+        --episodes 400 --way 2 --scoring constrained,calibrated \
+        --out eval/results/teacher-emoji/test-teacher-all-words-2way
+
 # Naming unseen emoji concepts in context (16 captioned train-concept emoji, then a test emoji's
 # words), `items` test images: the built-in emoji tokenizer's words, then the rows that bound
 # them: the words of the teacher `train-emoji` trains against, oracle and random words.
