@@ -239,14 +239,29 @@ fn with_csls(
         "CSLS for {base}: {} reference images of {data} (train split), {k} nearest per word",
         reference.len()
     );
-    let pixels = reference.batch(&(0..reference.len()).collect::<Vec<_>>(), &Device::Cpu)?;
-    let r = scorer.hubness_of(&pixels, k)?;
+    let bar = crate::progress::bar(reference.len() as u64, "CSLS reference images");
+    let mut emb = Vec::new();
+    for start in (0..reference.len()).step_by(64) {
+        let idx: Vec<usize> = (start..(start + 64).min(reference.len())).collect();
+        emb.push(
+            scorer
+                .model()
+                .embed_images(&reference.batch(&idx, &Device::Cpu)?)?,
+        );
+        bar.inc(idx.len() as u64);
+    }
+    bar.finish_and_clear();
+    let r = scorer.hubness_of_embeddings(&candle_core::Tensor::cat(&emb, 0)?, k)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // Written aside and renamed, so a run reading the cache never sees half a file.
+    let partial = path.with_extension("safetensors.partial");
     let tensors = std::collections::HashMap::from([(key, r.clone())]);
-    candle_core::safetensors::save(&tensors, &path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    candle_core::safetensors::save(&tensors, &partial)
+        .with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, &path)
+        .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
     Ok(scorer.with_hubness(&r)?)
 }
 

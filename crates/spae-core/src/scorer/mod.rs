@@ -175,17 +175,23 @@ impl<M: ImageTextModel> CodebookScorer<M> {
     /// r(w) (V,) of CSLS: each entry's mean cosine to its `k` nearest `reference` images.
     pub fn hubness_of(&self, reference: &Tensor, k: usize) -> Result<Tensor> {
         let n = reference.dims()[0];
-        if k == 0 || n < k {
-            return Err(crate::SpaeError::Config(format!(
-                "CSLS over the {k} nearest of {n} reference images: needs 1 <= k <= {n}"
-            )));
-        }
         let mut emb = Vec::new();
         for start in (0..n).step_by(256) {
             let len = 256.min(n - start);
             emb.push(self.model.embed_images(&reference.narrow(0, start, len)?)?);
         }
-        let emb = Tensor::cat(&emb, 0)?;
+        self.hubness_of_embeddings(&Tensor::cat(&emb, 0)?, k)
+    }
+
+    /// r(w) (V,) of CSLS from the reference images' embeddings (N, D) by this scorer's model,
+    /// for a caller that embeds them itself (to show progress, say).
+    pub fn hubness_of_embeddings(&self, emb: &Tensor, k: usize) -> Result<Tensor> {
+        let n = emb.dims()[0];
+        if k == 0 || n < k {
+            return Err(crate::SpaeError::Config(format!(
+                "CSLS over the {k} nearest of {n} reference images: needs 1 <= k <= {n}"
+            )));
+        }
         let v = self.words.dims()[0];
         let mut r = Vec::with_capacity(v);
         // (V, N) at once would be 30,000 x 2,000 floats: a slice of the words at a time.
