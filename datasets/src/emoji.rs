@@ -161,8 +161,9 @@ pub struct EmojiSet {
     pub concepts: Vec<EmojiConcept>,
 }
 
-/// The colour transparent pixels are composited over: white.
-pub const EMOJI_BACKGROUND: [u8; 3] = [255, 255, 255];
+/// The colour transparent pixels are composited over: white, as every image file a command
+/// reads is ([`spae_core::imageio::BACKGROUND`]).
+pub const EMOJI_BACKGROUND: [u8; 3] = spae_core::imageio::BACKGROUND;
 
 /// The seed of the concept shuffle that cuts the splits.
 pub const EMOJI_SPLIT_SEED: u64 = 0;
@@ -388,22 +389,15 @@ fn read_style(
 /// A 64x64 PNG as `size` x `size` RGB (CHW), composited over [`EMOJI_BACKGROUND`].
 fn decode(png: &[u8], size: usize) -> std::result::Result<Vec<u8>, String> {
     let img = image::load_from_memory_with_format(png, image::ImageFormat::Png)
-        .map_err(|e| format!("not a readable PNG: {e}"))?
-        .to_rgba8();
-    if img.dimensions() != (SOURCE_SIDE, SOURCE_SIDE) {
+        .map_err(|e| format!("not a readable PNG: {e}"))?;
+    if (img.width(), img.height()) != (SOURCE_SIDE, SOURCE_SIDE) {
         return Err(format!(
             "image is {}x{}, expected {SOURCE_SIDE}x{SOURCE_SIDE}",
             img.width(),
             img.height()
         ));
     }
-    let mut rgb = image::RgbImage::new(SOURCE_SIDE, SOURCE_SIDE);
-    for (out, px) in rgb.pixels_mut().zip(img.pixels()) {
-        let a = px.0[3] as u32;
-        for ((o, &fg), &bg) in out.0.iter_mut().zip(&px.0).zip(&EMOJI_BACKGROUND) {
-            *o = ((fg as u32 * a + bg as u32 * (255 - a) + 127) / 255) as u8;
-        }
-    }
+    let mut rgb = spae_core::imageio::composite_over_background(&img).to_rgb8();
     if size as u32 != SOURCE_SIDE {
         let filter = image::imageops::FilterType::Triangle;
         rgb = image::imageops::resize(&rgb, size as u32, size as u32, filter);
@@ -794,5 +788,41 @@ mod tests {
         assert_eq!([chw[63], chw[plane + 63], chw[2 * plane + 63]], [255, 0, 0]);
         assert_eq!(decode(&png, 16).unwrap().len(), 3 * 16 * 16);
         assert!(decode(b"not a png", 16).unwrap_err().contains("PNG"));
+    }
+
+    /// `tokenize emoji.png` must see the pixels the tokenizer was trained on: the file reader
+    /// of every command and the data set agree byte for byte, partial alpha included.
+    #[test]
+    fn an_emoji_file_reads_as_the_data_set_reads_it() {
+        let mut img = image::RgbaImage::new(64, 64);
+        for (x, y, p) in img.enumerate_pixels_mut() {
+            // Every alpha from 0 to 255 over colours that vary with the position.
+            *p = image::Rgba([
+                (x * 4) as u8,
+                (y * 4) as u8,
+                200,
+                ((x + 64 * y) % 256) as u8,
+            ]);
+        }
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let dynamic = image::load_from_memory(&png).unwrap();
+        for size in [64, 32] {
+            let t = spae_core::imageio::image_to_tensor(&dynamic, 3, size).unwrap();
+            // Bytes / 255 and back: x / 255 * 255 rounds to x for every byte x.
+            let bytes: Vec<u8> = (t * 255.0)
+                .unwrap()
+                .round()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .into_iter()
+                .map(|v| v as u8)
+                .collect();
+            assert_eq!(bytes, decode(&png, size).unwrap(), "at {size}x{size}");
+        }
     }
 }
