@@ -8,7 +8,9 @@ use spae_core::scorer::tower::{Captions, TowerScorer};
 use spae_core::scorer::training::{
     train_tower, zero_shot, zero_shot_top_k, ImageTargets, TowerTrainRun,
 };
-use spae_core::{Codebook, CodebookInfo, CodebookScorer, LabeledPixels, VocabFilter, WordMarker};
+use spae_core::{
+    Codebook, CodebookInfo, CodebookScorer, LabeledPixels, SemanticScorer, VocabFilter, WordMarker,
+};
 
 fn encoder() -> SentenceEncoder {
     let cache = spae_assets::AssetCache::from_env();
@@ -105,4 +107,32 @@ fn a_tower_learns_two_classes_against_the_frozen_encoder() {
     }
     let conf: Vec<f32> = t.confidence.to_vec1().unwrap();
     assert!(conf.iter().all(|c| (0.0..=1.0).contains(c)), "{conf:?}");
+
+    // Per class: every image of a class gets the same targets, the entries most relevant to
+    // the mean of the class's relevances.
+    let mut per_class = ImageTargets::new(&cs, &names, 3, 0.02)
+        .unwrap()
+        .per_class(true);
+    let t = per_class.batch(&data, &[0, 2, 1, 3], &Device::Cpu).unwrap();
+    let ind: Vec<Vec<u32>> = t.indices.to_vec2().unwrap();
+    let w: Vec<Vec<f32>> = t.weights.to_vec2().unwrap();
+    let conf: Vec<f32> = t.confidence.to_vec1().unwrap();
+    assert_eq!(
+        (&ind[0], &w[0], conf[0]),
+        (&ind[1], &w[1], conf[1]),
+        "class 0"
+    );
+    assert_eq!(
+        (&ind[2], &w[2], conf[2]),
+        (&ind[3], &w[3], conf[3]),
+        "class 1"
+    );
+    let zeros: Vec<usize> = (0..data.len()).step_by(2).collect();
+    let mean = cs
+        .relevance(&data.batch(&zeros).unwrap())
+        .unwrap()
+        .mean_keepdim(0)
+        .unwrap();
+    let (top, _) = spae_core::scorer::top_relevant(&mean, 3).unwrap();
+    assert_eq!(top.to_vec2::<u32>().unwrap()[0], ind[0]);
 }

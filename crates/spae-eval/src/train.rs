@@ -53,6 +53,9 @@ pub struct TrainRunConfig {
     pub semantic_ramp: usize,
     pub semantic_tau: f64,
     pub semantic_top_k: usize,
+    /// Semantic targets per class, not per image
+    /// (`spae_core::scorer::training::ImageTargets::per_class`).
+    pub semantic_per_class: bool,
     pub batch_size: usize,
     /// Peak learning rate (linear warmup, cosine decay to a tenth).
     pub lr: f64,
@@ -111,6 +114,7 @@ impl Default for TrainRunConfig {
             semantic_ramp: 300,
             semantic_tau: 0.1,
             semantic_top_k: 10,
+            semantic_per_class: false,
             batch_size: 64,
             lr: 1e-3,
             warmup: 100,
@@ -326,12 +330,15 @@ pub fn train(args: &TrainRunConfig, device: &Device) -> Result<PathBuf> {
     };
     let pixels = seen.as_ref().unwrap_or(&data).labeled_pixels()?;
     let mut targets = match &scorer {
-        Some(s) => Some(spae_core::scorer::training::ImageTargets::new(
-            s,
-            &data.class_names,
-            args.semantic_top_k,
-            0.02,
-        )?),
+        Some(s) => Some(
+            spae_core::scorer::training::ImageTargets::new(
+                s,
+                &data.class_names,
+                args.semantic_top_k,
+                0.02,
+            )?
+            .per_class(args.semantic_per_class),
+        ),
         None => None,
     };
     let mut frozen = (mc.backbone.is_some() || mc.prior.is_some()).then(FrozenInputsCache::default);

@@ -314,6 +314,11 @@ pub struct TrainArgs {
     pub semantic_tau: f64,
     #[arg(long, default_value_t = 10)]
     pub semantic_top_k: usize,
+    /// Teach every image of a class the words most relevant to its class as a whole (the mean
+    /// of its images' relevances), not to the image alone: the styles of one emoji concept then
+    /// learn the same words.
+    #[arg(long)]
+    pub semantic_per_class: bool,
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// Peak learning rate (linear warmup, cosine decay to a tenth).

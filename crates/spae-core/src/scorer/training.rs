@@ -224,6 +224,8 @@ pub struct ImageTargets<'a, M> {
     scale: f64,
     k: usize,
     temperature: f64,
+    /// Every image of a class gets the class's targets (`per_class`).
+    per_class: bool,
     /// image index -> (entries, weights, confidence)
     rows: std::collections::HashMap<usize, (Vec<u32>, Vec<f32>, f32)>,
 }
@@ -242,8 +244,19 @@ impl<'a, M: ImageTextModel> ImageTargets<'a, M> {
             scale: query.logit_scale,
             k,
             temperature,
+            per_class: false,
             rows: Default::default(),
         })
+    }
+
+    /// Targets per class instead of per image **(ours)**: every image of a class gets the
+    /// entries most relevant to the mean of its class's relevances (and their mean
+    /// confidence). Where a class holds one concept in several drawing styles, each style is
+    /// then taught the same words, and the encoder learns words that do not change with the
+    /// style: what few-shot matching across styles reads.
+    pub fn per_class(mut self, on: bool) -> Self {
+        self.per_class = on;
+        self
     }
 
     /// The targets of images `idx` of `data` (the set given to `new`), on `device`.
@@ -275,7 +288,40 @@ impl<'a, M: ImageTextModel> ImageTargets<'a, M> {
     }
 
     fn compute(&mut self, data: &LabeledPixels, idx: &[usize]) -> Result<()> {
-        let device = Device::Cpu;
+        if !self.per_class {
+            return self.compute_images(data, idx);
+        }
+        for &i in idx {
+            if self.rows.contains_key(&i) {
+                continue;
+            }
+            let class = data.labels()[i];
+            let members: Vec<usize> = (0..data.len())
+                .filter(|&j| data.labels()[j] == class)
+                .collect();
+            let img = self.scorer.model().embed_images(&data.batch(&members)?)?;
+            let rel = self.scorer.relevance_of_embeddings(&img)?.mean_keepdim(0)?;
+            let (top, vals) = super::top_relevant(&rel, self.k)?;
+            let w = candle_nn_softmax(&(vals / self.temperature)?)?;
+            let top: Vec<u32> = top.flatten_all()?.to_vec1()?;
+            let w: Vec<f32> = w.flatten_all()?.to_vec1()?;
+            let conf = self.confidence(&img, &vec![class; members.len()])?;
+            let conf = conf.iter().sum::<f32>() / conf.len() as f32;
+            for j in members {
+                self.rows.insert(j, (top.clone(), w.clone(), conf));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each image embedding's zero-shot probability of its class in `labels`.
+    fn confidence(&self, img: &Tensor, labels: &[u32]) -> Result<Vec<f32>> {
+        let probs = candle_nn_softmax(&(img.matmul(&self.text.t()?)? * self.scale)?)?;
+        let labels = Tensor::new(labels, &Device::Cpu)?.unsqueeze(1)?;
+        Ok(probs.gather(&labels, 1)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    fn compute_images(&mut self, data: &LabeledPixels, idx: &[usize]) -> Result<()> {
         let x = data.batch(idx)?;
         let img = self.scorer.model().embed_images(&x)?;
         let rel = self.scorer.relevance_of_embeddings(&img)?;
@@ -283,12 +329,8 @@ impl<'a, M: ImageTextModel> ImageTargets<'a, M> {
         let w = candle_nn_softmax(&(vals / self.temperature)?)?;
         let top: Vec<Vec<u32>> = top.to_vec2()?;
         let w: Vec<Vec<f32>> = w.to_vec2()?;
-        let probs = candle_nn_softmax(&(img.matmul(&self.text.t()?)? * self.scale)?)?;
         let labels: Vec<u32> = idx.iter().map(|&i| data.labels()[i]).collect();
-        let conf = probs
-            .gather(&Tensor::new(labels.as_slice(), &device)?.unsqueeze(1)?, 1)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let conf = self.confidence(&img, &labels)?;
         for (((&i, t), w), c) in idx.iter().zip(top).zip(w).zip(conf) {
             self.rows.insert(i, (t, w, c));
         }

@@ -131,6 +131,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         semantic_ramp: args.semantic_ramp,
         semantic_tau: args.semantic_tau,
         semantic_top_k: args.semantic_top_k,
+        semantic_per_class: args.semantic_per_class,
         batch_size: args.batch_size,
         lr: args.lr,
         warmup: args.warmup,
