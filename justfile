@@ -133,6 +133,16 @@ train-emoji-prior temperature="0.01":
         --semantic-weight 0.5 --steps 1500 --batch-size 32 --lr 1e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 \
         --out runs/spae-emoji-prior
 
+# The emoji tokenizer taught the same words for every drawing style of a train concept
+# (`--semantic-per-class`; not built in, checkpoints/README.md says why), into
+# runs/spae-emoji-per-class (runs/spae-emoji-per-class-sSEED for another seed).
+train-emoji-per-class seed="0":
+    cargo run --release --bin spae-icl -- train --data emoji --image-size 32 --channels 3 --project-dim 64 \
+        --max-entries 0 --dictionary wamerican --include-class-words --backbone-size 128 \
+        --scorer checkpoints/scorer-devise-emoji.safetensors+conse --scorer-image-size 64 --semantic-per-class \
+        --semantic-weight 0.5 --steps 1500 --batch-size 32 --lr 1e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 \
+        --seed {{seed}} --out runs/spae-emoji-per-class{{ if seed == "0" { "" } else { "-s" + seed } }}
+
 # Reconstruction and relevance per pyramid depth: the shipped SPAE and LQAE-style checkpoints.
 table-tokenizer:
     cargo run --release --bin spae-icl -- table-tokenizer --checkpoint SPAE=builtin \
