@@ -299,14 +299,29 @@ impl<'a, M: ImageTextModel> ImageTargets<'a, M> {
             let members: Vec<usize> = (0..data.len())
                 .filter(|&j| data.labels()[j] == class)
                 .collect();
-            let img = self.scorer.model().embed_images(&data.batch(&members)?)?;
-            let rel = self.scorer.relevance_of_embeddings(&img)?.mean_keepdim(0)?;
-            let (top, vals) = super::top_relevant(&rel, self.k)?;
+            // A class of a large set (6,000 MNIST digits) is embedded a slice at a time.
+            let (mut rel_sum, mut conf_sum) = (None, 0f32);
+            for chunk in members.chunks(256) {
+                let img = self.scorer.model().embed_images(&data.batch(chunk)?)?;
+                let rel = self.scorer.relevance_of_embeddings(&img)?.sum_keepdim(0)?;
+                rel_sum = Some(match rel_sum {
+                    Some(s) => (s + rel)?,
+                    None => rel,
+                });
+                conf_sum += self
+                    .confidence(&img, &vec![class; chunk.len()])?
+                    .iter()
+                    .sum::<f32>();
+            }
+            let Some(rel_sum) = rel_sum else {
+                continue;
+            };
+            let n = members.len() as f64;
+            let (top, vals) = super::top_relevant(&(rel_sum / n)?, self.k)?;
             let w = candle_nn_softmax(&(vals / self.temperature)?)?;
             let top: Vec<u32> = top.flatten_all()?.to_vec1()?;
             let w: Vec<f32> = w.flatten_all()?.to_vec1()?;
-            let conf = self.confidence(&img, &vec![class; members.len()])?;
-            let conf = conf.iter().sum::<f32>() / conf.len() as f32;
+            let conf = conf_sum / members.len() as f32;
             for j in members {
                 self.rows.insert(j, (top.clone(), w.clone(), conf));
             }
