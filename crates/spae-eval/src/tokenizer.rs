@@ -49,7 +49,7 @@ pub struct VocabConfig {
     /// Words kept beyond `max_entries`, each a single whole-word token of the vocabulary.
     pub include_words: Vec<String>,
     /// Keep only words of this word list: a catalog name (`wamerican`) or a file with one
-    /// word per line.
+    /// word per line, `,lowercase` after it for its lowercase words only ([`load_dictionary`]).
     #[serde(default)]
     pub dictionary: Option<String>,
 }
@@ -68,16 +68,31 @@ impl Default for VocabConfig {
     }
 }
 
-/// The word list `spec` names: a catalog asset (fetched on first use) or a file.
+/// The word list `spec` names: a catalog asset (fetched on first use) or a file, and after a
+/// comma `lowercase` to keep only the words the list writes in lowercase (proper names out,
+/// [`Dictionary::lowercase_from_text`]).
 pub fn load_dictionary(spec: &str) -> Result<Dictionary> {
-    let path = if spae_assets::find(spec).is_ok() {
-        AssetCache::from_env().fetch_named(spec)?
+    // A file whose name holds a comma is that file.
+    let (list, lowercase) = match spec.rsplit_once(',').filter(|_| !Path::new(spec).is_file()) {
+        Some((list, "lowercase")) => (list, true),
+        Some((_, other)) => bail!(
+            "--dictionary {spec}: unknown option {other:?} after the comma (the one option is \
+             `lowercase`)"
+        ),
+        None => (spec, false),
+    };
+    let path = if spae_assets::find(list).is_ok() {
+        AssetCache::from_env().fetch_named(list)?
     } else {
-        PathBuf::from(spec)
+        PathBuf::from(list)
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("--dictionary {spec}: {}", path.display()))?;
-    let dict = Dictionary::from_text(spec, &text);
+    let dict = if lowercase {
+        Dictionary::lowercase_from_text(spec, &text)
+    } else {
+        Dictionary::from_text(spec, &text)
+    };
     if dict.words == 0 {
         bail!(
             "--dictionary {spec}: {} has no line of ASCII letters (expected one word per line)",
@@ -591,5 +606,26 @@ mod tests {
         .filter()
         .unwrap_err();
         assert!(err.to_string().contains("/no/such/list"), "{err}");
+    }
+
+    /// `wamerican,lowercase` keeps the list's lowercase words: common nouns, not the proper
+    /// names it also holds; an unknown option is an error naming it.
+    #[test]
+    fn lowercase_dictionary_drops_proper_names() {
+        let all = load_dictionary("wamerican").unwrap();
+        let lower = load_dictionary("wamerican,lowercase").unwrap();
+        assert_eq!(lower.name, "wamerican,lowercase");
+        assert!(lower.words < all.words);
+        for w in ["hilton", "tulane", "juan"] {
+            assert!(all.contains(w) && !lower.contains(w), "{w}");
+        }
+        for w in ["house", "turkey", "dolphin"] {
+            assert!(lower.contains(w), "{w}");
+        }
+        let err = load_dictionary("wamerican,upper").unwrap_err().to_string();
+        assert!(
+            err.contains("wamerican,upper") && err.contains("\"upper\""),
+            "{err}"
+        );
     }
 }

@@ -229,7 +229,8 @@ pub struct VocabSpec {
     #[arg(long, value_delimiter = ',')]
     pub include_words: Vec<String>,
     /// Keep only words of this word list: `wamerican` (Debian's American English list,
-    /// fetched on first use) or a file with one word per line. --include-words are exempt.
+    /// fetched on first use) or a file with one word per line; `LIST,lowercase` keeps only
+    /// the words the list writes in lowercase (proper names out). --include-words are exempt.
     #[arg(long)]
     pub dictionary: Option<String>,
 }

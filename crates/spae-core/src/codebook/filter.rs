@@ -95,10 +95,24 @@ pub struct Dictionary {
 impl Dictionary {
     /// The words of `text`, one per line, called `name`.
     pub fn from_text(name: impl Into<String>, text: &str) -> Self {
+        Self::from_lines(name, text, |_| true)
+    }
+
+    /// The words of `text` that it writes in lowercase, called `name`: a list such as
+    /// `wamerican` writes proper names capitalized ("Hilton", "Tulane"), and a codebook for
+    /// describing images has no use for them; a word listed both ways ("Turkey", "turkey")
+    /// stays.
+    pub fn lowercase_from_text(name: impl Into<String>, text: &str) -> Self {
+        Self::from_lines(name, text, |w| {
+            w.starts_with(|c: char| c.is_ascii_lowercase())
+        })
+    }
+
+    fn from_lines(name: impl Into<String>, text: &str, keep: impl Fn(&str) -> bool) -> Self {
         let set: HashSet<String> = text
             .lines()
             .map(str::trim)
-            .filter(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphabetic()))
+            .filter(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphabetic()) && keep(w))
             .map(str::to_ascii_lowercase)
             .collect();
         Self {
@@ -359,6 +373,23 @@ mod tests {
         // A filter read back from a checkpoint has the name and size, not the words.
         let back: VocabFilter = serde_json::from_str(&f.to_string()).unwrap();
         assert_eq!(back, f);
+    }
+
+    #[test]
+    fn a_lowercase_dictionary_drops_words_listed_only_capitalized() {
+        let text = "Hilton\nTurkey\nturkey\nhouse\nJuan\n";
+        assert_eq!(Dictionary::from_text("all", text).words, 4);
+        let lower = Dictionary::lowercase_from_text("lower", text);
+        assert_eq!(lower.words, 2, "turkey and house");
+        // Matching ignores case as before: the token "Turkey" passes on the lowercase line.
+        for (w, kept) in [
+            ("Turkey", true),
+            ("house", true),
+            ("Hilton", false),
+            ("juan", false),
+        ] {
+            assert_eq!(lower.contains(w), kept, "{w}");
+        }
     }
 
     #[test]
