@@ -60,6 +60,27 @@ teacher-emoji:
         --episodes 400 --way 2 --scoring constrained,calibrated \
         --out eval/results/teacher-emoji/test-teacher-all-words-2way
 
+# The DeViSE head's words on the test concepts over the dictionary codebook with and without the
+# word list's proper names (`--dictionary wamerican` against `wamerican,lowercase`; untrained
+# checkpoints: teacher and oracle words need no encoder), 400 episodes, 2- and 5-way, and the
+# 2-way oracle of each codebook. Into eval/results/teacher-emoji.
+teacher-emoji-lowercase:
+    for dict in wamerican wamerican,lowercase; do \
+        cargo run --release --bin spae-icl -- init --max-entries 0 --dictionary $dict --image-size 32 --channels 3 \
+            --project-dim 64 --output runs/untrained-gemma3-$(echo $dict | tr , -).safetensors; \
+        for way in 2 5; do \
+            cargo run --release --bin spae-icl -- run --task emoji \
+                --checkpoint runs/untrained-gemma3-$(echo $dict | tr , -).safetensors \
+                --words teacher --teacher devise-emoji --teacher-image-size 64 \
+                --episodes 400 --way $way --scoring constrained,calibrated \
+                --out eval/results/teacher-emoji/test-devise-$(echo $dict | tr , -)-${way}way; \
+        done; \
+        cargo run --release --bin spae-icl -- run --task emoji \
+            --checkpoint runs/untrained-gemma3-$(echo $dict | tr , -).safetensors \
+            --words oracle --episodes 400 --way 2 --scoring constrained,calibrated \
+            --out eval/results/teacher-emoji/test-oracle-$(echo $dict | tr , -)-2way; \
+    done
+
 # Naming unseen emoji concepts in context (16 captioned train-concept emoji, then a test emoji's
 # words), `items` test images: the built-in emoji tokenizer's words, then the rows that bound
 # them: the words of the teacher `train-emoji` trains against, oracle and random words.
