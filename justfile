@@ -154,6 +154,16 @@ train-emoji-prior temperature="0.01":
         --semantic-weight 0.5 --steps 1500 --batch-size 32 --lr 1e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 \
         --out runs/spae-emoji-prior
 
+# The same with the DeViSE head alone as teacher and prior, the tokenizer reading the emoji at
+# SIZE x SIZE (32 or 64; not built in, checkpoints/README.md says why), into
+# runs/spae-emoji-prior-devise-SIZE.
+train-emoji-prior-devise size="32":
+    cargo run --release --bin spae-icl -- train --data emoji --image-size {{size}} --channels 3 --project-dim 64 \
+        --max-entries 0 --dictionary wamerican --include-class-words --backbone-size 128 \
+        --scorer devise-emoji --scorer-image-size 64 --prior devise-emoji --prior-temperature 0.01 \
+        --semantic-weight 0.5 --steps 1500 --batch-size 32 --lr 1e-3 --warmup 100 --semantic-ramp 300 --checkpoint-every 250 \
+        --out runs/spae-emoji-prior-devise-{{size}}
+
 # The emoji tokenizer taught the same words for every drawing style of a train concept
 # (`--semantic-per-class`; not built in, checkpoints/README.md says why), into
 # runs/spae-emoji-per-class (runs/spae-emoji-per-class-sSEED for another seed).
