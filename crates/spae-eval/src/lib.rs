@@ -8,6 +8,7 @@
 //! flags, and a program can fill them itself.
 
 pub mod ablations;
+pub mod compare;
 pub mod error;
 pub mod fewshot;
 pub mod llm;

@@ -85,6 +85,18 @@ pub enum Command {
     /// PNG figures: Table 1 accuracy curves, tokenizer quality per depth, a pyramid's images.
     #[command(subcommand)]
     Plot(PlotCommand),
+    /// Two result folders scored on the same episodes or images (`run`, a `table1` cell,
+    /// `eval-vqa --task emoji-caption`), item by item: per scoring, the items right in one
+    /// only, and the exact McNemar p-value of the difference.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The first results folder (its results.jsonl).
+    pub a: PathBuf,
+    /// The second, over the same episodes or images.
+    pub b: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         Command::TrainScorer(args) => cmd::evals::train_scorer(args),
         Command::ScorerReport(args) => cmd::evals::scorer_report(args),
         Command::Plot(command) => cmd::evals::plot(command),
+        Command::Compare(args) => cmd::evals::compare(args),
         Command::Tasks => cmd::fewshot::tasks(),
         Command::Run(args) => cmd::fewshot::run(args),
         Command::Table1(args) => cmd::fewshot::table1(args),

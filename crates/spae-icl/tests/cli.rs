@@ -445,3 +445,48 @@ fn eval_tokenizer_reports_one_row_per_depth() {
         assert_eq!(r["top_k"], 50);
     }
 }
+
+/// `compare` pairs two runs' episodes and prints the exact McNemar test per scoring; a
+/// folder without results is an error naming it.
+#[test]
+fn compare_pairs_two_runs_by_episode() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = |i: usize, right: bool| {
+        format!(
+            r#"{{"episode":{i},"prompt_hash":"h","prediction":"cat","answer":"cat","correct":{right},"classes":["cat","dog"],"query":"q{i}","prompt_tokens":null,"scorings":{{"constrained":{{"prediction":"cat","correct":{right}}}}}}}"#
+        )
+    };
+    // A: right on all six; B: right on the first only. Five discordant, all one way:
+    // p = 2 * 2^-5 = 0.0625.
+    for (name, right) in [
+        ("a", [true; 6]),
+        ("b", [true, false, false, false, false, false]),
+    ] {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let lines: Vec<String> = (0..6).map(|i| line(i, right[i])).collect();
+        std::fs::write(d.join("results.jsonl"), lines.join("\n")).unwrap();
+    }
+    let out = run(bin()
+        .arg("compare")
+        .arg(dir.path().join("a"))
+        .arg(dir.path().join("b")));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("| constrained | 6 | 100.0% | 16.7% | 5 | 0 | 0.062 |"),
+        "{text}"
+    );
+
+    let out = bin()
+        .arg("compare")
+        .arg(dir.path().join("a"))
+        .arg(dir.path().join("missing"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("missing") && err.contains("results.jsonl"),
+        "{err}"
+    );
+}

@@ -1,5 +1,6 @@
-//! `eval-tokenizer`, `table-tokenizer`, `ablations`, `train-scorer`, `scorer-report`, `plot`:
-//! the tokenizer and its scorer measured, and figures of the results.
+//! `eval-tokenizer`, `table-tokenizer`, `ablations`, `train-scorer`, `scorer-report`, `plot`,
+//! `compare`: the tokenizer and its scorer measured, figures of the results, and two results
+//! compared.
 
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -10,7 +11,7 @@ use spae_eval::scorer::{ScorerArch, ScorerReportConfig, TrainScorerConfig};
 use spae_eval::tokenizer_eval::{self, TableTokenizerConfig};
 
 use crate::cli::{
-    AblationsArgs, BackboneArg, EvalTokenizerArgs, Format, PlotCommand, ScorerArchArg,
+    AblationsArgs, BackboneArg, CompareArgs, EvalTokenizerArgs, Format, PlotCommand, ScorerArchArg,
     ScorerReportArgs, TableTokenizerArgs, TrainScorerArgs,
 };
 
@@ -115,6 +116,12 @@ pub fn scorer_report(args: ScorerReportArgs) -> Result<()> {
     for line in spae_eval::scorer::scorer_report(&cfg)? {
         println!("{line}");
     }
+    Ok(())
+}
+
+pub fn compare(args: CompareArgs) -> Result<()> {
+    let rows = spae_eval::compare::compare_folders(&args.a, &args.b)?;
+    print!("{}", spae_eval::compare::markdown(&args.a, &args.b, &rows));
     Ok(())
 }
 
