@@ -55,6 +55,31 @@ pub struct NamingResult {
     pub calibrated_top5: Option<Vec<String>>,
 }
 
+/// Which readings of one image name it: the name compared ignoring case and surrounding
+/// space, top-5 as any of the five; the calibrated ones only where the image was scored so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamingHits {
+    pub open: bool,
+    pub constrained: bool,
+    pub constrained_top5: bool,
+    pub calibrated: Option<bool>,
+    pub calibrated_top5: Option<bool>,
+}
+
+impl NamingResult {
+    pub fn hits(&self) -> NamingHits {
+        let same = |n: &String| n.trim().eq_ignore_ascii_case(self.truth.trim());
+        let in_top = |names: &[String], k: usize| names.iter().take(k).any(same);
+        NamingHits {
+            open: same(&self.open),
+            constrained: same(&self.constrained),
+            constrained_top5: self.top5.iter().any(same),
+            calibrated: self.calibrated_top5.as_deref().map(|c| in_top(c, 1)),
+            calibrated_top5: self.calibrated_top5.as_deref().map(|c| in_top(c, 5)),
+        }
+    }
+}
+
 /// Accuracies with their 95% Wilson intervals, in [0, 1].
 #[derive(Debug, Clone, Serialize)]
 pub struct NamingSummary {
@@ -431,38 +456,26 @@ fn top_names(scores: &[f32], names: &[String], k: usize) -> Vec<String> {
 
 /// Accuracies over `rows` (names compared case-insensitively), chance for `names` candidates.
 pub fn summarize(rows: &[&NamingResult], names: usize) -> NamingSummary {
-    let same = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
-    let open: Vec<bool> = rows.iter().map(|r| same(&r.open, &r.truth)).collect();
-    let constrained: Vec<bool> = rows
-        .iter()
-        .map(|r| same(&r.constrained, &r.truth))
-        .collect();
-    let top5: Vec<bool> = rows
-        .iter()
-        .map(|r| r.top5.iter().any(|n| same(n, &r.truth)))
-        .collect();
-    let calibrated: Option<Vec<&Vec<String>>> =
-        rows.iter().map(|r| r.calibrated_top5.as_ref()).collect();
-    let calibrated = calibrated.filter(|c| !c.is_empty());
-    let hit = |k: usize| {
-        calibrated.as_ref().map(|c| {
-            let right: Vec<bool> = c
-                .iter()
-                .zip(rows)
-                .map(|(top, r)| top.iter().take(k).any(|n| same(n, &r.truth)))
-                .collect();
-            prompt::accuracy_with_interval(&right)
-        })
+    let hits: Vec<NamingHits> = rows.iter().map(|r| r.hits()).collect();
+    let rate = |f: fn(&NamingHits) -> bool| {
+        prompt::accuracy_with_interval(&hits.iter().map(f).collect::<Vec<_>>())
+    };
+    // Calibrated rates only where every row was scored so.
+    let calibrated = |f: fn(&NamingHits) -> Option<bool>| {
+        let right: Option<Vec<bool>> = hits.iter().map(f).collect();
+        right
+            .filter(|r| !r.is_empty())
+            .map(|r| prompt::accuracy_with_interval(&r))
     };
     let n = names.max(1) as f64;
     NamingSummary {
         items: rows.len(),
         names,
-        open: prompt::accuracy_with_interval(&open),
-        constrained: prompt::accuracy_with_interval(&constrained),
-        constrained_top5: prompt::accuracy_with_interval(&top5),
-        calibrated: hit(1),
-        calibrated_top5: hit(5),
+        open: rate(|h| h.open),
+        constrained: rate(|h| h.constrained),
+        constrained_top5: rate(|h| h.constrained_top5),
+        calibrated: calibrated(|h| h.calibrated),
+        calibrated_top5: calibrated(|h| h.calibrated_top5),
         chance_top1: 1.0 / n,
         chance_top5: (5.0 / n).min(1.0),
     }
