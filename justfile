@@ -66,19 +66,18 @@ teacher-emoji:
 # 2-way oracle of each codebook. Into eval/results/teacher-emoji.
 teacher-emoji-lowercase:
     for dict in wamerican wamerican,lowercase; do \
+        name=$(echo $dict | tr , -); ckpt=runs/untrained-gemma3-$name.safetensors; \
         cargo run --release --bin spae-icl -- init --max-entries 0 --dictionary $dict --image-size 32 --channels 3 \
-            --project-dim 64 --output runs/untrained-gemma3-$(echo $dict | tr , -).safetensors; \
+            --project-dim 64 --output $ckpt; \
         for way in 2 5; do \
-            cargo run --release --bin spae-icl -- run --task emoji \
-                --checkpoint runs/untrained-gemma3-$(echo $dict | tr , -).safetensors \
+            cargo run --release --bin spae-icl -- run --task emoji --checkpoint $ckpt \
                 --words teacher --teacher devise-emoji --teacher-image-size 64 \
                 --episodes 400 --way $way --scoring constrained,calibrated \
-                --out eval/results/teacher-emoji/test-devise-$(echo $dict | tr , -)-${way}way; \
+                --out eval/results/teacher-emoji/test-devise-$name-${way}way; \
         done; \
-        cargo run --release --bin spae-icl -- run --task emoji \
-            --checkpoint runs/untrained-gemma3-$(echo $dict | tr , -).safetensors \
+        cargo run --release --bin spae-icl -- run --task emoji --checkpoint $ckpt \
             --words oracle --episodes 400 --way 2 --scoring constrained,calibrated \
-            --out eval/results/teacher-emoji/test-oracle-$(echo $dict | tr , -)-2way; \
+            --out eval/results/teacher-emoji/test-oracle-$name-2way; \
     done
 
 # Naming unseen emoji concepts in context (16 captioned train-concept emoji, then a test emoji's
